@@ -1,0 +1,943 @@
+"""ExecutionContext: one node of the execution tree.
+
+Hot path notes (see BENCHMARKS.md): ``exec`` with no key, timeout, retry or exec
+extensions runs inline in the caller's task: one slotted child object, a ContextVar
+set/reset, two ``time.time()`` calls and a dict lookup for the running task. Everything
+rare (callbacks, resources, metadata, errors, cancellation state) lives in a lazily created
+``_Extra`` record so an idle child stays small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import inspect
+import itertools
+import logging
+import os
+import secrets
+from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
+from time import time
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    Literal,
+    TypeAlias,
+    TypedDict,
+    TypeVar,
+    Unpack,
+    final,
+    overload,
+)
+
+from . import _cancel
+from ._defs import Flow, Resource
+from ._tags import MISSING, Tag, Tagged
+from .errors import (
+    Cancelled,
+    ContextClosedError,
+    ExecTimeoutError,
+    MissingTagError,
+    NestingError,
+)
+
+if TYPE_CHECKING:
+    from ._defs import Atom
+    from ._journal import Journal
+    from ._scope import Scope
+
+__all__ = ["ContextDetails", "ExecutionContext", "Settled", "current_context"]
+
+log = logging.getLogger("runtree")
+
+T = TypeVar("T")
+In = TypeVar("In")
+Out = TypeVar("Out")
+R = TypeVar("R")
+
+ContextStatus: TypeAlias = Literal["running", "completed", "failed", "cancelled"]
+
+_OPEN: ContextStatus = "running"
+_current: ContextVar[ExecutionContext | None] = ContextVar("runtree.current_context", default=None)
+_ids = itertools.count(1)
+# Ids are unique within the process and, with the prefix, across processes sharing a store.
+_PREFIX = f"{os.getpid():x}{secrets.token_hex(3)}"
+_current_task_of = _cancel.current_task_of
+
+
+class ExecOptions(TypedDict, total=False):
+    """Keyword options of :meth:`ExecutionContext.exec` (see its docstring)."""
+
+    key: str | None
+    timeout: float | None
+    retry: int
+    tags: Iterable[Tagged[Any]]
+    name: str | None
+    retry_delay: float
+    retry_backoff: float
+    retry_jitter: float
+    retry_on: type[BaseException] | tuple[type[BaseException], ...]
+
+
+def current_context() -> ExecutionContext | None:
+    """The innermost running :class:`ExecutionContext` of this task, or ``None``."""
+    return _current.get()
+
+
+class _Extra:
+    """Rarely used state of a context, created on first use."""
+
+    __slots__ = (
+        "boundaries",
+        "callbacks",
+        "cancel_reason",
+        "closed_waiters",
+        "closing",
+        "drained",
+        "error",
+        "journal",
+        "metadata",
+        "own_tags",
+        "resources",
+        "timed_out",
+    )
+
+    def __init__(self) -> None:
+        self.boundaries: list[ExecutionContext] | None = None
+        self.callbacks: list[_Callback] | None = None
+        self.cancel_reason: str | None = None
+        self.closed_waiters: list[asyncio.Future[None]] | None = None
+        self.closing = False
+        self.drained: asyncio.Future[None] | None = None
+        self.error: BaseException | None = None
+        self.journal: Journal | None = None
+        self.metadata: dict[str, object] | None = None
+        self.own_tags: dict[Tag[Any], object] | None = None
+        self.resources: dict[Resource[Any], object] | None = None
+        self.timed_out: float | None = None
+
+
+class _Callback:
+    """An ``on_close`` callback, or the rest of a generator factory (``finish``)."""
+
+    __slots__ = ("finish", "fn")
+
+    def __init__(
+        self,
+        fn: Callable[[], object] | None,
+        finish: Callable[[BaseException | None], Awaitable[None]] | None = None,
+    ) -> None:
+        self.fn = fn
+        self.finish = finish
+
+
+@final
+class Settled(Generic[T]):
+    """The outcome of one awaitable in :meth:`ExecutionContext.parallel_settled`."""
+
+    __slots__ = ("error", "ok", "value")
+
+    def __init__(self, ok: bool, value: T | None, error: BaseException | None) -> None:
+        self.ok = ok
+        self.value = value
+        self.error = error
+
+    def __repr__(self) -> str:
+        if self.ok:
+            return f"Settled(ok=True, value={self.value!r})"
+        return f"Settled(ok=False, error={self.error!r})"
+
+
+@final
+class ContextDetails:
+    """A live view of a context's details (name, times, status, error, metadata)."""
+
+    __slots__ = ("_ctx",)
+
+    def __init__(self, ctx: ExecutionContext) -> None:
+        self._ctx = ctx
+
+    @property
+    def name(self) -> str:
+        return self._ctx.name
+
+    @property
+    def started_at(self) -> float:
+        """Epoch seconds (``time.time()``) when the context opened."""
+        return self._ctx._started_at
+
+    @property
+    def completed_at(self) -> float | None:
+        """Epoch seconds when the context closed, ``None`` while open."""
+        return self._ctx._closed_at()
+
+    @property
+    def status(self) -> ContextStatus:
+        return self._ctx._status
+
+    @property
+    def error(self) -> BaseException | None:
+        x = self._ctx._x
+        return None if x is None else x.error
+
+    @property
+    def metadata(self) -> dict[str, object]:
+        """A dict the code may fill (tracing attributes, counters ...)."""
+        x = self._ctx._extra()
+        if x.metadata is None:
+            x.metadata = {}
+        return x.metadata
+
+    @property
+    def duration(self) -> float | None:
+        end = self._ctx._closed_at()
+        return None if end is None else end - self._ctx._started_at
+
+    def __repr__(self) -> str:
+        return f"ContextDetails(name={self.name!r}, status={self.status!r}, error={self.error!r})"
+
+
+@final
+class FlowHandle(Generic[In, Out]):
+    """A flow dependency bound to the calling context: ``await handle(input)`` execs it
+    as a child of that context."""
+
+    __slots__ = ("_ctx", "flow")
+
+    def __init__(self, ctx: ExecutionContext, flow: Flow[In, Out]) -> None:
+        self._ctx = ctx
+        self.flow = flow
+
+    def __call__(self, input: In | None = None, **options: Unpack[ExecOptions]) -> Awaitable[Out]:
+        return self._ctx.exec(self.flow, input, **options)
+
+    def __repr__(self) -> str:
+        return f"<FlowHandle {self.flow.name} in {self._ctx.name}>"
+
+
+@final
+class ExecutionContext:
+    """One node of the execution tree: the context of a request, job, command or step.
+
+    Made by ``scope.create_context()`` / ``scope.exec()`` (a *boundary*) or by
+    ``ctx.exec()`` / ``ctx.run()`` (a child, closed when that exec finishes).
+    """
+
+    __slots__ = (
+        "_boundary",
+        "_cancelled",
+        "_completed_at",
+        "_data",
+        "_depth",
+        "_id",
+        "_loop",
+        "_root",
+        "_running",
+        "_started_at",
+        "_status",
+        "_tags",
+        "_task",
+        "_x",
+        "input",
+        "name",
+        "parent",
+        "scope",
+    )
+
+    # Not constructed directly: children are built inline by ``exec`` (no __init__ call
+    # on the hot path) or by ``_child()``; boundaries by ``boundary_context()``. Slots
+    # that stay unset until used: ``_id`` (assigned on first read), ``_data``,
+    # ``_completed_at``, ``_loop`` and ``root`` (boundaries only).
+    _boundary: ExecutionContext
+    _loop: asyncio.AbstractEventLoop | None
+    _id: str | int
+    _data: dict[str, Any]
+    _completed_at: float
+    _started_at: float
+    _status: ContextStatus
+    _tags: dict[Tag[Any], object]
+    _depth: int
+    _task: asyncio.Task[Any] | None
+    _x: _Extra | None
+    _cancelled: bool
+    _root: ExecutionContext
+    _running: builtins.set[ExecutionContext] | None  # children running in other tasks
+    name: str
+    parent: ExecutionContext | None
+    scope: Scope
+    input: object
+
+    # -- identity and plain fields ---------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """Unique within the process (and across processes sharing a store); a root made
+        with ``id=`` keeps that id."""
+        try:
+            ident = self._id
+        except AttributeError:
+            ident = self._id = next(_ids)
+        return ident if type(ident) is str else f"{_PREFIX}-{ident}"
+
+    @property
+    def root(self) -> ExecutionContext:
+        """The root of this context's tree."""
+        return self._boundary._root
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """This context's own dict: never shared with the parent or siblings."""
+        try:
+            return self._data
+        except AttributeError:
+            d: dict[str, Any] = {}
+            self._data = d
+            return d
+
+    def _closed_at(self) -> float | None:
+        return getattr(self, "_completed_at", None)
+
+    @property
+    def details(self) -> ContextDetails:
+        return ContextDetails(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._status is not _OPEN
+
+    @property
+    def cancelled(self) -> bool:
+        """``True`` once this context or an ancestor was cancelled (or timed out)."""
+        ctx: ExecutionContext | None = self
+        while ctx is not None:
+            if ctx._cancelled:
+                return True
+            ctx = ctx.parent
+        return False
+
+    def raise_if_cancelled(self) -> None:
+        """Raise :class:`Cancelled` when :attr:`cancelled` is true."""
+        ctx: ExecutionContext | None = self
+        while ctx is not None:
+            if ctx._cancelled:
+                x = ctx._x
+                raise Cancelled(self.name, None if x is None else x.cancel_reason)
+            ctx = ctx.parent
+        return
+
+    def __repr__(self) -> str:
+        return f"<ExecutionContext {self.name!r} id={self.id} status={self._status}>"
+
+    def _extra(self) -> _Extra:
+        x = self._x
+        if x is None:
+            x = self._x = _Extra()
+        return x
+
+    # -- tags ------------------------------------------------------------------------
+
+    def get(self, tag: Tag[T]) -> T:
+        """The nearest value of ``tag``: this context, its parents, the scope, the default.
+
+        Raises:
+            MissingTagError: nothing binds the tag and it has no default.
+        """
+        value = self._tags.get(tag, MISSING)
+        if value is MISSING:
+            value = tag._default
+            if value is MISSING:
+                raise MissingTagError(tag.label, f"context {self.name!r}")
+        return value  # type: ignore[return-value]
+
+    def find(self, tag: Tag[T]) -> T | None:
+        """Like :meth:`get`, but ``None`` when there is no value."""
+        value = self._tags.get(tag, MISSING)
+        if value is MISSING:
+            value = tag._default
+            if value is MISSING:
+                return None
+        return value  # type: ignore[return-value]
+
+    def set(self, tag: Tag[T], value: T) -> None:
+        """Bind ``tag`` on this context only: children created afterwards see it, the
+        parent and siblings do not. ``parse``/serializable checks run first."""
+        value = tag.check(value)
+        # Copy on write: children share their parent's view until they bind something,
+        # which keeps tag lookup O(1) at any depth.
+        self._tags = {**self._tags, tag: value}
+        x = self._extra()
+        if x.own_tags is None:
+            x.own_tags = {}
+        x.own_tags[tag] = value
+
+    def get_all(self, tag: Tag[T]) -> list[T]:
+        """Every value of ``tag`` visible here, nearest first (the default excluded)."""
+        out: list[T] = []
+        ctx: ExecutionContext | None = self
+        while ctx is not None:
+            x = ctx._x
+            if x is not None and x.own_tags is not None and tag in x.own_tags:
+                out.append(x.own_tags[tag])  # type: ignore[arg-type]
+            ctx = ctx.parent
+        scoped = self.scope._tag_view.get(tag, MISSING)
+        if scoped is not MISSING:
+            out.append(scoped)  # type: ignore[arg-type]
+        return out
+
+    def _bind_tags(self, tagged: Iterable[Tagged[Any]]) -> None:
+        view = None
+        x = None
+        for item in tagged:
+            if not isinstance(item, Tagged):
+                msg = (
+                    f"tags= takes bound tags like tenant('acme') (got {item!r}); "
+                    "call the tag with a value"
+                )
+                raise TypeError(msg)
+            if view is None:
+                view = dict(self._tags)
+                x = self._extra()
+                if x.own_tags is None:
+                    x.own_tags = {}
+            view[item.tag] = item.value
+            x.own_tags[item.tag] = item.value  # type: ignore[union-attr,index]
+        if view is not None:
+            self._tags = view
+
+    # -- resolving -------------------------------------------------------------------
+
+    @overload
+    async def resolve(self, target: Atom[T]) -> T: ...
+    @overload
+    async def resolve(self, target: Resource[T]) -> T: ...
+    async def resolve(self, target: Atom[T] | Resource[T]) -> T:
+        """The value a dependency on ``target`` would get in this context."""
+        if isinstance(target, Resource):
+            return await self.scope._resolve_resource(self, target, ())  # type: ignore[return-value]
+        return await self.scope.resolve(target)
+
+    # -- running work ----------------------------------------------------------------
+
+    async def exec(
+        self, flow: Flow[In, Out], input: In | None = None, **options: Unpack[ExecOptions]
+    ) -> Out:
+        """Run ``flow`` in a new child context and close the child when it finishes.
+
+        Args:
+            flow: The flow to run; ``input`` is parsed by its ``parse`` first.
+            key: Journal key: the outcome is recorded in the tree's journal and a later
+                exec with the same key anywhere in the tree replays it without running.
+            timeout: Seconds per attempt; :class:`ExecTimeoutError` when exceeded.
+            retry: Further attempts after a failure (not after cancellation), each in a
+                fresh child context. ``retry_delay`` seconds before the first retry,
+                multiplied by ``retry_backoff`` each time, plus up to ``retry_jitter``
+                seconds of random jitter; only errors matching ``retry_on`` are retried.
+            tags: Bound tags for the child (nearest wins).
+            name: The child's name (default: the flow's name).
+
+        Raises:
+            ContextClosedError: this context is closed.
+            Cancelled: the child (or this context) was cancelled.
+            ExecTimeoutError: an attempt exceeded ``timeout``.
+        """
+        scope = self.scope
+        if options or scope._exec_slow or flow.deps:
+            return await _run.exec_options(self, flow, input, options)  # type: ignore[return-value]
+        # ---- the plain path: kept inline, since frames and nanoseconds count here ----
+        if self._status is not _OPEN or self._cancelled:
+            self._refuse("exec")
+        boundary = self._boundary
+        loop = boundary._loop
+        if loop is None:
+            loop = boundary._bind_loop()
+        task = _task_of(loop)
+        child = _new_context()
+        if task is self._task:
+            depth = self._depth + 2
+            foreign = False
+        else:
+            depth = _entry_depth() + 2
+            foreign = True
+        if depth > scope._max_depth:
+            raise NestingError(flow.name, depth)
+        child.name = flow.name
+        child.parent = self
+        child.scope = scope
+        child.input = input
+        child._tags = self._tags
+        child._status = _OPEN
+        child._depth = depth
+        child._task = task
+        child._boundary = boundary
+        child._x = None
+        child._running = None
+        child._cancelled = False
+        child._started_at = time()
+        if foreign:
+            running = self._running
+            if running is None:
+                running = self._running = set()
+            running.add(child)
+        if scope._open_hooks:
+            await scope._context_opened(child)
+        token = _current.set(child)
+        try:
+            if flow.parse is not None:
+                child.input = flow.parse_input(input)
+            result: Any = flow.factory(child)
+            if flow.is_async or inspect.isawaitable(result):
+                result = await result
+        except GeneratorExit:
+            _current.reset(token)
+            child._abandon()
+            raise
+        except BaseException as exc:
+            _current.reset(token)
+            err = await child._fail(exc)
+            if err is exc:
+                raise
+            raise err from None
+        _current.reset(token)
+        if child._x is None and not scope._close_hooks:
+            child._status = "completed"
+            child._completed_at = time()
+            if foreign:
+                running.discard(child)  # type: ignore[union-attr]
+                if not running and self._x is not None:
+                    self._drained()
+        else:
+            await child._succeed()
+        return result  # type: ignore[no-any-return]
+
+    @overload
+    async def run(
+        self,
+        fn: Callable[..., Awaitable[R]],
+        *args: object,
+        key: str | None = ...,
+        timeout: float | None = ...,
+        retry: int = ...,
+        tags: Iterable[Tagged[Any]] = ...,
+        name: str | None = ...,
+        retry_delay: float = ...,
+        retry_backoff: float = ...,
+        retry_jitter: float = ...,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = ...,
+        **kwargs: object,
+    ) -> R: ...
+    @overload
+    async def run(
+        self,
+        fn: Callable[..., R],
+        *args: object,
+        key: str | None = ...,
+        timeout: float | None = ...,
+        retry: int = ...,
+        tags: Iterable[Tagged[Any]] = ...,
+        name: str | None = ...,
+        retry_delay: float = ...,
+        retry_backoff: float = ...,
+        retry_jitter: float = ...,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = ...,
+        **kwargs: object,
+    ) -> R: ...
+    async def run(
+        self,
+        fn: Callable[..., object],
+        *args: object,
+        key: str | None = None,
+        timeout: float | None = None,
+        retry: int = 0,
+        tags: Iterable[Tagged[Any]] = (),
+        name: str | None = None,
+        retry_delay: float = 0.0,
+        retry_backoff: float = 1.0,
+        retry_jitter: float = 0.0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+        **kwargs: object,
+    ) -> object:
+        """Run a plain callable (sync or async) in a new child context.
+
+        ``fn(*args, **kwargs)`` is called with the child as
+        :func:`runtree.current_context`. The options are the same as :meth:`exec`; their
+        names (``key``, ``timeout``, ``retry``, ``tags``, ``name``, ``retry_*``) are
+        reserved: pass ``functools.partial(fn, key=...)`` to give ``fn`` such an argument.
+        """
+        return await _run.exec_full(
+            self,
+            "fn",
+            fn,
+            args if args else None,
+            args,
+            kwargs,
+            key,
+            timeout,
+            retry,
+            tags,
+            name,
+            (retry_delay, retry_backoff, retry_jitter, retry_on),
+        )
+
+    async def parallel(self, *aws: Awaitable[Any]) -> list[Any]:
+        """Await ``aws`` concurrently; results in order.
+
+        The first failure cancels the others, waits for them to finish (their
+        ``on_close`` callbacks included) and is raised.
+        """
+        return await _run.parallel(self, aws, settled=False)
+
+    async def parallel_settled(self, *aws: Awaitable[Any]) -> list[Settled[Any]]:
+        """Await ``aws`` concurrently; a :class:`Settled` for each, in order. A member's
+        failure never raises here."""
+        return await _run.parallel(self, aws, settled=True)
+
+    # -- journal ---------------------------------------------------------------------
+
+    async def reset_journal(self, pattern: str | None = None) -> int:
+        """Forget journal entries of this tree whose key matches ``pattern`` (a glob;
+        ``None`` = all). Returns how many were forgotten."""
+        journal = await self.scope._journal_of(self.root)
+        return await journal.reset(pattern)
+
+    def journal_keys(self) -> list[str]:
+        """Keys recorded in this tree's journal, as loaded in this process."""
+        x = self.root._x
+        if x is None or x.journal is None:
+            return []
+        return sorted(x.journal.entries)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def on_close(self, fn: Callable[[], object]) -> Callable[[], None]:
+        """Run ``fn`` (sync or async) when this context closes.
+
+        Callbacks run in reverse registration order, after the descendants' callbacks;
+        ``details.status`` and ``details.error`` are final by then. Returns a function
+        that unregisters ``fn``.
+        """
+        if self._status is not _OPEN and (self._x is None or not self._x.closing):
+            self._refuse("register on_close")
+        entry = _Callback(fn)
+        x = self._extra()
+        if x.callbacks is None:
+            x.callbacks = []
+        x.callbacks.append(entry)
+        callbacks = x.callbacks
+
+        def unregister() -> None:
+            try:
+                callbacks.remove(entry)
+            except ValueError:
+                pass
+
+        return unregister
+
+    def cancel(self, reason: str | None = None) -> None:
+        """Cancel this context's running work and its descendants (not its parent).
+
+        The caller awaiting the cancelled exec gets :class:`Cancelled`; its own task goes
+        on. Cancellation is edge-triggered like asyncio's: a body that catches
+        ``Cancelled``/``CancelledError`` may keep awaiting; :attr:`cancelled` stays true.
+        """
+        if self._cancelled or (self._status is not _OPEN):
+            return
+        self._mark_cancelled(reason)
+
+    def _mark_cancelled(self, reason: str | None, timed_out: float | None = None) -> None:
+        self._cancelled = True
+        x = self._extra()
+        x.cancel_reason = reason
+        if timed_out is not None:
+            x.timed_out = timed_out
+        if self._task is not None and not self._task.done():
+            _cancel.request(self._task, self)
+        child: ExecutionContext
+        for child in list(self._running_children()):
+            if not child._cancelled and child._status is _OPEN:
+                child._mark_cancelled(reason)
+        for nested in list(x.boundaries or ()):
+            if not nested._cancelled and nested._status is _OPEN:
+                nested._mark_cancelled(reason)
+
+    async def close(self) -> None:
+        """Close this context: cancel and join running descendants, close nested
+        boundaries, then run ``on_close`` callbacks and resource cleanups. Idempotent.
+
+        Raises:
+            ExceptionGroup: one or more cleanups failed (all of them still ran).
+            RuntimeError: called from inside this context's own running work.
+        """
+        x = self._x
+        if x is not None and x.closing:
+            if self._closed_at() is None:
+                await self._wait_closed()
+            return
+        if self._status is not _OPEN and self._closed_at() is not None:
+            return
+        if self._task is not None:
+            # A running exec child, or a scope.exec root: stop its work; its exec closes it.
+            loop = self._task.get_loop()
+            if _current_task_of(loop) is self._task:
+                msg = (
+                    f"ExecutionContext {self.name!r} cannot close itself from inside its own "
+                    "work; return from the flow, or call ctx.cancel()"
+                )
+                raise RuntimeError(msg)
+            self.cancel("closed")
+            await self._wait_closed()
+            return
+        self._status = "cancelled" if self._cancelled else "completed"
+        if x is None and not self._running and not self.scope._close_hooks:
+            # Nothing registered: no callbacks, resources, children or nested boundaries.
+            self._completed_at = time()
+            if self.parent is None:
+                self.scope._roots.pop(self, None)
+            return
+        await self._close_now(None)
+
+    async def __aenter__(self) -> ExecutionContext:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _wait_closed(self) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        x = self._extra()
+        if x.closed_waiters is None:
+            x.closed_waiters = []
+        x.closed_waiters.append(fut)
+        await fut
+
+    # -- internals -------------------------------------------------------------------
+
+    def _refuse(self, operation: str) -> None:
+        if self._status is not _OPEN:
+            raise ContextClosedError(self.name, operation)
+        x = self._x
+        raise Cancelled(self.name, None if x is None else x.cancel_reason)
+
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop = asyncio.get_running_loop()
+        return loop
+
+    def _running_children(self) -> builtins.set[ExecutionContext]:
+        return self._running or set()
+
+    def _attach(self, child: ExecutionContext) -> None:
+        """Track a child running in another task than this context's own work, so that
+        cancelling or closing this context reaches it."""
+        running = self._running
+        if running is None:
+            running = self._running = set()
+        running.add(child)
+
+    def _detach(self, child: ExecutionContext) -> None:
+        running = self._running
+        if running is None:
+            return
+        running.discard(child)
+        if not running:
+            self._drained()
+
+    def _drained(self) -> None:
+        x = self._x
+        if x is not None and x.drained is not None and not x.drained.done():
+            x.drained.set_result(None)
+
+    def _abandon(self) -> None:
+        """The exec's coroutine was closed without finishing (never awaited to the end)."""
+        self._status = "cancelled"
+        self._completed_at = time()
+        if self.parent is not None:
+            self.parent._detach(self)
+
+    async def _fail(self, exc: BaseException) -> BaseException:
+        """Close this child after its body raised ``exc``; return the error to raise."""
+        x = self._extra()
+        err = exc
+        if isinstance(exc, asyncio.CancelledError):
+            status: ContextStatus = "cancelled"
+            if self._cancelled and _cancel.consume(self._task, self):
+                if x.timed_out is not None:
+                    err = ExecTimeoutError(self.name, x.timed_out)
+                    status = "failed"
+                else:
+                    err = Cancelled(self.name, x.cancel_reason)
+        elif isinstance(exc, Cancelled):
+            status = "cancelled"
+        else:
+            status = "failed"
+        x.error = err
+        self._status = status
+        await self._close_now(err)
+        return err
+
+    async def _succeed(self) -> None:
+        if self._cancelled:
+            # Cancelled, but the body returned before seeing it: the result stands.
+            _cancel.discard(self._task, self)
+        self._status = "completed"
+        await self._close_now(None)
+
+    async def _close_now(self, error: BaseException | None) -> None:
+        """Run the closing steps; ``_status`` (and ``error``) are already final."""
+        x = self._extra()
+        x.closing = True
+        scope = self.scope
+        failures: list[Exception] = []
+        try:
+            if self._running:
+                await self._join_running()
+            if x.boundaries:
+                for nested in reversed(list(x.boundaries)):
+                    try:
+                        await nested.close()
+                    except ExceptionGroup as group:
+                        failures.extend(group.exceptions)
+            if x.callbacks:
+                callbacks = x.callbacks
+                while callbacks:
+                    entry = callbacks.pop()
+                    try:
+                        if entry.finish is not None:
+                            await entry.finish(error)
+                        else:
+                            assert entry.fn is not None
+                            res = entry.fn()
+                            if inspect.isawaitable(res):
+                                await res
+                    except Exception as exc:
+                        if exc is not error:
+                            failures.append(exc)
+            if scope._close_hooks:
+                try:
+                    await scope._context_closed(self)
+                except Exception as exc:
+                    failures.append(exc)
+        finally:
+            self._completed_at = time()
+            parent = self.parent
+            if parent is not None:
+                parent._detach(self)
+                if self._task is None and parent._x is not None and parent._x.boundaries:
+                    try:
+                        parent._x.boundaries.remove(self)
+                    except ValueError:
+                        pass
+            else:
+                scope._forget_root(self)
+            if x.closed_waiters:
+                for fut in x.closed_waiters:
+                    if not fut.done():
+                        fut.set_result(None)
+                x.closed_waiters = None
+        if failures:
+            if error is None:
+                raise ExceptionGroup(f"cleanup of ExecutionContext {self.name!r} failed", failures)
+            for failure in failures:
+                log.error(
+                    "cleanup of ExecutionContext %r failed while it closed with %r",
+                    self.name,
+                    error,
+                    exc_info=failure,
+                )
+                error.add_note(
+                    f"cleanup of ExecutionContext {self.name!r} also failed: {failure!r}"
+                )
+
+    async def _join_running(self) -> None:
+        x = self._extra()
+        loop = asyncio.get_running_loop()
+        me = _current_task_of(loop)
+        child: ExecutionContext
+        for child in list(self._running_children()):
+            if child._task is me:
+                msg = (
+                    f"ExecutionContext {self.name!r} cannot close while its child "
+                    f"{child.name!r} runs in the closing task; close it after the child returns"
+                )
+                raise RuntimeError(msg)
+            child._mark_cancelled("parent closed")
+        if self._running_children():
+            x.drained = loop.create_future()
+            await x.drained
+
+
+_new_context = ExecutionContext  # no __init__: a bare slotted object
+_task_of = _cancel.task_getter()
+
+
+def _child(
+    parent: ExecutionContext,
+    name: str,
+    input: object,
+    depth: int,
+    task: asyncio.Task[Any] | None,
+) -> ExecutionContext:
+    """A child context for exec/run (what the inline plain path builds)."""
+    child = _new_context()
+    child.name = name
+    child.parent = parent
+    child.scope = parent.scope
+    child.input = input
+    child._tags = parent._tags
+    child._status = _OPEN
+    child._depth = depth
+    child._task = task
+    child._boundary = parent._boundary
+    child._x = None
+    child._running = None
+    child._cancelled = False
+    child._started_at = time()
+    return child
+
+
+def _entry_depth() -> int:
+    """Frames already used by execs when work enters a context from another task."""
+    cur = _current.get()
+    return 0 if cur is None else cur._depth
+
+
+def boundary_context(
+    scope: Scope,
+    name: str,
+    ident: str | None,
+    parent: ExecutionContext | None,
+    input: object = None,
+) -> ExecutionContext:
+    """Make a boundary: a root (``parent=None``) or a nested boundary under ``parent``."""
+    ctx = ExecutionContext()
+    ctx._id = ident if ident is not None else next(_ids)
+    ctx.name = name
+    ctx.parent = parent
+    ctx.scope = scope
+    ctx.input = input
+    ctx._status = _OPEN
+    ctx._started_at = time()
+    ctx._task = None
+    ctx._boundary = ctx
+    ctx._x = None
+    ctx._running = None
+    ctx._loop = None
+    if parent is None:
+        ctx._root = ctx
+        ctx._tags = scope._tag_view
+        ctx._depth = 0  # work enters a root from some task: exec counts that task's depth
+        ctx._cancelled = False
+    else:
+        ctx._root = parent.root
+        ctx._tags = parent._tags
+        ctx._depth = parent._depth
+        ctx._cancelled = parent._cancelled
+        ctx._loop = parent._boundary._loop
+        px = parent._extra()
+        if px.boundaries is None:
+            px.boundaries = []
+        px.boundaries.append(ctx)
+    return ctx
+
+
+from . import _run  # noqa: E402  (the slow exec path needs ExecutionContext defined)

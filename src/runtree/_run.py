@@ -1,0 +1,386 @@
+"""The full exec path: journal keys, retries, timeouts, exec extensions, presets, deps,
+``ctx.run`` and ``parallel``. The plain ``ctx.exec`` path is inlined in ``_context``."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from ._context import (
+    _OPEN,
+    ExecOptions,
+    ExecutionContext,
+    Settled,
+    _child,
+    _current,
+    _current_task_of,
+    _entry_depth,
+)
+from ._defs import Flow
+from ._extensions import ExecKind, ExecOp
+from ._tags import MISSING, Tagged
+from .errors import Cancelled, NestingError
+
+__all__ = ["exec_full", "parallel", "run_body"]
+
+RetryOptions = tuple[float, float, float, "type[BaseException] | tuple[type[BaseException], ...]"]
+
+# Frames one level of the full path costs (exec, exec_full, attempts, attempt, body,
+# factory) before extension wrappers: used to stop runaway nesting before CPython does.
+_FULL_PATH_FRAMES = 8
+
+
+_OPTION_NAMES = frozenset(ExecOptions.__annotations__)
+
+
+async def exec_options(
+    parent: ExecutionContext, flow: Flow[Any, Any], input: object, options: ExecOptions
+) -> object:
+    """``ctx.exec`` with options (or on a scope whose execs all take the full path)."""
+    unknown = set(options) - _OPTION_NAMES
+    if unknown:
+        msg = (
+            f"exec() got unexpected keyword argument(s) {', '.join(sorted(unknown))}; "
+            f"options are {', '.join(sorted(_OPTION_NAMES))}"
+        )
+        raise TypeError(msg)
+    return await exec_full(
+        parent,
+        "subflow",
+        flow,
+        input,
+        (),
+        None,
+        options.get("key"),
+        options.get("timeout"),
+        options.get("retry", 0),
+        options.get("tags", ()),
+        options.get("name"),
+        (
+            options.get("retry_delay", 0.0),
+            options.get("retry_backoff", 1.0),
+            options.get("retry_jitter", 0.0),
+            options.get("retry_on", Exception),
+        ),
+    )
+
+
+async def exec_full(
+    parent: ExecutionContext,
+    kind: ExecKind,
+    target: Any,
+    input: object,
+    args: tuple[object, ...],
+    kwargs: dict[str, object] | None,
+    key: str | None,
+    timeout: float | None,
+    retry: int,
+    tags: Iterable[Tagged[Any]],
+    name: str | None,
+    retry_options: RetryOptions,
+) -> object:
+    if parent._status is not _OPEN or parent._cancelled:
+        parent._refuse("run" if kind == "fn" else "exec")
+    scope = parent.scope
+    if scope._init_pending:
+        await scope._run_init()
+    if kind == "fn":
+        if not callable(target):
+            msg = f"ctx.run() takes a callable (got {target!r})"
+            raise TypeError(msg)
+        step_name = name or getattr(target, "__qualname__", None) or repr(target)
+    else:
+        if not isinstance(target, Flow):
+            msg = f"ctx.exec() takes a flow (got {target!r}); use ctx.run() for plain callables"
+            raise TypeError(msg)
+        step_name = name or target.name
+    if timeout is not None and not timeout > 0:
+        msg = f"timeout= must be a positive number of seconds (got {timeout!r}) for {step_name!r}"
+        raise ValueError(msg)
+    if not isinstance(retry, int) or retry < 0:
+        msg = f"retry= must be a non-negative int (got {retry!r}) for {step_name!r}"
+        raise ValueError(msg)
+    tags = tuple(tags)
+    if key is None:
+        return await _attempts(
+            parent, kind, target, input, args, kwargs, None, timeout, retry, tags, step_name,
+            retry_options,
+        )  # fmt: skip
+    journal = await scope._journal_of(parent.root)
+    return await journal.run(
+        key,
+        step_name,
+        lambda: _attempts(
+            parent,
+            kind,
+            target,
+            input,
+            args,
+            kwargs,
+            key,
+            timeout,
+            retry,
+            tags,
+            step_name,
+            retry_options,
+        ),
+    )
+
+
+async def _attempts(
+    parent: ExecutionContext,
+    kind: ExecKind,
+    target: Any,
+    input: object,
+    args: tuple[object, ...],
+    kwargs: dict[str, object] | None,
+    key: str | None,
+    timeout: float | None,
+    retry: int,
+    tags: tuple[Tagged[Any], ...],
+    name: str,
+    retry_options: RetryOptions,
+) -> object:
+    delay, backoff, jitter, retry_on = retry_options
+    attempt = 1
+    while True:
+        try:
+            return await _attempt(
+                parent, kind, target, input, args, kwargs, key, timeout, tags, name, attempt
+            )
+        except Exception as exc:
+            if (
+                attempt > retry
+                or isinstance(exc, Cancelled)
+                or not isinstance(exc, retry_on)
+                or parent._cancelled
+                or parent._status is not _OPEN
+            ):
+                raise
+        pause = delay * (backoff ** (attempt - 1)) + (random.random() * jitter if jitter else 0.0)
+        if pause > 0:
+            await asyncio.sleep(pause)
+        attempt += 1
+
+
+async def _attempt(
+    parent: ExecutionContext,
+    kind: ExecKind,
+    target: Any,
+    input: object,
+    args: tuple[object, ...],
+    kwargs: dict[str, object] | None,
+    key: str | None,
+    timeout: float | None,
+    tags: tuple[Tagged[Any], ...],
+    name: str,
+    attempt: int,
+) -> object:
+    if parent._status is not _OPEN or parent._cancelled:
+        parent._refuse("run" if kind == "fn" else "exec")
+    scope = parent.scope
+    loop = parent._boundary._loop
+    if loop is None:
+        loop = parent._boundary._bind_loop()
+    task = _current_task_of(loop)
+    wrappers = scope._wrap_exec
+    cost = _FULL_PATH_FRAMES + len(wrappers)
+    foreign = task is not parent._task
+    depth = (_entry_depth() if foreign else parent._depth) + cost
+    if depth > scope._max_depth:
+        raise NestingError(name, depth)
+    child = _child(parent, name, input, depth, task)
+    if tags:
+        child._bind_tags(tags)
+    if foreign:
+        parent._attach(child)
+    if scope._open_hooks:
+        try:
+            await scope._context_opened(child)
+        except BaseException as exc:
+            await child._fail(exc)
+            raise
+    if not wrappers:
+        return await run_body(child, kind, target, input, args, kwargs, timeout)
+    op = ExecOp(kind, target, input, key, child, attempt)
+
+    def inner() -> Awaitable[object]:
+        return run_body(child, kind, target, input, args, kwargs, timeout)
+
+    call: Callable[[], Awaitable[object]] = inner
+    for wrap in reversed(wrappers):
+        call = _bind(wrap, call, op)
+    try:
+        return await call()
+    finally:
+        if child._status is _OPEN:
+            # An extension failed (or returned) without running the body: close the child.
+            await child._fail(Cancelled(child.name, "not run by an extension"))
+
+
+def _bind(
+    wrap: Callable[..., Awaitable[object]], nxt: Callable[[], Awaitable[object]], op: ExecOp
+) -> Callable[[], Awaitable[object]]:
+    return lambda: wrap(nxt, op)
+
+
+def _time_out(ctx: ExecutionContext, seconds: float) -> None:
+    if ctx._status is _OPEN and ctx._task is not None:
+        ctx._mark_cancelled(f"timed out after {seconds:g}s", timed_out=seconds)
+
+
+async def run_body(
+    ctx: ExecutionContext,
+    kind: ExecKind,
+    target: Any,
+    input: object,
+    args: tuple[object, ...],
+    kwargs: dict[str, object] | None,
+    timeout: float | None,
+) -> object:
+    """Run the work of ``ctx`` (a child, or a ``scope.exec`` root) and close ``ctx``."""
+    scope = ctx.scope
+    handle = None
+    if timeout is not None:
+        assert ctx._task is not None
+        handle = ctx._task.get_loop().call_later(timeout, _time_out, ctx, timeout)
+    token = _current.set(ctx)
+    try:
+        if ctx._cancelled:
+            ctx.raise_if_cancelled()
+        if kind == "fn":
+            result = target(*args, **(kwargs or {}))
+        else:
+            flow: Flow[Any, Any] = target
+            replacement = scope._flow_presets.get(flow, MISSING) if scope._flow_presets else MISSING
+            if replacement is not MISSING:
+                if not isinstance(replacement, Flow):
+                    result = replacement
+                    flow = None  # type: ignore[assignment]
+                else:
+                    flow = replacement
+            if flow is not None:
+                if flow.parse is not None:
+                    ctx.input = flow.parse_input(input)
+                if flow.deps:
+                    deps = await scope._context_deps(ctx, flow.deps, ())
+                    result = flow.factory(ctx, **deps)
+                else:
+                    result = flow.factory(ctx)
+        if inspect.isawaitable(result):
+            result = await result
+    except GeneratorExit:
+        if handle is not None:
+            handle.cancel()
+        _current.reset(token)
+        ctx._abandon()
+        raise
+    except BaseException as exc:
+        if handle is not None:
+            handle.cancel()
+        _current.reset(token)
+        err = await ctx._fail(exc)
+        if err is exc:
+            raise
+        raise err from None
+    if handle is not None:
+        handle.cancel()
+    _current.reset(token)
+    await ctx._succeed()
+    return result
+
+
+async def parallel(
+    ctx: ExecutionContext, aws: tuple[Awaitable[Any], ...], *, settled: bool
+) -> list[Any]:
+    if ctx._status is not _OPEN or ctx._cancelled:
+        for aw in aws:  # never leave a coroutine un-awaited
+            if inspect.iscoroutine(aw):
+                aw.close()
+        ctx._refuse("run parallel work")
+    scope = ctx.scope
+    if scope._init_pending:
+        await scope._run_init()
+
+    async def run() -> list[Any]:
+        return await _gather(aws, settled=settled)
+
+    if not scope._wrap_exec:
+        return await run()
+    op = ExecOp("parallel", None, None, None, ctx)
+    call: Callable[[], Awaitable[object]] = run
+    for wrap in reversed(scope._wrap_exec):
+        call = _bind(wrap, call, op)
+    return await call()  # type: ignore[return-value]
+
+
+async def _gather(aws: tuple[Awaitable[Any], ...], *, settled: bool) -> list[Any]:
+    tasks = [asyncio.ensure_future(aw) for aw in aws]
+    if not tasks:
+        return []
+    first: BaseException | None = None
+    try:
+        if settled:
+            await asyncio.wait(tasks)
+        else:
+            pending: set[asyncio.Future[Any]] = set(tasks)
+            while pending and first is None:
+                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+                for t in tasks:  # the earliest failure; argument order breaks ties
+                    if t.done():
+                        if t.cancelled():
+                            first = Cancelled("parallel member", "its task was cancelled")
+                        else:
+                            first = t.exception()
+                        if first is not None:
+                            break
+            if pending:
+                for p in pending:
+                    p.cancel()
+                await _join(pending)
+    except asyncio.CancelledError:
+        for t in tasks:
+            t.cancel()
+        await _join(tasks)
+        _retrieve(tasks)
+        raise
+    _retrieve(tasks)
+    if settled:
+        out: list[Any] = []
+        for t in tasks:
+            if t.cancelled():
+                error = Cancelled("parallel member", "its task was cancelled")
+                out.append(Settled(False, None, error))
+            elif t.exception() is not None:
+                out.append(Settled(False, None, t.exception()))
+            else:
+                out.append(Settled(True, t.result(), None))
+        return out
+    if first is not None:
+        raise first
+    return [t.result() for t in tasks]
+
+
+def _retrieve(tasks: Iterable[asyncio.Future[Any]]) -> None:
+    """Mark every member's exception as retrieved (no "never retrieved" log)."""
+    for t in tasks:
+        if t.done() and not t.cancelled():
+            t.exception()
+
+
+async def _join(tasks: Iterable[asyncio.Future[Any]]) -> None:
+    """Wait until every task is done, even if this task is cancelled meanwhile (the
+    cancellation is re-raised afterwards: never swallowed)."""
+    remaining = {t for t in tasks if not t.done()}
+    cancelled = False
+    while remaining:
+        try:
+            await asyncio.wait(remaining)
+        except asyncio.CancelledError:
+            cancelled = True
+        remaining = {t for t in remaining if not t.done()}
+    if cancelled:
+        raise asyncio.CancelledError

@@ -1,0 +1,207 @@
+"""Tags: typed ambient values bound on a scope, a context or an exec call."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any, Generic, Literal, TypeAlias, TypeVar, final, overload
+
+from .errors import ParseError, SerializationError
+
+__all__ = ["Tag", "TagDep", "Tagged", "tag", "tags"]
+
+T = TypeVar("T")
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+MISSING = _Missing()
+
+
+@final
+class Tag(Generic[T]):
+    """A typed key for an ambient value. Create with :func:`runtree.tag`.
+
+    Calling a tag binds a value: ``tenant("acme")`` is a :class:`Tagged` to pass as
+    ``tags=[...]`` to a scope, a context or an exec.
+    """
+
+    __slots__ = ("_default", "_parse", "label", "serializable")
+
+    def __init__(
+        self,
+        label: str,
+        default: T | _Missing,
+        parse: Callable[[object], T] | None,
+        serializable: bool,
+    ) -> None:
+        self.label = label
+        self._default = default
+        self._parse = parse
+        self.serializable = serializable
+
+    @property
+    def has_default(self) -> bool:
+        return self._default is not MISSING
+
+    @property
+    def default(self) -> T:
+        """The default value; ``LookupError`` when the tag has none."""
+        if isinstance(self._default, _Missing):
+            msg = f"Tag {self.label!r} has no default"
+            raise LookupError(msg)
+        return self._default
+
+    def check(self, value: object) -> T:
+        """Parse and validate a value for this tag (what binding and ``ctx.set`` do)."""
+        if self._parse is not None:
+            try:
+                value = self._parse(value)
+            except ParseError:
+                raise
+            except Exception as exc:
+                raise ParseError("tag", self.label, f"{type(exc).__name__}: {exc}") from exc
+        if self.serializable:
+            check_json(value, f"Value of serializable tag {self.label!r}")
+        return value  # type: ignore[return-value]
+
+    def __call__(self, value: T) -> Tagged[T]:
+        return Tagged(self, self.check(value))
+
+    def __repr__(self) -> str:
+        return f"Tag({self.label!r})"
+
+
+@final
+class Tagged(Generic[T]):
+    """A tag bound to a value: ``tenant("acme")``."""
+
+    __slots__ = ("tag", "value")
+
+    def __init__(self, tag: Tag[T], value: T) -> None:
+        self.tag = tag
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"{self.tag.label}={self.value!r}"
+
+
+TagMode: TypeAlias = Literal["required", "optional", "all"]
+
+
+@final
+class TagDep(Generic[T]):
+    """A dependency on a tag, made by ``tags.required/optional/all``."""
+
+    __slots__ = ("mode", "tag")
+
+    def __init__(self, tag: Tag[object], mode: TagMode) -> None:
+        self.tag = tag
+        self.mode = mode
+
+    def __repr__(self) -> str:
+        return f"tags.{self.mode}({self.tag.label!r})"
+
+
+class _TagsNamespace:
+    """``runtree.tags``: build dependencies on tags for ``deps={...}``."""
+
+    __slots__ = ()
+
+    def required(self, t: Tag[T]) -> TagDep[T]:
+        """The nearest value; :class:`MissingTagError` when there is none."""
+        return TagDep(t, "required")  # type: ignore[arg-type]
+
+    def optional(self, t: Tag[T]) -> TagDep[T | None]:
+        """The nearest value, or ``None``."""
+        return TagDep(t, "optional")  # type: ignore[arg-type]
+
+    def all(self, t: Tag[T]) -> TagDep[list[T]]:
+        """Every value visible, nearest first (the default is not included)."""
+        return TagDep(t, "all")  # type: ignore[arg-type]
+
+
+tags = _TagsNamespace()
+
+
+@overload
+def tag(label: str, *, parse: Callable[[object], T], serializable: bool = False) -> Tag[T]: ...
+@overload
+def tag(
+    label: str,
+    *,
+    default: T,
+    parse: Callable[[object], T] | None = None,
+    serializable: bool = False,
+) -> Tag[T]: ...
+@overload
+def tag(label: str, *, parse: None = None, serializable: bool = False) -> Tag[object]: ...
+def tag(
+    label: str,
+    *,
+    default: object = MISSING,
+    parse: Callable[[object], object] | None = None,
+    serializable: bool = False,
+) -> Tag[Any]:
+    """Define a tag.
+
+    Args:
+        label: A name for messages and traces (``"tenant"``).
+        default: The value when nothing binds the tag.
+        parse: Called on every bound value; its result is stored. An exception becomes a
+            :class:`ParseError` naming the tag.
+        serializable: The value must be strict JSON (checked on every bind).
+
+    To type a tag without ``parse`` or ``default``, annotate it:
+    ``tenant: Tag[str] = tag("tenant")``.
+    """
+    if not isinstance(label, str) or not label:
+        msg = f"tag() needs a non-empty str label (got {label!r})"
+        raise TypeError(msg)
+    t: Tag[Any] = Tag(label, MISSING, parse, serializable)
+    if not isinstance(default, _Missing):
+        t._default = t.check(default)
+    return t
+
+
+def check_json(value: object, what: str) -> None:
+    """Raise :class:`SerializationError` unless ``value`` is strict JSON."""
+    reason = _json_problem(value, 0)
+    if reason is not None:
+        raise SerializationError(what, reason)
+
+
+def _json_problem(value: object, depth: int) -> str | None:
+    if depth > 200:
+        return "nested too deeply"
+    if value is None or isinstance(value, (str, bool, int)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{value!r} is not a finite number"
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            problem = _json_problem(item, depth + 1)
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return f"dict key {k!r} is not a str"
+            problem = _json_problem(v, depth + 1)
+            if problem is not None:
+                return problem
+        return None
+    return f"{type(value).__name__} value {value!r:.80} is not JSON"
+
+
+def dumps(value: object, what: str) -> str:
+    """Strict JSON text of ``value`` or :class:`SerializationError`."""
+    check_json(value, what)
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)

@@ -1,0 +1,261 @@
+"""Errors raised by runtree.
+
+Every error is a :class:`RuntreeError` and also subclasses the builtin it most resembles,
+so ``except LookupError`` or ``except TimeoutError`` keep working. Each keeps its data as
+attributes, builds its message only when it is read, and pickles (the journal stores them).
+
+::
+
+    RuntreeError
+    ├── ContextClosedError      (RuntimeError)
+    ├── ScopeDisposedError      (RuntimeError)
+    ├── MissingTagError         (LookupError)
+    ├── ParseError              (ValueError)
+    ├── DependencyCycleError    (RuntimeError)
+    ├── ResolveError            (LookupError)
+    ├── Cancelled
+    ├── ExecTimeoutError        (TimeoutError)
+    ├── NestingError            (RecursionError)
+    ├── SerializationError      (TypeError)
+    ├── StepFailedError
+    ├── JournalMismatchError    (RuntimeError)
+    └── StoreError
+        └── SessionNotFoundError (KeyError)
+
+``SerializationWarning`` (a :class:`UserWarning`) is emitted when a durable journal cannot
+store a step's value.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Cancelled",
+    "ContextClosedError",
+    "DependencyCycleError",
+    "ExecTimeoutError",
+    "JournalMismatchError",
+    "MissingTagError",
+    "NestingError",
+    "ParseError",
+    "ResolveError",
+    "RuntreeError",
+    "ScopeDisposedError",
+    "SerializationError",
+    "SerializationWarning",
+    "SessionNotFoundError",
+    "StepFailedError",
+    "StoreError",
+]
+
+
+class RuntreeError(Exception):
+    """Base class of every error runtree raises."""
+
+
+class ContextClosedError(RuntreeError, RuntimeError):
+    """``exec``/``run`` (or another operation that starts work) on a closed context."""
+
+    def __init__(self, context: str, operation: str = "exec") -> None:
+        super().__init__(context, operation)
+        self.context = context
+        self.operation = operation
+
+    def __str__(self) -> str:
+        return (
+            f"ExecutionContext {self.context!r} is closed: cannot {self.operation} on it. "
+            "Start the work from an open context (the parent, or a new one from "
+            "scope.create_context())."
+        )
+
+
+class ScopeDisposedError(RuntreeError, RuntimeError):
+    """Any use of a scope after :meth:`Scope.dispose`."""
+
+    def __init__(self, operation: str) -> None:
+        super().__init__(operation)
+        self.operation = operation
+
+    def __str__(self) -> str:
+        return (
+            f"Cannot {self.operation}: the scope is disposed. "
+            "Create a new scope with runtree.create_scope()."
+        )
+
+
+class MissingTagError(RuntreeError, LookupError):
+    """A required tag has no value in the context, its parents, the scope or a default."""
+
+    def __init__(self, tag: str, where: str = "context") -> None:
+        super().__init__(tag, where)
+        self.tag = tag
+        self.where = where
+
+    def __str__(self) -> str:
+        return (
+            f"Tag {self.tag!r} has no value in this {self.where}, its parents or the scope, "
+            "and no default. Bind it with create_scope(tags=[...]), "
+            "create_context(tags=[...]), exec(..., tags=[...]) or ctx.set(), "
+            "or give the tag a default."
+        )
+
+
+class ParseError(RuntreeError, ValueError):
+    """A flow's input or a tag's value was rejected by its ``parse`` callable."""
+
+    def __init__(self, kind: str, name: str, reason: str) -> None:
+        super().__init__(kind, name, reason)
+        self.kind = kind
+        self.name = name
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"Invalid value for {self.kind} {self.name!r}: {self.reason}"
+
+
+class DependencyCycleError(RuntreeError, RuntimeError):
+    """Resolving an atom or resource needs itself."""
+
+    def __init__(self, cycle: tuple[str, ...]) -> None:
+        super().__init__(cycle)
+        self.cycle = cycle
+
+    def __str__(self) -> str:
+        return (
+            f"Dependency cycle: {' -> '.join(self.cycle)}. "
+            "Break it by removing one of these dependencies (check presets that "
+            "replace an atom with one that depends on it)."
+        )
+
+
+class ResolveError(RuntreeError, LookupError):
+    """An atom's or resource's factory raised; the original error is ``__cause__``."""
+
+    def __init__(self, atom: str, path: tuple[str, ...]) -> None:
+        super().__init__(atom, path)
+        self.atom = atom
+        self.path = path
+
+    def __str__(self) -> str:
+        via = " -> ".join(self.path) if self.path else self.atom
+        return (
+            f"Cannot resolve {self.atom!r} (via {via}): its factory failed; "
+            "see the cause above. It is not cached: the next resolve runs the factory again."
+        )
+
+
+class Cancelled(RuntreeError):
+    """The work of a context was cancelled with ``ctx.cancel()`` (or its scope closed it).
+
+    It is an ``Exception``, not a ``BaseException``: the caller of a cancelled exec can
+    handle it and go on; its own task is not cancelled.
+    """
+
+    def __init__(self, context: str, reason: str | None = None) -> None:
+        super().__init__(context, reason)
+        self.context = context
+        self.reason = reason
+
+    def __str__(self) -> str:
+        why = f": {self.reason}" if self.reason else ""
+        return f"ExecutionContext {self.context!r} was cancelled{why}"
+
+
+class ExecTimeoutError(RuntreeError, TimeoutError):
+    """An attempt of an exec ran longer than its ``timeout=``."""
+
+    def __init__(self, name: str, timeout: float) -> None:
+        super().__init__(name, timeout)
+        self.name = name
+        self.timeout = timeout
+
+    def __str__(self) -> str:
+        return (
+            f"{self.name!r} timed out after {self.timeout:g}s. Raise timeout= or make the "
+            "step faster; add retry= to try again."
+        )
+
+
+class NestingError(RuntreeError, RecursionError):
+    """Execs nested deeper than the interpreter's stack allows."""
+
+    def __init__(self, name: str, depth: int) -> None:
+        super().__init__(name, depth)
+        self.name = name
+        self.depth = depth
+
+    def __str__(self) -> str:
+        return (
+            f"Cannot exec {self.name!r}: {self.depth} execs are already nested in this "
+            "task, the most the recursion limit allows. Use a loop instead of recursion, "
+            "or raise sys.setrecursionlimit() before creating the scope."
+        )
+
+
+class SerializationError(RuntreeError, TypeError):
+    """A value that must be strict JSON (a serializable tag, shared data, a journal entry)."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(what, reason)
+        self.what = what
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return (
+            f"{self.what} must be strict JSON (dict with str keys, list, str, int, float, "
+            f"bool, None): {self.reason}"
+        )
+
+
+class SerializationWarning(UserWarning):
+    """A durable journal could not store a step's value; the step will run again."""
+
+
+class StepFailedError(RuntreeError):
+    """A journaled step's recorded error, rebuilt after a restart."""
+
+    def __init__(self, key: str, type_name: str, message: str) -> None:
+        super().__init__(key, type_name, message)
+        self.key = key
+        self.type_name = type_name
+        self.message = message
+
+    def __str__(self) -> str:
+        return (
+            f"Step {self.key!r} failed in an earlier run with {self.type_name}: "
+            f"{self.message}. Call ctx.reset_journal({self.key!r}) to run it again."
+        )
+
+
+class JournalMismatchError(RuntreeError, RuntimeError):
+    """The same journal key came back for a different step."""
+
+    def __init__(self, key: str, recorded: str, requested: str) -> None:
+        super().__init__(key, recorded, requested)
+        self.key = key
+        self.recorded = recorded
+        self.requested = requested
+
+    def __str__(self) -> str:
+        return (
+            f"Journal key {self.key!r} was recorded for {self.recorded!r} but is now used "
+            f"for {self.requested!r}. Give each step its own key, or reset the journal "
+            "entry with ctx.reset_journal()."
+        )
+
+
+class StoreError(RuntreeError):
+    """A store cannot be opened, read or written."""
+
+
+class SessionNotFoundError(StoreError, KeyError):
+    """No session with that id in the store."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(session_id)
+        self.session_id = session_id
+
+    def __str__(self) -> str:
+        return (
+            f"No session {self.session_id!r} in this store. List sessions with "
+            "Sessions.list() (or `runtree session list`) or create one."
+        )
