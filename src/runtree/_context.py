@@ -792,7 +792,9 @@ class ExecutionContext:
             if self._running:
                 await self._join_running()
             if x.boundaries:
-                for nested in reversed(list(x.boundaries)):
+                # Deepest first, iteratively: a chain of nested boundaries may be far
+                # deeper than the recursion limit.
+                for nested in _nested_postorder(self):
                     try:
                         await nested.close()
                     except ExceptionGroup as group:
@@ -893,6 +895,24 @@ def _child(
     child._cancelled = False
     child._started_at = time()
     return child
+
+
+def _nested_postorder(ctx: ExecutionContext) -> list[ExecutionContext]:
+    """Open nested boundaries under ``ctx``, every one after its own nested ones."""
+    out: list[ExecutionContext] = []
+    stack: list[tuple[ExecutionContext, bool]] = [
+        (b, False) for b in (ctx._x.boundaries if ctx._x and ctx._x.boundaries else ())
+    ]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            out.append(node)
+            continue
+        stack.append((node, True))
+        x = node._x
+        if x is not None and x.boundaries:
+            stack.extend((b, False) for b in x.boundaries)
+    return out
 
 
 def _entry_depth() -> int:

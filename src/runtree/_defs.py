@@ -41,7 +41,7 @@ def factory_kind(fn: Callable[..., object]) -> FactoryKind:
 
 
 def default_name(fn: object) -> str:
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    name = getattr(fn, "__name__", None)
     return name if isinstance(name, str) else type(fn).__name__
 
 

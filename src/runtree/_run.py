@@ -91,7 +91,7 @@ async def exec_full(
         if not callable(target):
             msg = f"ctx.run() takes a callable (got {target!r})"
             raise TypeError(msg)
-        step_name = name or getattr(target, "__qualname__", None) or repr(target)
+        step_name = name or getattr(target, "__name__", None) or repr(target)
     else:
         if not isinstance(target, Flow):
             msg = f"ctx.exec() takes a flow (got {target!r}); use ctx.run() for plain callables"

@@ -222,9 +222,11 @@ class Scope:
                 names = [getattr(n, "name", repr(n)) for n in (*path[path.index(node) :], node)]
                 raise DependencyCycleError(tuple(names))
             real = self._presets.get(node, node)
-            if real is not node and not isinstance(real, (Atom, Resource)):
+            if real is not node:
+                if isinstance(real, (Atom, Resource)):
+                    visit(real, (*path, node))
                 return
-            for _, dep in getattr(real, "deps", ()):
+            for _, dep in getattr(node, "deps", ()):
                 if isinstance(dep, (Atom, Resource)):
                     visit(dep, (*path, node))
 
@@ -578,7 +580,7 @@ class Scope:
         x = root._extra()
         if x.journal is None:
             backend: JournalBackend | None = None
-            if type(root._id) is str and self.store is not None:
+            if type(getattr(root, "_id", None)) is str and self.store is not None:
                 backend = getattr(self.store, "journal_backend", lambda: None)()
             if not self._journal_owner:
                 from ._context import _PREFIX
