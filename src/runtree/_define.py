@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar, overload
 
 from ._defs import Atom, Flow, Ownership, Resource
@@ -21,14 +21,14 @@ Deps = Mapping[str, object]
 
 @overload
 def atom(
-    factory: Callable[..., AsyncGenerator[T, Any]],
+    factory: Callable[..., AsyncIterator[T]],
     *,
     deps: Deps | None = None,
     name: str | None = None,
 ) -> Atom[T]: ...
 @overload
 def atom(
-    factory: Callable[..., Generator[T, Any, Any]],
+    factory: Callable[..., Iterator[T]],
     *,
     deps: Deps | None = None,
     name: str | None = None,
@@ -71,9 +71,9 @@ class _AtomDecorator:
         self.name = name
 
     @overload
-    def __call__(self, factory: Callable[..., AsyncGenerator[T, Any]]) -> Atom[T]: ...
+    def __call__(self, factory: Callable[..., AsyncIterator[T]]) -> Atom[T]: ...
     @overload
-    def __call__(self, factory: Callable[..., Generator[T, Any, Any]]) -> Atom[T]: ...
+    def __call__(self, factory: Callable[..., Iterator[T]]) -> Atom[T]: ...
     @overload
     def __call__(self, factory: Callable[..., Awaitable[T]]) -> Atom[T]: ...
     @overload
@@ -87,7 +87,7 @@ class _AtomDecorator:
 
 @overload
 def resource(
-    factory: Callable[..., AsyncGenerator[T, Any]],
+    factory: Callable[..., AsyncIterator[T]],
     *,
     deps: Deps | None = None,
     name: str | None = None,
@@ -95,7 +95,7 @@ def resource(
 ) -> Resource[T]: ...
 @overload
 def resource(
-    factory: Callable[..., Generator[T, Any, Any]],
+    factory: Callable[..., Iterator[T]],
     *,
     deps: Deps | None = None,
     name: str | None = None,
@@ -153,9 +153,9 @@ class _ResourceDecorator:
         self.ownership: Ownership = ownership
 
     @overload
-    def __call__(self, factory: Callable[..., AsyncGenerator[T, Any]]) -> Resource[T]: ...
+    def __call__(self, factory: Callable[..., AsyncIterator[T]]) -> Resource[T]: ...
     @overload
-    def __call__(self, factory: Callable[..., Generator[T, Any, Any]]) -> Resource[T]: ...
+    def __call__(self, factory: Callable[..., Iterator[T]]) -> Resource[T]: ...
     @overload
     def __call__(self, factory: Callable[..., Awaitable[T]]) -> Resource[T]: ...
     @overload

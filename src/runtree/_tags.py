@@ -38,7 +38,7 @@ class Tag(Generic[T]):
         self,
         label: str,
         default: T | _Missing,
-        parse: Callable[[object], T] | None,
+        parse: Callable[[Any], T] | None,
         serializable: bool,
     ) -> None:
         self.label = label
@@ -131,22 +131,22 @@ tags = _TagsNamespace()
 
 
 @overload
-def tag(label: str, *, parse: Callable[[object], T], serializable: bool = False) -> Tag[T]: ...
+def tag(label: str, *, parse: Callable[[Any], T], serializable: bool = False) -> Tag[T]: ...
 @overload
 def tag(
     label: str,
     *,
     default: T,
-    parse: Callable[[object], T] | None = None,
+    parse: Callable[[Any], T] | None = None,
     serializable: bool = False,
 ) -> Tag[T]: ...
 @overload
-def tag(label: str, *, parse: None = None, serializable: bool = False) -> Tag[object]: ...
+def tag(label: str, *, parse: None = None, serializable: bool = False) -> Tag[Any]: ...
 def tag(
     label: str,
     *,
     default: object = MISSING,
-    parse: Callable[[object], object] | None = None,
+    parse: Callable[[Any], object] | None = None,
     serializable: bool = False,
 ) -> Tag[Any]:
     """Define a tag.

@@ -184,10 +184,13 @@ class NestingError(RuntreeError, RecursionError):
         self.depth = depth
 
     def __str__(self) -> str:
+        import sys
+
         return (
-            f"Cannot exec {self.name!r}: {self.depth} execs are already nested in this "
-            "task, the most the recursion limit allows. Use a loop instead of recursion, "
-            "or raise sys.setrecursionlimit() before creating the scope."
+            f"Cannot exec {self.name!r}: the execs nested in this task already use about "
+            f"{self.depth} stack frames, close to the recursion limit "
+            f"({sys.getrecursionlimit()}). Use a loop instead of recursion, or raise "
+            "sys.setrecursionlimit() before creating the scope."
         )
 
 

@@ -1,0 +1,101 @@
+"""Static checks of the public types (run by mypy in `make test`, never executed)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, assert_type
+
+import runtree as rt
+
+tenant: rt.Tag[str] = rt.tag("tenant")
+retries = rt.tag("retries", parse=int)
+region = rt.tag("region", default="eu")
+assert_type(retries, rt.Tag[int])
+assert_type(region, rt.Tag[str])
+assert_type(tenant("acme"), rt.Tagged[str])
+assert_type(rt.tags.required(tenant), rt.TagDep[str])
+assert_type(rt.tags.optional(tenant), rt.TagDep[str | None])
+assert_type(rt.tags.all(tenant), rt.TagDep[list[str]])
+
+
+@rt.atom
+def config(ctx: rt.ResolveContext) -> dict[str, int]:
+    return {"a": 1}
+
+
+@rt.atom
+async def pool(ctx: rt.ResolveContext) -> float:
+    return 1.0
+
+
+@rt.atom(deps={"config": config})
+def gen_atom(ctx: rt.ResolveContext, config: dict[str, int]) -> Iterator[bytes]:
+    yield b"x"
+
+
+@rt.atom
+async def agen_atom(ctx: rt.ResolveContext) -> AsyncIterator[str]:
+    yield "x"
+
+
+assert_type(config, rt.Atom[dict[str, int]])
+assert_type(pool, rt.Atom[float])
+assert_type(gen_atom, rt.Atom[bytes])
+assert_type(agen_atom, rt.Atom[str])
+
+
+@rt.resource(ownership="current")
+async def tx(ctx: rt.ResolveContext) -> AsyncIterator[list[str]]:
+    yield []
+
+
+assert_type(tx, rt.Resource[list[str]])
+
+
+@rt.flow
+async def greet(ctx: rt.ExecutionContext) -> str:
+    return "hi"
+
+
+@rt.flow(parse=int)
+async def double(ctx: rt.ExecutionContext) -> int:
+    return 2
+
+
+def sync_body(ctx: rt.ExecutionContext) -> bytes:
+    return b""
+
+
+sync_flow = rt.flow(sync_body, parse=str)
+assert_type(greet, rt.Flow[Any, str])
+assert_type(double, rt.Flow[int, int])
+assert_type(sync_flow, rt.Flow[str, bytes])
+
+
+async def uses(scope: rt.Scope, ctx: rt.ExecutionContext) -> None:
+    assert_type(await scope.resolve(config), dict[str, int])
+    assert_type(await ctx.resolve(tx), list[str])
+    assert_type(await ctx.exec(greet), str)
+    assert_type(await ctx.exec(double, 2, key="k", timeout=1.0, retry=2), int)
+    assert_type(ctx.get(tenant), str)
+    assert_type(ctx.find(tenant), str | None)
+    assert_type(await ctx.run(len, "abc"), int)
+
+    async def fetch(x: int) -> bytes:
+        return b""
+
+    assert_type(await ctx.run(fetch, 1), bytes)
+    assert_type(await ctx.parallel(ctx.exec(greet)), list[Any])
+    settled = await ctx.parallel_settled(ctx.exec(greet))
+    assert_type(settled, list[rt.Settled[Any]])
+    execution = scope.exec(double, 1)
+    assert_type(execution, rt.Execution[int])
+    assert_type(await execution, int)
+    assert_type(await rt.execute(greet, None, scope=scope), str)
+    details = await rt.execute(greet, None, details=True)
+    assert_type(details, rt.ExecutionDetails[str])
+    assert_type(rt.current_context(), rt.ExecutionContext | None)
+    # execute(scope=...) with scope options is rejected by the overloads:
+    await rt.execute(greet, None, scope=scope, extensions=[])  # type: ignore[call-overload]
+    # options are checked too
+    await ctx.exec(greet, key=1)  # type: ignore[arg-type]
