@@ -443,7 +443,7 @@ class ExecutionContext:
             ExecTimeoutError: an attempt exceeded ``timeout``.
         """
         scope = self.scope
-        if options or scope._exec_slow or flow.deps:
+        if options or scope._exec_slow:
             return await _run.exec_options(self, flow, input, options)  # type: ignore[return-value]
         # ---- the plain path: kept inline, since frames and nanoseconds count here ----
         if self._status is not _OPEN or self._cancelled:
@@ -486,7 +486,11 @@ class ExecutionContext:
         try:
             if flow.parse is not None:
                 child.input = flow.parse_input(input)
-            result: Any = flow.factory(child)
+            if flow.deps:
+                deps = await scope._context_deps(child, flow.deps, ())
+                result: Any = flow.factory(child, **deps)
+            else:
+                result = flow.factory(child)
             if flow.is_async or inspect.isawaitable(result):
                 result = await result
         except GeneratorExit:
