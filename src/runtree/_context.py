@@ -263,7 +263,9 @@ class ExecutionContext:
     _x: _Extra | None
     _cancelled: bool
     _root: ExecutionContext
-    _running: builtins.set[ExecutionContext] | None  # children running in other tasks
+    # children running in other tasks than this context's own work (a dict as an
+    # ordered set: cheaper to create than a set)
+    _running: dict[ExecutionContext, None] | None
     name: str
     parent: ExecutionContext | None
     scope: Scope
@@ -450,15 +452,16 @@ class ExecutionContext:
             self._refuse("exec")
         boundary = self._boundary
         loop = boundary._loop
-        if loop is None:
-            loop = boundary._bind_loop()
-        task = _task_of(loop)
+        task = _task_of(loop) if loop is not None else None
+        if task is None:  # first exec on this boundary, or a boundary of another loop
+            task = _task_of(boundary._bind_loop())
         child = _new_context()
         if task is self._task:
             depth = self._depth + 2
             foreign = False
         else:
-            depth = _entry_depth() + 2
+            cur = _current.get()
+            depth = (0 if cur is None else cur._depth) + 2
             foreign = True
         if depth > scope._max_depth:
             raise NestingError(flow.name, depth)
@@ -478,8 +481,9 @@ class ExecutionContext:
         if foreign:
             running = self._running
             if running is None:
-                running = self._running = set()
-            running.add(child)
+                running = self._running = {child: None}
+            else:
+                running[child] = None
         if scope._open_hooks:
             await scope._context_opened(child)
         token = _current.set(child)
@@ -508,7 +512,7 @@ class ExecutionContext:
             child._status = "completed"
             child._completed_at = time()
             if foreign:
-                running.discard(child)  # type: ignore[union-attr]
+                del running[child]  # type: ignore[union-attr]
                 if not running and self._x is not None:
                     self._drained()
         else:
@@ -705,6 +709,19 @@ class ExecutionContext:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        if (
+            self._x is None
+            and self._task is None
+            and self._status is _OPEN
+            and not self._running
+            and not self.scope._close_hooks
+        ):
+            # An idle boundary with nothing registered: close inline (request hot path).
+            self._status = "cancelled" if self._cancelled else "completed"
+            self._completed_at = time()
+            if self.parent is None:
+                self.scope._roots.pop(self, None)
+            return
         await self.close()
 
     async def _wait_closed(self) -> None:
@@ -724,25 +741,28 @@ class ExecutionContext:
         raise Cancelled(self.name, None if x is None else x.cancel_reason)
 
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
-        loop = self._loop = asyncio.get_running_loop()
+        # get_running_loop() costs ~200 ns on 3.11: remember it on the boundary and on
+        # the scope, whose next boundaries start with it.
+        loop = self._loop = self.scope._loop = asyncio.get_running_loop()
         return loop
 
-    def _running_children(self) -> builtins.set[ExecutionContext]:
-        return self._running or set()
+    def _running_children(self) -> list[ExecutionContext]:
+        return list(self._running or ())
 
     def _attach(self, child: ExecutionContext) -> None:
         """Track a child running in another task than this context's own work, so that
         cancelling or closing this context reaches it."""
         running = self._running
         if running is None:
-            running = self._running = set()
-        running.add(child)
+            self._running = {child: None}
+        else:
+            running[child] = None
 
     def _detach(self, child: ExecutionContext) -> None:
         running = self._running
         if running is None:
             return
-        running.discard(child)
+        running.pop(child, None)
         if not running:
             self._drained()
 
@@ -948,6 +968,7 @@ def boundary_context(
     ctx._loop = None
     if parent is None:
         ctx._root = ctx
+        ctx._loop = scope._loop
         ctx._tags = scope._tag_view
         ctx._depth = 0  # work enters a root from some task: exec counts that task's depth
         ctx._cancelled = False

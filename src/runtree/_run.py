@@ -183,9 +183,9 @@ async def _attempt(
         parent._refuse("run" if kind == "fn" else "exec")
     scope = parent.scope
     loop = parent._boundary._loop
-    if loop is None:
-        loop = parent._boundary._bind_loop()
-    task = _current_task_of(loop)
+    task = _current_task_of(loop) if loop is not None else None
+    if task is None:
+        task = _current_task_of(parent._boundary._bind_loop())
     wrappers = scope._wrap_exec
     cost = _FULL_PATH_FRAMES + len(wrappers)
     foreign = task is not parent._task

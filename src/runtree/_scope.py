@@ -137,6 +137,7 @@ class Scope:
         # Each plain exec level costs 2 frames; keep headroom for the caller and cleanups.
         self._max_depth = sys.getrecursionlimit() - 120
         self._journal_owner = ""
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop boundaries start with
         for ext in extensions:
             self._add_extension(ext)
 
@@ -496,7 +497,7 @@ class Scope:
             ctx._boundary = ctx
             ctx._root = ctx
             ctx._x = None
-            ctx._loop = None
+            ctx._loop = self._loop
             ctx._running = None
             ctx._tags = self._tag_view
             ctx._depth = 0
