@@ -697,11 +697,11 @@ class ExecutionContext:
             await self._wait_closed()
             return
         self._status = "cancelled" if self._cancelled else "completed"
-        if x is None and not self._running and not self.scope._close_hooks:
-            # Nothing registered: no callbacks, resources, children or nested boundaries.
+        if x is None and not self._running and self.parent is None and not self.scope._close_hooks:
+            # A root with nothing registered: no callbacks, resources, running children
+            # or nested boundaries.
             self._completed_at = time()
-            if self.parent is None:
-                self.scope._roots.pop(self, None)
+            self.scope._roots.pop(self, None)
             return
         await self._close_now(None)
 
@@ -714,13 +714,13 @@ class ExecutionContext:
             and self._task is None
             and self._status is _OPEN
             and not self._running
+            and self.parent is None
             and not self.scope._close_hooks
         ):
-            # An idle boundary with nothing registered: close inline (request hot path).
+            # An idle root with nothing registered: close inline (request hot path).
             self._status = "cancelled" if self._cancelled else "completed"
             self._completed_at = time()
-            if self.parent is None:
-                self.scope._roots.pop(self, None)
+            self.scope._roots.pop(self, None)
             return
         await self.close()
 

@@ -267,3 +267,14 @@ class TestClose:
         async with rt.create_scope() as scope, scope.create_context() as root:
             with pytest.raises(RuntimeError, match=r"cannot close itself"):
                 await root.exec(selfish)
+
+
+class TestNestedBoundaries:
+    async def test_closed_nested_boundaries_are_forgotten_by_their_parent(self) -> None:
+        async with rt.create_scope() as scope, scope.create_context() as root:
+            for _ in range(3):
+                async with scope.create_context(parent=root) as nested:
+                    await nested.exec(echo, 1)
+                assert nested.closed
+            assert root._x is not None
+            assert root._x.boundaries == []
