@@ -110,6 +110,13 @@ async def exec_full(
             retry_options,
         )  # fmt: skip
     journal = await scope._journal_of(parent.root)
+    if not journal.loaded:
+        await journal._load()
+    if key in journal.entries:
+        # Visible to tracers and tree printouts: this step was replayed, not run.
+        replays = parent.details.metadata.setdefault("journal_replays", [])
+        assert isinstance(replays, list)
+        replays.append(key)
     return await journal.run(
         key,
         step_name,

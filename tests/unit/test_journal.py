@@ -133,3 +133,16 @@ class TestJournal:
             assert await root.run(flaky, key="f", retry=3) == "finally"
             assert await root.run(flaky, key="f", retry=3) == "finally"
         assert attempts == 3
+
+
+async def test_replays_are_reported_on_the_calling_context() -> None:
+    step = counted(Counter())
+
+    @rt.flow
+    async def caller(ctx: rt.ExecutionContext) -> object:
+        await ctx.exec(step, 1, key="a")
+        await ctx.exec(step, 1, key="a")
+        return ctx.details.metadata.get("journal_replays")
+
+    async with rt.create_scope() as scope, scope.create_context() as root:
+        assert await root.exec(caller) == ["a"]
