@@ -24,7 +24,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/runtree demo
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench examples

@@ -10,7 +10,6 @@ rare (callbacks, resources, metadata, errors, cancellation state) lives in a laz
 from __future__ import annotations
 
 import asyncio
-import builtins
 import inspect
 import itertools
 import logging
@@ -250,7 +249,9 @@ class ExecutionContext:
     # on the hot path) or by ``_child()``; boundaries by ``boundary_context()``. Slots
     # that stay unset until used: ``_id`` (assigned on first read), ``_data``,
     # ``_completed_at``, ``_loop`` and ``root`` (boundaries only).
-    _boundary: ExecutionContext
+    # The boundary this context belongs to; ``None`` on a boundary itself (no reference
+    # cycle, so a closed root is freed by refcounting, not by the cyclic collector).
+    _boundary: ExecutionContext | None
     _loop: asyncio.AbstractEventLoop | None
     _id: str | int
     _data: dict[str, Any]
@@ -262,7 +263,7 @@ class ExecutionContext:
     _task: asyncio.Task[Any] | None
     _x: _Extra | None
     _cancelled: bool
-    _root: ExecutionContext
+    _root: ExecutionContext | None  # boundaries only: None on a root
     # children running in other tasks than this context's own work (a dict as an
     # ordered set: cheaper to create than a set)
     _running: dict[ExecutionContext, None] | None
@@ -286,7 +287,9 @@ class ExecutionContext:
     @property
     def root(self) -> ExecutionContext:
         """The root of this context's tree."""
-        return self._boundary._root
+        b = self._boundary or self
+        r = b._root
+        return b if r is None else r
 
     @property
     def data(self) -> dict[str, Any]:
@@ -445,12 +448,14 @@ class ExecutionContext:
             ExecTimeoutError: an attempt exceeded ``timeout``.
         """
         scope = self.scope
-        if options or scope._exec_slow:
+        if (options and not _plain_options(options)) or scope._exec_slow:
             return await _run.exec_options(self, flow, input, options)  # type: ignore[return-value]
         # ---- the plain path: kept inline, since frames and nanoseconds count here ----
         if self._status is not _OPEN or self._cancelled:
             self._refuse("exec")
         boundary = self._boundary
+        if boundary is None:
+            boundary = self
         loop = boundary._loop
         task = _task_of(loop) if loop is not None else None
         if task is None:  # first exec on this boundary, or a boundary of another loop
@@ -913,12 +918,30 @@ def _child(
     child._status = _OPEN
     child._depth = depth
     child._task = task
-    child._boundary = parent._boundary
+    child._boundary = parent._boundary or parent
     child._x = None
     child._running = None
     child._cancelled = False
     child._started_at = time()
     return child
+
+
+def _plain_options(options: ExecOptions) -> bool:
+    """Options that all hold their defaults (``timeout=None, retry=0`` ...) keep an exec
+    on the plain path: passing a default explicitly costs nothing."""
+    for name, value in options.items():
+        if name == "tags":
+            if value:
+                return False
+        elif name in ("key", "timeout", "name"):
+            if value is not None:
+                return False
+        elif name == "retry":
+            if value != 0 or type(value) is not int:
+                return False
+        else:
+            return False
+    return True
 
 
 def _nested_postorder(ctx: ExecutionContext) -> list[ExecutionContext]:
@@ -962,12 +985,12 @@ def boundary_context(
     ctx._status = _OPEN
     ctx._started_at = time()
     ctx._task = None
-    ctx._boundary = ctx
+    ctx._boundary = None
     ctx._x = None
     ctx._running = None
     ctx._loop = None
     if parent is None:
-        ctx._root = ctx
+        ctx._root = None
         ctx._loop = scope._loop
         ctx._tags = scope._tag_view
         ctx._depth = 0  # work enters a root from some task: exec counts that task's depth
@@ -977,7 +1000,7 @@ def boundary_context(
         ctx._tags = parent._tags
         ctx._depth = parent._depth
         ctx._cancelled = parent._cancelled
-        ctx._loop = parent._boundary._loop
+        ctx._loop = (parent._boundary or parent)._loop
         px = parent._extra()
         if px.boundaries is None:
             px.boundaries = []

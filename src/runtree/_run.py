@@ -7,6 +7,7 @@ import asyncio
 import inspect
 import random
 from collections.abc import Awaitable, Callable, Iterable
+from time import time
 from typing import Any
 
 from ._context import (
@@ -30,7 +31,7 @@ RetryOptions = tuple[float, float, float, "type[BaseException] | tuple[type[Base
 
 # Frames one level of the full path costs (exec, exec_full, attempts, attempt, body,
 # factory) before extension wrappers: used to stop runaway nesting before CPython does.
-_FULL_PATH_FRAMES = 8
+_FULL_PATH_FRAMES = 7
 
 
 _OPTION_NAMES = frozenset(ExecOptions.__annotations__)
@@ -189,10 +190,11 @@ async def _attempt(
     if parent._status is not _OPEN or parent._cancelled:
         parent._refuse("run" if kind == "fn" else "exec")
     scope = parent.scope
-    loop = parent._boundary._loop
+    boundary = parent._boundary or parent
+    loop = boundary._loop
     task = _current_task_of(loop) if loop is not None else None
     if task is None:
-        task = _current_task_of(parent._boundary._bind_loop())
+        task = _current_task_of(boundary._bind_loop())
     wrappers = scope._wrap_exec
     cost = _FULL_PATH_FRAMES + len(wrappers)
     foreign = task is not parent._task
@@ -296,7 +298,17 @@ async def run_body(
     if handle is not None:
         handle.cancel()
     _current.reset(token)
-    await ctx._succeed()
+    if ctx._x is None and not ctx._cancelled and not ctx._running and not scope._close_hooks:
+        # Nothing registered on the context: finish it the way the plain path does.
+        ctx._status = "completed"
+        ctx._completed_at = time()
+        parent = ctx.parent
+        if parent is None:
+            scope._forget_root(ctx)
+        elif parent._running:
+            parent._detach(ctx)
+    else:
+        await ctx._succeed()
     return result
 
 

@@ -390,7 +390,7 @@ class Scope:
         if resource.name in path:
             raise DependencyCycleError((*path[path.index(resource.name) :], resource.name))
         if resource.ownership == "boundary":
-            owner = ctx._boundary
+            owner = ctx._boundary or ctx
             found = _lookup_resource(owner, resource)
         else:
             owner = ctx
@@ -398,7 +398,7 @@ class Scope:
             node: ExecutionContext | None = ctx
             while node is not None:
                 found = _lookup_resource(node, resource)
-                if found is not MISSING or node is node._boundary:
+                if found is not MISSING or node._boundary is None:
                     break
                 node = node.parent
         if isinstance(found, asyncio.Future):
@@ -494,8 +494,8 @@ class Scope:
             ctx._status = "running"
             ctx._started_at = _time()
             ctx._task = None
-            ctx._boundary = ctx
-            ctx._root = ctx
+            ctx._boundary = None
+            ctx._root = None
             ctx._x = None
             ctx._loop = self._loop
             ctx._running = None

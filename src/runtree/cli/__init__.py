@@ -1,0 +1,27 @@
+"""The ``runtree`` command line (needs the ``cli`` extra: typer and rich).
+
+``runtree demo`` · ``runtree session start|list|show|get|set|end`` ·
+``runtree run MODULE:FLOW --input JSON [--session ID] [--command NAME]``.
+The store comes from ``RUNTREE_STORE`` (default ``sqlite:///.runtree/runtree.db``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``runtree`` console script and ``python -m runtree``."""
+    try:
+        from ._app import app
+    except ImportError as exc:  # typer/rich missing
+        missing = getattr(exc, "name", None) or str(exc)
+        print(
+            f"runtree: the command line needs the 'cli' extra ({missing} is not installed).\n"
+            "Install it with: pip install 'runtree[cli]'",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
+    app(args=argv, prog_name="runtree")

@@ -1,0 +1,752 @@
+"""The SQL behind every store: journal rows, tree leases and session rows.
+
+Each operation is written once, as a coroutine over a small :class:`Tx` interface; the
+SQLite store drives it synchronously (its calls never suspend), the PostgreSQL store awaits
+it on an async connection. SQL is written with ``?`` placeholders and ``{t}`` for the table
+prefix; a dialect rewrites both once, when the store is built. Every value is a bound
+parameter; every stored value is JSON text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
+
+from .._journal import StepRecord
+from ..errors import StoreError
+from ._base import (
+    DEFAULT_LEASE,
+    CommandItemKind,
+    CommandRecord,
+    CommandStatus,
+    ItemKind,
+    ProcInfo,
+    SessionRecord,
+    dumps,
+    loads,
+    proc_alive,
+)
+
+__all__ = ["MIGRATIONS", "SqlStore", "Tx", "schema_version"]
+
+log = logging.getLogger("runtree")
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+APPLICATION = "runtree"
+
+# Forward migrations: MIGRATIONS[n] brings a database from version n - 1 to n.
+# Placeholders: {t} table prefix, {i} index prefix, {serial} an auto-increment primary
+# key, {real} a double, {bigint} a 64-bit int.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "CREATE TABLE {t}meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "CREATE TABLE {t}procs (proc TEXT PRIMARY KEY, host TEXT NOT NULL, "
+        "pid INTEGER NOT NULL, pid_start TEXT NOT NULL, expires_at {real} NOT NULL)",
+        "CREATE TABLE {t}leases (tree_id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
+        "proc TEXT NOT NULL, acquired_at {real} NOT NULL)",
+        "CREATE TABLE {t}journal (tree_id TEXT NOT NULL, key TEXT NOT NULL, "
+        "name TEXT NOT NULL, ok INTEGER NOT NULL, value TEXT, error_type TEXT, "
+        "error_message TEXT, owner TEXT NOT NULL, recorded_at {real} NOT NULL, "
+        "PRIMARY KEY (tree_id, key))",
+        "CREATE TABLE {t}sessions (seq {serial}, session_id TEXT NOT NULL UNIQUE, "
+        "project_name TEXT NOT NULL, project_type TEXT, started_at TEXT NOT NULL, "
+        "ended_at TEXT, active INTEGER NOT NULL)",
+        # One active session per project, enforced by the database (get_or_create races).
+        "CREATE UNIQUE INDEX {i}sessions_active ON {t}sessions (project_name) WHERE active = 1",
+        "CREATE TABLE {t}session_items (session_id TEXT NOT NULL, kind TEXT NOT NULL, "
+        "name TEXT NOT NULL, value TEXT NOT NULL, updated_at TEXT NOT NULL, "
+        "PRIMARY KEY (session_id, kind, name))",
+        "CREATE TABLE {t}session_counters (session_id TEXT NOT NULL, name TEXT NOT NULL, "
+        "n {bigint} NOT NULL, PRIMARY KEY (session_id, name))",
+        "CREATE TABLE {t}commands (id {serial}, session_id TEXT NOT NULL, "
+        "command TEXT NOT NULL, status TEXT NOT NULL, started_at TEXT NOT NULL, "
+        "completed_at TEXT, inputs TEXT NOT NULL, outputs TEXT NOT NULL, proc TEXT NOT NULL)",
+        "CREATE INDEX {i}commands_session ON {t}commands (session_id, id)",
+        "CREATE TABLE {t}command_items (command_id {bigint} NOT NULL, kind TEXT NOT NULL, "
+        "item TEXT NOT NULL, n {bigint} NOT NULL, PRIMARY KEY (command_id, kind, item))",
+    ),
+}
+
+
+def schema_version() -> int:
+    """The schema version this runtree writes: the last migration's."""
+    return max(MIGRATIONS)
+
+
+_JOURNAL_COLS = "name, ok, value, error_type, error_message"
+_CMD_COLS = "id, command, status, started_at, completed_at, inputs, outputs"
+
+QUERIES: dict[str, str] = {
+    "meta_all": "SELECT name, value FROM {t}meta",
+    "meta_put": "INSERT INTO {t}meta (name, value) VALUES (?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+    # journal
+    "j_load": f"SELECT key, {_JOURNAL_COLS} FROM {{t}}journal WHERE tree_id = ?",
+    "j_get": f"SELECT {_JOURNAL_COLS} FROM {{t}}journal WHERE tree_id = ? AND key = ?",
+    "j_insert": "INSERT INTO {t}journal (tree_id, key, name, ok, value, error_type, "
+    "error_message, owner, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT DO NOTHING",
+    "j_keys": "SELECT key FROM {t}journal WHERE tree_id = ?",
+    "j_del_key": "DELETE FROM {t}journal WHERE tree_id = ? AND key = ?",
+    "j_del_all": "DELETE FROM {t}journal WHERE tree_id = ?",
+    # lease holders (one row per store instance) and tree leases
+    "p_upsert": "INSERT INTO {t}procs (proc, host, pid, pid_start, expires_at) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (proc) DO UPDATE SET expires_at = excluded.expires_at",
+    "p_delete": "DELETE FROM {t}procs WHERE proc = ?",
+    "p_purge": "DELETE FROM {t}procs WHERE expires_at < ?",
+    "l_claim": "INSERT INTO {t}leases (tree_id, owner, proc, acquired_at) "
+    "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    "l_holder": "SELECT l.owner, l.proc, p.host, p.pid, p.pid_start, p.expires_at "
+    "FROM {t}leases l LEFT JOIN {t}procs p ON p.proc = l.proc WHERE l.tree_id = ?{lock}",
+    "l_take": "UPDATE {t}leases SET owner = ?, proc = ?, acquired_at = ? "
+    "WHERE tree_id = ? AND owner = ? AND proc = ?",
+    "l_release": "DELETE FROM {t}leases WHERE tree_id = ? AND owner = ? AND proc = ?",
+    "l_mine": "SELECT tree_id, owner FROM {t}leases WHERE proc = ?",
+    "l_release_all": "DELETE FROM {t}leases WHERE proc = ?",
+    # sessions
+    "s_insert": "INSERT INTO {t}sessions (session_id, project_name, project_type, "
+    "started_at, active) VALUES (?, ?, ?, ?, 1) ON CONFLICT DO NOTHING",
+    "s_deactivate": "UPDATE {t}sessions SET active = 0 WHERE project_name = ? AND active = 1",
+    "s_active": "SELECT session_id FROM {t}sessions WHERE project_name = ? AND active = 1",
+    "s_row": "SELECT session_id, project_name, project_type, started_at, ended_at, active "
+    "FROM {t}sessions WHERE session_id = ?",
+    "s_list": "SELECT session_id FROM {t}sessions ORDER BY seq DESC LIMIT ?",
+    "s_list_project": "SELECT session_id FROM {t}sessions WHERE project_name = ? "
+    "ORDER BY seq DESC LIMIT ?",
+    "s_end": "UPDATE {t}sessions SET ended_at = COALESCE(ended_at, ?), active = 0 "
+    "WHERE session_id = ?",
+    "i_put": "INSERT INTO {t}session_items (session_id, kind, name, value, updated_at) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (session_id, kind, name) "
+    "DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+    "i_get": "SELECT value FROM {t}session_items WHERE session_id = ? AND kind = ? AND name = ?",
+    "i_all": "SELECT kind, name, value FROM {t}session_items WHERE session_id = ? "
+    "ORDER BY updated_at, name",
+    "n_add": "INSERT INTO {t}session_counters AS c (session_id, name, n) VALUES (?, ?, 1) "
+    "ON CONFLICT (session_id, name) DO UPDATE SET n = c.n + 1 RETURNING n",
+    "n_all": "SELECT name, n FROM {t}session_counters WHERE session_id = ? ORDER BY name",
+    # commands
+    "c_running": "SELECT c.id, p.host, p.pid, p.pid_start, p.expires_at FROM {t}commands c "
+    "LEFT JOIN {t}procs p ON p.proc = c.proc WHERE c.session_id = ? AND c.status = 'running'",
+    "c_interrupt": "UPDATE {t}commands SET status = 'failed', completed_at = ?, outputs = ? "
+    "WHERE id = ? AND status = 'running'",
+    "c_insert": "INSERT INTO {t}commands (session_id, command, status, started_at, inputs, "
+    "outputs, proc) VALUES (?, ?, 'running', ?, ?, ?, ?) RETURNING id",
+    "c_find_running": "SELECT id FROM {t}commands WHERE session_id = ? AND command = ? "
+    "AND status = 'running' ORDER BY id DESC LIMIT 1",
+    "c_last": "SELECT id, status FROM {t}commands WHERE session_id = ? AND command = ? "
+    "ORDER BY id DESC LIMIT 1",
+    "c_complete": "UPDATE {t}commands SET status = ?, completed_at = ?, outputs = ? "
+    "WHERE id = ? AND session_id = ? AND status = 'running'",
+    "c_row": f"SELECT {_CMD_COLS} FROM {{t}}commands WHERE id = ?",
+    "c_all": f"SELECT {_CMD_COLS} FROM {{t}}commands WHERE session_id = ? ORDER BY id",
+    "c_prev": f"SELECT {_CMD_COLS} FROM {{t}}commands WHERE session_id = ? "
+    "AND status <> 'running' ORDER BY id DESC LIMIT 1",
+    "c_prev_named": f"SELECT {_CMD_COLS} FROM {{t}}commands WHERE session_id = ? "
+    "AND command = ? AND status <> 'running' ORDER BY id DESC LIMIT 1",
+    "ci_add": "INSERT INTO {t}command_items (command_id, kind, item, n) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT DO NOTHING",
+    "ci_of": "SELECT command_id, kind, item FROM {t}command_items WHERE command_id = ? ORDER BY n",
+    "ci_all": "SELECT i.command_id, i.kind, i.item FROM {t}command_items i "
+    "JOIN {t}commands c ON c.id = i.command_id WHERE c.session_id = ? ORDER BY i.n",
+}
+
+_NO_LIMIT = 2**62
+_json_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_ITEM_FIELD: dict[str, str] = {
+    "context": "context_loaded",
+    "memory": "memory_updated",
+    "skill": "skills_invoked",
+}
+
+
+class Tx(Protocol):
+    """One connection inside one transaction (or one autocommitted statement)."""
+
+    async def execute(self, sql: str, params: Sequence[object] = ()) -> int:
+        """Run a statement; the number of rows it changed."""
+        ...
+
+    async def one(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None: ...
+
+    async def all(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]: ...
+
+
+def prepare(
+    sql: dict[str, str], *, prefix: str, index_prefix: str, placeholder: str, lock: str
+) -> dict[str, str]:
+    """The queries of one dialect: table prefix, placeholder style, row-lock clause."""
+    out: dict[str, str] = {}
+    for name, text in sql.items():
+        text = text.format(t=prefix, i=index_prefix, lock=lock)
+        if placeholder != "?":
+            text = text.replace("?", placeholder)
+        out[name] = text
+    return out
+
+
+def _record(row: Sequence[Any]) -> StepRecord:
+    """A journal row (name, ok, value, error_type, error_message) as a StepRecord."""
+    if row[1]:
+        return {"name": row[0], "ok": True, "value": loads(row[2])}
+    return {
+        "name": row[0],
+        "ok": False,
+        "error_type": row[3] or "Exception",
+        "error_message": row[4] or "",
+    }
+
+
+def _command(row: Sequence[Any]) -> CommandRecord:
+    return {
+        "id": int(row[0]),
+        "command": row[1],
+        "status": row[2],
+        "started_at": row[3],
+        "completed_at": row[4],
+        "inputs": loads(row[5]) or {},
+        "outputs": loads(row[6]) or {},
+        "context_loaded": [],
+        "memory_updated": [],
+        "skills_invoked": [],
+    }
+
+
+def _add_items(commands: dict[int, CommandRecord], rows: list[tuple[Any, ...]]) -> None:
+    for command_id, kind, item in rows:
+        record = commands.get(int(command_id))
+        if record is not None:
+            cast("list[str]", record[_ITEM_FIELD[kind]]).append(item)  # type: ignore[literal-required]
+
+
+class SqlStore:
+    """The journal and session backends over SQL; dialects subclass it.
+
+    A subclass provides :meth:`_execute` (run ``fn(tx)`` in a transaction, or as one
+    autocommitted statement when ``tx`` is false) and the DDL substitutions.
+    """
+
+    _q: dict[str, str]
+    _where: str  # names the database in errors (a file, a schema)
+
+    def __init__(self, *, lease: float = DEFAULT_LEASE) -> None:
+        if not lease > 0:
+            msg = f"lease= must be a positive number of seconds (got {lease!r})"
+            raise ValueError(msg)
+        self._lease = float(lease)
+        self._info = ProcInfo()
+        # This store instance as a lease holder: unique per process and per instance.
+        self._proc = f"{self._info.pid:x}-{secrets.token_hex(6)}"
+        # (tree_id, owner) -> the tree's records when this owner took the lease.
+        self._held: dict[tuple[str, str], dict[str, StepRecord]] = {}
+        self._running_commands: set[int] = set()
+        self._renewer: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def lease(self) -> float:
+        """Seconds a claim on a tree lives without renewal before another owner may
+        take it over (owners on this machine are checked by pid at once)."""
+        return self._lease
+
+    # -- to be provided by a dialect ---------------------------------------------------
+
+    async def _execute(self, fn: Callable[[Tx], Awaitable[T]], write: bool, tx: bool) -> T:
+        raise NotImplementedError
+
+    # -- running operations ------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            msg = f"The store {self._where} is closed; open a new one (runtree.stores.from_url)"
+            raise StoreError(msg)
+
+    async def _read(
+        self, op: Callable[Concatenate[Tx, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        self._check_open()
+        return await self._execute(lambda tx: op(tx, *args, **kwargs), False, True)
+
+    async def _write(
+        self, op: Callable[Concatenate[Tx, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        self._check_open()
+        return await self._execute(lambda tx: op(tx, *args, **kwargs), True, True)
+
+    async def _write1(
+        self, op: Callable[Concatenate[Tx, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """A write whose statements need no common transaction (each commits alone)."""
+        self._check_open()
+        return await self._execute(lambda tx: op(tx, *args, **kwargs), True, False)
+
+    async def _read1(
+        self, op: Callable[Concatenate[Tx, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        self._check_open()
+        return await self._execute(lambda tx: op(tx, *args, **kwargs), False, False)
+
+    def journal_backend(self) -> SqlStore:
+        """The journal's view of this store (this object)."""
+        return self
+
+    def session_backend(self) -> SqlStore:
+        """The sessions' view of this store (this object)."""
+        return self
+
+    # -- schema ------------------------------------------------------------------------
+
+    def _ddl(self, version: int) -> list[str]:
+        raise NotImplementedError
+
+    async def _op_migrate(self, tx: Tx, found: int) -> None:
+        target = schema_version()
+        for version in range(found + 1, target + 1):
+            for statement in self._ddl(version):
+                await tx.execute(statement)
+        await tx.execute(self._q["meta_put"], ("application", APPLICATION))
+        await tx.execute(self._q["meta_put"], ("schema_version", str(target)))
+
+    def _check_meta(self, meta: dict[str, str]) -> int:
+        """The schema version of a runtree database, or a StoreError."""
+        if meta.get("application") != APPLICATION:
+            msg = (
+                f"{self._where} is not a runtree database (its meta table belongs to "
+                f"{meta.get('application')!r}); runtree will not change it. "
+                "Point the store at another file or schema."
+            )
+            raise StoreError(msg)
+        try:
+            version = int(meta.get("schema_version", ""))
+        except ValueError:
+            version = -1
+        if version > schema_version():
+            msg = (
+                f"{self._where} has runtree schema version {version}, newer than this "
+                f"runtree understands ({schema_version()}); upgrade runtree to open it"
+            )
+            raise StoreError(msg)
+        if version < 1:
+            msg = f"{self._where} has no valid runtree schema version ({meta!r})"
+            raise StoreError(msg)
+        return version
+
+    # -- journal backend ---------------------------------------------------------------
+
+    async def journal_load(self, tree_id: str) -> dict[str, StepRecord]:
+        rows = await self._read1(_op_all, self._q["j_load"], (tree_id,))
+        return {row[0]: _record(row[1:]) for row in rows}
+
+    async def journal_acquire(self, tree_id: str, key: str, owner: str) -> StepRecord | None:
+        """The recorded outcome of ``key``, or ``None`` once ``owner`` holds the tree.
+
+        The first call of an owner claims the tree (one lease row); later calls cost no
+        I/O. While another live owner holds the tree, poll until the key is recorded or
+        the tree is free (released, or its holder's lease expired / process died).
+        """
+        snapshot = self._held.get((tree_id, owner))
+        if snapshot is not None:
+            return snapshot.get(key)
+        delay = 0.005
+        while True:
+            state, payload = await self._write(self._op_acquire, tree_id, key, owner)
+            if state == "recorded":
+                return cast(StepRecord, payload)
+            if state == "owned":
+                snapshot = cast("dict[str, StepRecord]", payload)
+                self._held[(tree_id, owner)] = snapshot
+                self._ensure_renewer()
+                return snapshot.get(key)
+            if delay == 0.005:
+                log.debug("journal %r: key %r waits for owner %s", tree_id, key, payload)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1, self._lease / 4)
+
+    async def _op_acquire(self, tx: Tx, tree_id: str, key: str, owner: str) -> tuple[str, object]:
+        q = self._q
+        row = await tx.one(q["j_get"], (tree_id, key))
+        if row is not None:
+            return "recorded", _record(row)
+        now = time.time()
+        await self._upsert_proc(tx, now)
+        await tx.execute(q["l_claim"], (tree_id, owner, self._proc, now))
+        holder = await tx.one(q["l_holder"], (tree_id,))
+        assert holder is not None
+        if holder[0] != owner or holder[1] != self._proc:
+            if proc_alive(holder[2:], now):
+                return "held", holder[0]
+            log.info(
+                "journal %r: taking over from owner %s (its process is gone or its lease expired)",
+                tree_id,
+                holder[0],
+            )
+            await tx.execute(q["l_take"], (owner, self._proc, now, tree_id, holder[0], holder[1]))
+        rows = await tx.all(q["j_load"], (tree_id,))
+        return "owned", {r[0]: _record(r[1:]) for r in rows}
+
+    async def _upsert_proc(self, tx: Tx, now: float) -> None:
+        info = self._info
+        await tx.execute(
+            self._q["p_upsert"], (self._proc, info.host, info.pid, info.start, now + self._lease)
+        )
+
+    async def journal_record(
+        self, tree_id: str, key: str, owner: str, record: StepRecord
+    ) -> StepRecord:
+        """Insert the outcome unless the key is recorded; return the record that stands."""
+        if record.get("ok"):
+            try:
+                # The journal checked the value is strict JSON before calling.
+                value: str | None = _json_dumps(record.get("value"))
+            except (TypeError, ValueError):
+                value = dumps(record.get("value"), f"The value of journal key {key!r}")
+            params: tuple[object, ...] = (
+                tree_id, key, record.get("name", ""), 1, value, None, None, owner, time.time()
+            )  # fmt: skip
+        else:
+            params = (
+                tree_id,
+                key,
+                record.get("name", ""),
+                0,
+                None,
+                record.get("error_type", "Exception"),
+                record.get("error_message", ""),
+                owner,
+                time.time(),
+            )
+        stored = await self._insert_record(params)
+        return record if stored is None else stored
+
+    async def _insert_record(self, params: tuple[object, ...]) -> StepRecord | None:
+        """``None`` when inserted, else the record that stands."""
+        return await self._write1(self._op_record, params)
+
+    async def _op_record(self, tx: Tx, params: tuple[object, ...]) -> StepRecord | None:
+        if await tx.execute(self._q["j_insert"], params):
+            return None
+        row = await tx.one(self._q["j_get"], params[:2])
+        return None if row is None else _record(row)
+
+    async def journal_release(self, tree_id: str, owner: str) -> None:
+        self._held.pop((tree_id, owner), None)
+        self._idle_renewer()
+        if self._closed:
+            return
+        await self._write1(_op_exec, self._q["l_release"], (tree_id, owner, self._proc))
+
+    async def journal_delete(self, tree_id: str, pattern: str | None) -> int:
+        for (tree, _), snapshot in self._held.items():
+            if tree == tree_id:
+                for k in [
+                    k for k in snapshot if pattern is None or fnmatch.fnmatchcase(k, pattern)
+                ]:
+                    del snapshot[k]
+        return await self._write(self._op_delete, tree_id, pattern)
+
+    async def _op_delete(self, tx: Tx, tree_id: str, pattern: str | None) -> int:
+        if pattern is None:
+            return await tx.execute(self._q["j_del_all"], (tree_id,))
+        keys = [row[0] for row in await tx.all(self._q["j_keys"], (tree_id,))]
+        count = 0
+        for k in keys:
+            if fnmatch.fnmatchcase(k, pattern):
+                count += await tx.execute(self._q["j_del_key"], (tree_id, k))
+        return count
+
+    # -- keeping claims alive ----------------------------------------------------------
+
+    def _ensure_renewer(self) -> None:
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.get_running_loop().create_task(
+                self._renew_loop(), name="runtree:store-lease"
+            )
+
+    def _idle_renewer(self) -> None:
+        """Nothing left to keep alive: stop renewing now (not a lease/3 later)."""
+        task = self._renewer
+        if task is not None and not (self._held or self._running_commands) and not task.done():
+            try:
+                same_loop = task.get_loop() is asyncio.get_running_loop()
+            except RuntimeError:
+                same_loop = False
+            if same_loop:
+                task.cancel()
+            self._renewer = None
+
+    async def _renew_loop(self) -> None:
+        while (self._held or self._running_commands) and not self._closed:
+            await asyncio.sleep(self._lease / 3)
+            if not (self._held or self._running_commands) or self._closed:
+                return
+            try:
+                mine = await self._write(self._op_renew)
+            except Exception:
+                log.warning("renewing the lease in %s failed; retrying", self._where, exc_info=True)
+                continue
+            for held in [h for h in self._held if h not in mine]:
+                # Our lease lapsed and another owner took the tree: the next keyed step
+                # claims it again (and waits while that owner is alive).
+                log.warning("journal %r: the claim of owner %s was taken over", *held)
+                self._held.pop(held, None)
+
+    async def _op_renew(self, tx: Tx) -> set[tuple[str, str]]:
+        await self._upsert_proc(tx, time.time())
+        return {(r[0], r[1]) for r in await tx.all(self._q["l_mine"], (self._proc,))}
+
+    async def _op_goodbye(self, tx: Tx) -> None:
+        await tx.execute(self._q["l_release_all"], (self._proc,))
+        await tx.execute(self._q["p_delete"], (self._proc,))
+
+    async def _stop_renewer(self) -> None:
+        task, self._renewer = self._renewer, None
+        if task is None or task.done():
+            return
+        if task.get_loop() is not asyncio.get_running_loop():
+            return  # a loop that is gone (a previous asyncio.run) cancelled it already
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+
+    async def _release_all(self) -> None:
+        """On close: drop this instance's claims so other owners go on at once."""
+        await self._stop_renewer()
+        self._held.clear()
+        self._running_commands.clear()
+        try:
+            await self._write(self._op_goodbye)
+        except Exception:
+            log.warning("releasing claims in %s failed", self._where, exc_info=True)
+
+    # -- session backend ---------------------------------------------------------------
+
+    async def session_create(
+        self, session_id: str, project_name: str, project_type: str | None, started_at: str
+    ) -> SessionRecord:
+        await self._write(self._op_create, session_id, project_name, project_type, started_at)
+        return await self._loaded(session_id)
+
+    async def _op_create(
+        self, tx: Tx, session_id: str, project: str, ptype: str | None, started_at: str
+    ) -> None:
+        for _ in range(10):
+            await tx.execute(self._q["s_deactivate"], (project,))
+            if await tx.execute(self._q["s_insert"], (session_id, project, ptype, started_at)):
+                return
+            if await tx.one(self._q["s_row"], (session_id,)) is not None:
+                msg = f"session id {session_id!r} exists already in {self._where}"
+                raise StoreError(msg)
+            # PostgreSQL: a concurrent create won the project's active slot; retire it too.
+        msg = f"cannot make a new active session for project {project!r} in {self._where}"
+        raise StoreError(msg)
+
+    async def session_get_or_create(
+        self, session_id: str, project_name: str, project_type: str | None, started_at: str
+    ) -> SessionRecord:
+        found = await self._write(
+            self._op_get_or_create, session_id, project_name, project_type, started_at
+        )
+        return await self._loaded(found)
+
+    async def _op_get_or_create(
+        self, tx: Tx, session_id: str, project: str, ptype: str | None, started_at: str
+    ) -> str:
+        row = await tx.one(self._q["s_active"], (project,))
+        if row is not None:
+            return str(row[0])
+        if await tx.execute(self._q["s_insert"], (session_id, project, ptype, started_at)):
+            return session_id
+        # Another process created the project's active session meanwhile: use it.
+        row = await tx.one(self._q["s_active"], (project,))
+        if row is None:  # pragma: no cover - the unique index makes this unreachable
+            msg = f"no active session for project {project!r} after a conflicting insert"
+            raise StoreError(msg)
+        return str(row[0])
+
+    async def _loaded(self, session_id: str) -> SessionRecord:
+        record = await self.session_load(session_id)
+        if record is None:  # pragma: no cover - just written
+            msg = f"session {session_id!r} vanished from {self._where}"
+            raise StoreError(msg)
+        return record
+
+    async def session_load(self, session_id: str) -> SessionRecord | None:
+        return await self._read(self._op_load, session_id)
+
+    async def _op_load(self, tx: Tx, session_id: str) -> SessionRecord | None:
+        q = self._q
+        row = await tx.one(q["s_row"], (session_id,))
+        if row is None:
+            return None
+        record: SessionRecord = {
+            "session_id": row[0],
+            "project_name": row[1],
+            "project_type": row[2],
+            "started_at": row[3],
+            "ended_at": row[4],
+            "active": bool(row[5]),
+            "loaded_context": {},
+            "loaded_memory": {},
+            "shared_data": {},
+            "counters": {},
+            "command_history": [],
+        }
+        fields = {"context": "loaded_context", "memory": "loaded_memory", "data": "shared_data"}
+        for kind, name, value in await tx.all(q["i_all"], (session_id,)):
+            cast("dict[str, object]", record[fields[kind]])[name] = loads(value)  # type: ignore[literal-required]
+        for name, n in await tx.all(q["n_all"], (session_id,)):
+            record["counters"][name] = int(n)
+        commands = {c["id"]: c for c in map(_command, await tx.all(q["c_all"], (session_id,)))}
+        _add_items(commands, await tx.all(q["ci_all"], (session_id,)))
+        record["command_history"] = list(commands.values())
+        return record
+
+    async def session_list(self, project_name: str | None, limit: int | None) -> list[str]:
+        n = _NO_LIMIT if limit is None else limit
+        if project_name is None:
+            rows = await self._read1(_op_all, self._q["s_list"], (n,))
+        else:
+            rows = await self._read1(_op_all, self._q["s_list_project"], (project_name, n))
+        return [str(r[0]) for r in rows]
+
+    async def session_end(self, session_id: str, ended_at: str) -> None:
+        await self._write1(_op_exec, self._q["s_end"], (ended_at, session_id))
+
+    async def session_put(
+        self, session_id: str, kind: ItemKind, name: str, value_json: str, at: str
+    ) -> None:
+        await self._write1(_op_exec, self._q["i_put"], (session_id, kind, name, value_json, at))
+
+    async def session_item(self, session_id: str, kind: ItemKind, name: str) -> str | None:
+        row = await self._read1(_op_one, self._q["i_get"], (session_id, kind, name))
+        return None if row is None else str(row[0])
+
+    async def session_count(self, session_id: str, name: str) -> int:
+        row = await self._write1(_op_one, self._q["n_add"], (session_id, name))
+        return 0 if row is None else int(row[0])
+
+    async def command_start(
+        self, session_id: str, command: str, inputs_json: str, started_at: str
+    ) -> tuple[int, list[int]]:
+        result = await self._write(self._op_start, session_id, command, inputs_json, started_at)
+        self._running_commands.add(result[0])
+        self._ensure_renewer()
+        return result
+
+    async def _op_start(
+        self, tx: Tx, session_id: str, command: str, inputs_json: str, started_at: str
+    ) -> tuple[int, list[int]]:
+        q = self._q
+        now = time.time()
+        interrupted: list[int] = []
+        outputs = dumps(
+            {
+                "error": {
+                    "type": "Interrupted",
+                    "message": "interrupted: the process running this command died "
+                    "before completing it",
+                }
+            },
+            "outputs",
+        )
+        for row in await tx.all(q["c_running"], (session_id,)):
+            if not proc_alive(row[1:], now) and await tx.execute(
+                q["c_interrupt"], (started_at, outputs, row[0])
+            ):
+                interrupted.append(int(row[0]))
+        await self._upsert_proc(tx, now)
+        new = await tx.one(
+            q["c_insert"], (session_id, command, started_at, inputs_json, "{}", self._proc)
+        )
+        assert new is not None
+        return int(new[0]), interrupted
+
+    async def command_complete(
+        self,
+        session_id: str,
+        command: str,
+        command_id: int | None,
+        status: CommandStatus,
+        outputs_json: str,
+        completed_at: str,
+    ) -> CommandRecord | str:
+        result = await self._write(
+            self._op_complete, session_id, command, command_id, status, outputs_json, completed_at
+        )
+        if not isinstance(result, str):
+            self._running_commands.discard(result["id"])
+            self._idle_renewer()
+        return result
+
+    async def _op_complete(
+        self,
+        tx: Tx,
+        session_id: str,
+        command: str,
+        command_id: int | None,
+        status: CommandStatus,
+        outputs_json: str,
+        completed_at: str,
+    ) -> CommandRecord | str:
+        q = self._q
+        if command_id is None:
+            row = await tx.one(q["c_find_running"], (session_id, command))
+            if row is not None:
+                command_id = int(row[0])
+        if command_id is not None and await tx.execute(
+            q["c_complete"], (status, completed_at, outputs_json, command_id, session_id)
+        ):
+            found = await tx.one(q["c_row"], (command_id,))
+            assert found is not None
+            record = _command(found)
+            _add_items({record["id"]: record}, await tx.all(q["ci_of"], (command_id,)))
+            return record
+        last = await tx.one(q["c_last"], (session_id, command))
+        if last is None:
+            return "it was never started"
+        return f"it is not running (its last run ended with status {last[1]!r})"
+
+    async def command_add(self, command_id: int, kind: CommandItemKind, item: str) -> None:
+        await self._write1(_op_exec, self._q["ci_add"], (command_id, kind, item, time.time_ns()))
+
+    async def command_previous(self, session_id: str, command: str | None) -> CommandRecord | None:
+        return await self._read(self._op_previous, session_id, command)
+
+    async def _op_previous(
+        self, tx: Tx, session_id: str, command: str | None
+    ) -> CommandRecord | None:
+        q = self._q
+        if command is None:
+            row = await tx.one(q["c_prev"], (session_id,))
+        else:
+            row = await tx.one(q["c_prev_named"], (session_id, command))
+        if row is None:
+            return None
+        record = _command(row)
+        _add_items({record["id"]: record}, await tx.all(q["ci_of"], (record["id"],)))
+        return record
+
+
+async def _op_exec(tx: Tx, sql: str, params: Sequence[object]) -> int:
+    return await tx.execute(sql, params)
+
+
+async def _op_one(tx: Tx, sql: str, params: Sequence[object]) -> tuple[Any, ...] | None:
+    return await tx.one(sql, params)
+
+
+async def _op_all(tx: Tx, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+    return await tx.all(sql, params)

@@ -1,0 +1,513 @@
+"""SqliteStore: the embedded default (one file, WAL, many processes on one machine).
+
+Where the calls run (measured; see docs/stores.md): a step's write is one ``INSERT`` that
+commits in ≈ 30-45 µs with ``synchronous=NORMAL``, while a hop to a thread costs ≈ 63 µs.
+So operations run directly on the event loop's thread, on a connection whose busy timeout
+is 0: it never waits for a lock held by another connection. When the database is locked,
+the operation is rolled back and re-run on a dedicated thread with its own connection,
+which waits up to ``timeout`` seconds. The loop connection never checkpoints the WAL
+itself (that fsyncs the database, milliseconds): checkpoints run on the thread. A chain
+of direct calls hands the loop to other tasks at least every millisecond.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import stat
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from time import perf_counter
+from types import TracebackType
+from typing import Any, ClassVar, Literal, Self, TypeAlias, TypeVar, cast
+from urllib.parse import quote
+
+from .._journal import StepRecord
+from ..errors import StoreError
+from ._base import DEFAULT_LEASE
+from ._sql import MIGRATIONS, QUERIES, SqlStore, Tx, prepare, schema_version
+
+__all__ = ["Durability", "SqliteStore"]
+
+log = logging.getLogger("runtree")
+
+T = TypeVar("T")
+Durability: TypeAlias = Literal["normal", "full"]
+
+_HEADER = b"SQLite format 3\x00"
+_PREFIX = "runtree_"
+# Loop-connection writes between two checkpoints run on the thread (SQLite's own
+# auto-checkpoint would run one inside a commit on the loop every ~1000 pages).
+_CHECKPOINT_EVERY = 500
+_BUSY = (5, 6)
+# Direct calls on the loop hand it back to other tasks at least this often (seconds).
+_YIELD_AFTER = 0.001  # SQLITE_BUSY, SQLITE_LOCKED (primary codes)
+
+
+class _SqliteTx:
+    """:class:`Tx` over a ``sqlite3`` connection: each call finishes before it returns, so
+    an operation written as a coroutine never suspends (see :func:`_drive`)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    async def execute(self, sql: str, params: Sequence[object] = ()) -> int:
+        return self.conn.execute(sql, params).rowcount
+
+    async def one(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None:
+        rows = self.conn.execute(sql, params).fetchall()
+        return rows[0] if rows else None
+
+    async def all(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql, params).fetchall()
+
+
+def _drive(conn: sqlite3.Connection, fn: Callable[[Tx], Awaitable[T]], write: bool, tx: bool) -> T:
+    """Run ``fn`` to completion synchronously, in a transaction when ``tx``."""
+    if tx:
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    try:
+        coro = cast("Coroutine[object, None, T]", fn(_SqliteTx(conn)))
+        try:
+            coro.send(None)
+        except StopIteration as stop:
+            result: T = stop.value
+        else:
+            coro.close()
+            msg = "a SQLite store operation awaited something other than its connection"
+            raise RuntimeError(msg)
+        if tx:
+            conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _BUSY
+
+
+class _SqliteEngine(SqlStore):
+    """The parts shared by :class:`SqliteStore` and the in-memory store."""
+
+    _ddl_types: ClassVar[dict[str, str]] = {
+        "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        "real": "REAL",
+        "bigint": "INTEGER",
+    }
+
+    def __init__(self, *, lease: float, durability: Durability, timeout: float) -> None:
+        super().__init__(lease=lease)
+        if durability not in ("normal", "full"):
+            msg = f"durability= must be 'normal' or 'full' (got {durability!r})"
+            raise ValueError(msg)
+        if not timeout >= 0:
+            msg = f"timeout= must be a number of seconds >= 0 (got {timeout!r})"
+            raise ValueError(msg)
+        self._durability: Durability = durability
+        self._timeout = float(timeout)
+        self._q = prepare(QUERIES, prefix=_PREFIX, index_prefix=_PREFIX, placeholder="?", lock="")
+        self._insert_sql = self._q["j_insert"]
+        self._conn: sqlite3.Connection | None = None
+        self._offload = False
+        self._executor: ThreadPoolExecutor | None = None
+        self._tconn: sqlite3.Connection | None = None
+        self._writes = 0
+        self._checkpoint: Future[None] | None = None
+        self._checkpointing = False
+        self._yielded = 0.0
+
+    @property
+    def durability(self) -> Durability:
+        """``"normal"``: survives a crash of the process, a power loss may drop the last
+        commits. ``"full"``: every commit is on disk before it returns."""
+        return self._durability
+
+    def _ddl(self, version: int) -> list[str]:
+        return [s.format(t=_PREFIX, i=_PREFIX, **self._ddl_types) for s in MIGRATIONS[version]]
+
+    def _connect(self, target: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            target, timeout=self._timeout, isolation_level=None, check_same_thread=False
+        )
+        return conn
+
+    def _pragmas(self, conn: sqlite3.Connection, *, loop: bool) -> None:
+        conn.execute(f"PRAGMA synchronous = {self._durability.upper()}")
+        if loop:
+            # Never block the loop: no waiting for locks (the thread waits instead), and
+            # no checkpoint inside a loop commit.
+            conn.execute("PRAGMA busy_timeout = 0")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+
+    def _open_schema(self, conn: sqlite3.Connection) -> None:
+        """Check the database is empty or runtree's; create or migrate the schema."""
+        tables = {
+            row[0]
+            for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if not str(row[0]).startswith("sqlite_")
+        }
+        if tables and f"{_PREFIX}meta" not in tables:
+            shown = ", ".join(sorted(tables)[:5])
+            msg = (
+                f"{self._where} is a SQLite database of another application (tables: "
+                f"{shown}); runtree will not change it. Use another file for the store."
+            )
+            raise StoreError(msg)
+        if tables:
+            self._check_meta(dict(conn.execute(self._q["meta_all"]).fetchall()))
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._open_schema(conn)  # again, under the write lock: another process may
+            # have created the schema since the first look.
+            meta = {}
+            exists = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                (f"{_PREFIX}meta",),
+            ).fetchone()
+            if exists:
+                meta = dict(conn.execute(self._q["meta_all"]).fetchall())
+            found = self._check_meta(meta) if meta else 0
+            if found < schema_version():
+                _drive(conn, lambda tx: self._op_migrate(tx, found), True, False)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    # -- running operations ------------------------------------------------------------
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        if _is_busy(exc):
+            msg = (
+                f"{self._where} stayed locked by another connection for more than "
+                f"{self._timeout:g}s ({exc}); raise SqliteStore(timeout=...) or find the "
+                "process holding a long write transaction"
+            )
+        else:
+            msg = (
+                f"{self._where}: {exc}. The file may be corrupt or not a runtree database; "
+                "runtree does not repair or overwrite it: move it away to start afresh."
+            )
+        return StoreError(msg)
+
+    async def _execute(self, fn: Callable[[Tx], Awaitable[T]], write: bool, tx: bool) -> T:
+        conn = self._conn
+        if conn is None:
+            self._check_open()
+            raise StoreError(f"{self._where} is not open")
+        if not (write and (self._offload or self._checkpointing)):
+            try:
+                result = _drive(conn, fn, write, tx)
+            except sqlite3.Error as exc:
+                if not (_is_busy(exc) and self._can_thread()):
+                    raise self._error(exc) from exc
+                # Locked by another connection: wait for it on the thread, not here.
+            else:
+                if write:
+                    self._writes += 1
+                    if self._writes >= _CHECKPOINT_EVERY:
+                        self._schedule_checkpoint()
+                now = perf_counter()
+                if now - self._yielded > _YIELD_AFTER:
+                    # A chain of direct calls never suspends: let other tasks run.
+                    await asyncio.sleep(0)
+                    self._yielded = perf_counter()
+                return result
+        return await asyncio.get_running_loop().run_in_executor(
+            self._thread(), self._in_thread, fn, write, tx
+        )
+
+    async def _insert_record(self, params: tuple[object, ...]) -> StepRecord | None:
+        # The hot path of a journaled step: one autocommitted INSERT on the loop.
+        conn = self._conn
+        if conn is not None and not (self._offload or self._checkpointing):
+            try:
+                inserted = conn.execute(self._insert_sql, params).rowcount
+            except sqlite3.Error as exc:
+                if not (_is_busy(exc) and self._can_thread()):
+                    raise self._error(exc) from exc
+            else:
+                self._writes += 1
+                if self._writes >= _CHECKPOINT_EVERY:
+                    self._schedule_checkpoint()
+                now = perf_counter()
+                if now - self._yielded > _YIELD_AFTER:
+                    await asyncio.sleep(0)
+                    self._yielded = perf_counter()
+                if inserted:
+                    return None
+        return await super()._insert_record(params)
+
+    def _can_thread(self) -> bool:
+        return False
+
+    def _thread(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="runtree-sqlite")
+        return self._executor
+
+    def _in_thread(self, fn: Callable[[Tx], Awaitable[T]], write: bool, tx: bool) -> T:
+        conn = self._thread_conn()
+        try:
+            return _drive(conn, fn, write, tx)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    def _thread_conn(self) -> sqlite3.Connection:
+        raise NotImplementedError
+
+    def _schedule_checkpoint(self) -> None:
+        """Checkpoint the WAL on the thread. Until it is done, writes queue behind it on
+        the thread, so it copies every frame and the next write restarts the WAL (a
+        checkpoint racing with loop writes never completes, and the WAL would grow)."""
+        if self._checkpointing:
+            return
+        self._writes = 0
+        self._checkpointing = True
+        self._checkpoint = self._thread().submit(self._run_checkpoint)
+
+    def _run_checkpoint(self) -> None:
+        try:
+            self._thread_conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:
+            log.warning("checkpoint of %s failed", self._where, exc_info=True)
+        finally:
+            self._checkpointing = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Release this store's claims and close its connections. Idempotent."""
+        if self._closed or self._conn is None:
+            self._closed = True
+            return
+        await self._release_all()
+        self._closed = True
+        conn, self._conn = self._conn, None
+        executor, self._executor = self._executor, None
+        if executor is None:
+            conn.close()
+            return
+        loop = asyncio.get_running_loop()
+        # Closing the last connection checkpoints the WAL (an fsync): do it off the loop.
+        await loop.run_in_executor(executor, self._close_conns, conn)
+        executor.shutdown(wait=False)
+
+    def _close_conns(self, conn: sqlite3.Connection) -> None:
+        tconn, self._tconn = self._tconn, None
+        if tconn is not None:
+            tconn.close()
+        conn.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class SqliteStore(_SqliteEngine):
+    """A store in one SQLite file: the embedded default.
+
+    Args:
+        path: The database file; missing parent folders are created (mode 0700). A new
+            file and its ``-wal``/``-shm`` files get mode 0600.
+        durability: ``"normal"`` (default; WAL with ``synchronous=NORMAL``): a commit
+            survives a crash of the process, but a power loss or OS crash may drop the
+            last commits. ``"full"`` (``synchronous=FULL``): every commit is on disk.
+        lease: Seconds a claim on a context tree lives without renewal. A claim is
+            renewed every ``lease / 3`` while its root is open; a holder on this machine
+            whose process died is taken over at once, one elsewhere after the lease.
+        timeout: Seconds to wait for a lock held by another connection (on the store's
+            thread; the event loop never waits for a lock).
+        offload: Run writes on the store's thread instead of the event loop: the loop
+            never waits for a commit, at the price of a thread hop per write (≈ 0.1 ms
+            here). Worth it with ``durability="full"`` on a disk whose fsync is slow.
+
+    Raises:
+        StoreError: the file is not SQLite, is corrupt, or belongs to another
+            application (it is never overwritten), or it is newer than this runtree.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: Durability = "normal",
+        lease: float = DEFAULT_LEASE,
+        timeout: float = 10.0,
+        offload: bool = False,
+    ) -> None:
+        super().__init__(lease=lease, durability=durability, timeout=timeout)
+        raw = os.fspath(path)
+        if not raw or raw == ":memory:":
+            msg = "SqliteStore needs a file path; use InMemoryStore() for a store in memory"
+            raise StoreError(msg)
+        self.path = Path(raw).expanduser().absolute()
+        self._where = f"SQLite database {str(self.path)!r}"
+        self._offload = bool(offload)
+        created = _prepare_file(self.path, self._where)
+        try:
+            self._open(created)
+        except BaseException:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            raise
+
+    @property
+    def url(self) -> str:
+        params = []
+        if self._durability != "normal":
+            params.append(f"durability={self._durability}")
+        if self._lease != DEFAULT_LEASE:
+            params.append(f"lease={self._lease:g}")
+        query = ("?" + "&".join(params)) if params else ""
+        return f"sqlite:///{quote(str(self.path))}{query}"
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r}, durability={self._durability!r})"
+
+    def _open(self, created: bool) -> None:
+        if not created:
+            _check_header(self.path, self._where)
+        try:
+            conn = self._conn = self._connect(str(self.path))
+            # Look before changing anything: a foreign or corrupt file stays as it is.
+            conn.execute("BEGIN")
+            try:
+                self._open_schema(conn)
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            if not mode or str(mode[0]).lower() != "wal":
+                msg = (
+                    f"{self._where}: cannot switch to WAL mode (got {mode!r}); "
+                    "put the store on a local file system"
+                )
+                raise StoreError(msg)
+            self._pragmas(conn, loop=False)
+            conn.execute("PRAGMA journal_size_limit = 67108864")
+            self._migrate(conn)
+            self._pragmas(conn, loop=True)
+            self._purge()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        _fix_side_files(self.path)
+
+    def _purge(self) -> None:
+        """Forget lease holders gone for a day (their claims were taken over long ago)."""
+        assert self._conn is not None
+        try:
+            self._conn.execute(self._q["p_purge"], (time.time() - 86400.0,))
+        except sqlite3.Error as exc:
+            if not _is_busy(exc):
+                raise
+
+    def _can_thread(self) -> bool:
+        return True
+
+    def _thread_conn(self) -> sqlite3.Connection:
+        conn = self._tconn
+        if conn is None:
+            conn = self._tconn = self._connect(str(self.path))
+            self._pragmas(conn, loop=False)
+        return conn
+
+
+def _make_dirs(folder: Path) -> None:
+    """Create ``folder`` and missing parents with mode 0700 (existing ones untouched)."""
+    missing: list[Path] = []
+    p = folder
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        os.chmod(d, 0o700)  # mkdir's mode is filtered by the umask
+
+
+def _prepare_file(path: Path, where: str) -> bool:
+    """Create the database file with mode 0600 before SQLite opens it; ``True`` when it
+    was created here."""
+    try:
+        _make_dirs(path.parent)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.is_dir():
+            msg = f"{where} is a folder; give the path of a file"
+            raise StoreError(msg) from None
+        return False
+    except OSError as exc:
+        msg = f"{where}: cannot create the file ({exc}); check the folder and its permissions"
+        raise StoreError(msg) from exc
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        try:
+            side = os.open(f"{path}{suffix}", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue  # left by an earlier database of that name; fixed after opening
+        os.fchmod(side, 0o600)
+        os.close(side)
+    return True
+
+
+def _check_header(path: Path, where: str) -> None:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_HEADER))
+    except OSError as exc:
+        msg = f"{where}: cannot read the file ({exc})"
+        raise StoreError(msg) from exc
+    if head and head != _HEADER:
+        msg = (
+            f"{where} is not a SQLite database (it does not start with the SQLite header); "
+            "runtree will not overwrite it. Point the store at another file, or move this "
+            "one away."
+        )
+        raise StoreError(msg)
+
+
+def _fix_side_files(path: Path) -> None:
+    """Give the ``-wal``/``-shm`` files the database's owner-only mode (SQLite derives
+    theirs from the database file, but a file left by another tool may differ)."""
+    try:
+        if stat.S_IMODE(os.stat(path).st_mode) & 0o077:
+            return  # the user shares the database on purpose: leave the side files alone
+        for suffix in ("-wal", "-shm"):
+            side = f"{path}{suffix}"
+            try:
+                if stat.S_IMODE(os.stat(side).st_mode) != 0o600:
+                    os.chmod(side, 0o600)
+            except FileNotFoundError:
+                continue
+    except OSError:
+        log.debug("cannot set the mode of %s side files", path, exc_info=True)

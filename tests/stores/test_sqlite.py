@@ -1,0 +1,295 @@
+"""SqliteStore on real files: modes, refusing foreign or corrupt files, URLs, migrations,
+locks that never block the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import runtree
+from runtree.errors import StoreError
+from runtree.stores import InMemoryStore, PostgresStore, SqliteStore, from_url
+from runtree.stores import _sql as sqlmod
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def journal_some(store: SqliteStore, n: int = 3, tree: str = "job") -> None:
+    async with runtree.create_scope(store=store) as scope, scope.create_context(id=tree) as ctx:
+        for i in range(n):
+            await ctx.run(lambda i=i: i, key=f"k{i}", name="s")
+
+
+class TestFiles:
+    @pytest.mark.parametrize("umask", [0o022, 0o000])
+    def test_new_files_are_owner_only_whatever_the_umask(self, tmp_path: Path, umask: int) -> None:
+        """A fresh process with a permissive umask: database, -wal and -shm are 0600, the
+        created folders 0700."""
+        db = tmp_path / "project" / ".runtree" / "runtree.db"
+        script = (
+            "import asyncio, os, sys, runtree\n"
+            "from runtree.stores import SqliteStore\n"
+            f"os.umask({umask})\n"
+            "async def main():\n"
+            "    store = SqliteStore(sys.argv[1])\n"
+            "    async with runtree.create_scope(store=store) as scope:\n"
+            "        async with scope.create_context(id='t') as ctx:\n"
+            "            await ctx.run(lambda: 1, key='k', name='s')\n"
+            "            for s in ('', '-wal', '-shm'):\n"
+            "                print(oct(os.stat(sys.argv[1] + s).st_mode & 0o777))\n"
+            "    await store.aclose()\n"
+            "asyncio.run(main())\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(db)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["0o600", "0o600", "0o600"]
+        assert mode(db.parent) == 0o700
+        assert mode(db.parent.parent) == 0o700
+
+    async def test_an_existing_folder_keeps_its_mode(self, tmp_path: Path) -> None:
+        folder = tmp_path / "shared"
+        folder.mkdir(mode=0o755)
+        os.chmod(folder, 0o755)
+        async with SqliteStore(folder / "x.db"):
+            pass
+        assert mode(folder) == 0o755
+        assert mode(folder / "x.db") == 0o600
+
+    async def test_a_text_file_is_refused_and_left_alone(self, tmp_path: Path) -> None:
+        path = tmp_path / "notes.db"
+        path.write_text("my notes, not a database\n" * 100)
+        before = digest(path)
+        with pytest.raises(StoreError, match=r"notes\.db.* is not a SQLite database"):
+            SqliteStore(path)
+        assert digest(path) == before
+        assert not Path(f"{path}-wal").exists()
+
+    async def test_another_applications_database_is_refused_and_left_alone(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "app.db"
+        conn = sqlite3.connect(path)
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO users (name) VALUES ('ada')")
+        conn.commit()
+        conn.close()
+        before = digest(path)
+        with pytest.raises(StoreError, match=r"app\.db.* another application \(tables: users\)"):
+            SqliteStore(path)
+        assert digest(path) == before
+        assert not Path(f"{path}-wal").exists()
+
+    async def test_a_corrupt_database_is_refused_naming_the_file(self, tmp_path: Path) -> None:
+        path = tmp_path / "runtree.db"
+        async with SqliteStore(path) as store:
+            await journal_some(store)
+        data = bytearray(path.read_bytes())
+        data[100:4096] = b"\xff" * (4096 - 100)  # the schema page, past the header
+        path.write_bytes(bytes(data))
+        before = digest(path)
+        with pytest.raises(StoreError, match=r"runtree\.db.*(corrupt|malformed)"):
+            SqliteStore(path)
+        assert digest(path) == before
+
+    async def test_a_folder_is_refused(self, tmp_path: Path) -> None:
+        with pytest.raises(StoreError, match=r"is a folder"):
+            SqliteStore(tmp_path)
+
+    async def test_a_newer_schema_is_refused(self, tmp_path: Path) -> None:
+        path = tmp_path / "runtree.db"
+        async with SqliteStore(path):
+            pass
+        conn = sqlite3.connect(path)
+        conn.execute("UPDATE runtree_meta SET value = '99' WHERE name = 'schema_version'")
+        conn.commit()
+        conn.close()
+        with pytest.raises(StoreError, match=r"schema version 99, newer .* upgrade runtree"):
+            SqliteStore(path)
+
+    async def test_forward_migration_keeps_the_data(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        path = tmp_path / "runtree.db"
+        async with SqliteStore(path) as store:
+            await journal_some(store)
+        monkeypatch.setitem(sqlmod.MIGRATIONS, 2, ("CREATE TABLE {t}extra (x {real})",))
+        async with SqliteStore(path) as store:
+            assert sorted(await store.journal_load("job")) == ["k0", "k1", "k2"]
+        conn = sqlite3.connect(path)
+        assert conn.execute(
+            "SELECT value FROM runtree_meta WHERE name = 'schema_version'"
+        ).fetchone() == ("2",)
+        assert conn.execute("SELECT count(*) FROM runtree_extra").fetchone() == (0,)
+        conn.close()
+
+    async def test_rows_are_json_text(self, tmp_path: Path) -> None:
+        path = tmp_path / "runtree.db"
+        async with (
+            SqliteStore(path) as store,
+            runtree.create_scope(store=store) as scope,
+            scope.create_context(id="job") as ctx,
+        ):
+            await ctx.run(lambda: {"a": [1, "x"]}, key="k", name="s")
+        conn = sqlite3.connect(path)
+        assert conn.execute("SELECT value FROM runtree_journal").fetchone() == ('{"a":[1,"x"]}',)
+        conn.close()
+
+
+class TestDurability:
+    async def test_default_is_wal_with_synchronous_normal(self, tmp_path: Path) -> None:
+        async with SqliteStore(tmp_path / "a.db") as store:
+            assert store.durability == "normal"
+            assert store._conn is not None
+            assert store._conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            assert store._conn.execute("PRAGMA synchronous").fetchone() == (1,)
+
+    async def test_full_is_an_option(self, tmp_path: Path) -> None:
+        async with SqliteStore(tmp_path / "a.db", durability="full") as store:
+            assert store._conn is not None
+            assert store._conn.execute("PRAGMA synchronous").fetchone() == (2,)
+            await journal_some(store)
+            assert "durability=full" in store.url
+        with pytest.raises(ValueError, match=r"^durability= must be 'normal' or 'full'"):
+            SqliteStore(tmp_path / "b.db", durability="fast")  # type: ignore[arg-type]
+
+    async def test_offloaded_writes_give_the_same_results(self, tmp_path: Path) -> None:
+        async with SqliteStore(tmp_path / "a.db", offload=True) as store:
+            await journal_some(store, n=5)
+            assert sorted(await store.journal_load("job")) == [f"k{i}" for i in range(5)]
+
+    async def test_the_wal_is_checkpointed_off_the_loop(self, tmp_path: Path) -> None:
+        path = tmp_path / "a.db"
+        async with SqliteStore(path) as store:
+            await journal_some(store, n=3000)
+            assert store._checkpoint is not None
+            await asyncio.wrap_future(store._checkpoint)
+            # Without checkpoints 3000 commits leave a WAL of ~25 MB; with them it is
+            # reused from its start after each checkpoint.
+            assert os.path.getsize(f"{path}-wal") < 10_000_000
+
+
+class TestLocks:
+    async def test_a_locked_database_never_blocks_the_event_loop(self, tmp_path: Path) -> None:
+        path = tmp_path / "a.db"
+        async with SqliteStore(path, timeout=30) as store:
+            await journal_some(store, n=1)  # the tables exist; the journal is loaded
+            blocker = sqlite3.connect(path, isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            ticks = 0
+            try:
+                async with (
+                    runtree.create_scope(store=store) as scope,
+                    scope.create_context(id="job2") as ctx,
+                ):
+                    step = asyncio.create_task(ctx.run(lambda: "v", key="k", name="s"))
+                    while ticks < 20:  # the loop keeps turning while the step waits
+                        await asyncio.sleep(0)
+                        ticks += 1
+                    assert not step.done()
+                    blocker.execute("COMMIT")
+                    assert await asyncio.wait_for(step, 30) == "v"
+            finally:
+                if blocker.in_transaction:
+                    blocker.execute("ROLLBACK")
+                blocker.close()
+
+    async def test_a_lock_held_past_the_timeout_is_a_store_error(self, tmp_path: Path) -> None:
+        path = tmp_path / "a.db"
+        async with SqliteStore(path, timeout=0.05) as store:
+            blocker = sqlite3.connect(path, isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")
+            try:
+                with pytest.raises(StoreError, match=r"a\.db.* locked .* 0\.05s"):
+                    await store.session_put("s", "data", "k", "1", "now")
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+
+
+class TestUrls:
+    async def test_relative_and_absolute_paths(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        async with from_url("sqlite:///data/rel.db") as store:
+            assert isinstance(store, SqliteStore)
+            assert store.path == tmp_path / "data" / "rel.db"
+        absolute = tmp_path / "abs" / "a.db"
+        async with from_url(f"sqlite:///{absolute}?durability=full&lease=5") as store:
+            assert isinstance(store, SqliteStore)
+            assert store.path == absolute
+            assert store.durability == "full"
+            assert store.lease == 5
+            again = store.url
+        async with from_url(again) as store:
+            assert isinstance(store, SqliteStore) and store.path == absolute
+
+    async def test_default_and_env(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.delenv("RUNTREE_STORE", raising=False)
+        async with from_url() as store:
+            assert isinstance(store, SqliteStore)
+            assert store.path == tmp_path / ".runtree" / "runtree.db"
+        assert mode(tmp_path / ".runtree") == 0o700
+        monkeypatch.setenv("RUNTREE_STORE", "memory://")
+        async with from_url() as store:
+            assert isinstance(store, InMemoryStore)
+
+    @pytest.mark.parametrize(
+        ("url", "why"),
+        [
+            ("sqlite:relative.db", "three slashes"),
+            ("sqlite://host/x.db", "three slashes"),
+            ("mysql://u@h/db", "unknown scheme 'mysql'"),
+            ("runtree.db", "no scheme"),
+            ("sqlite:///x.db?speed=fast", "unknown option"),
+            ("sqlite:///x.db?durability=turbo", "durability='turbo'"),
+            ("memory://somewhere", "memory:// takes no path"),
+            ("postgresql://", "needs a host or a database"),
+        ],
+    )
+    def test_bad_urls_say_what_to_write(self, url: str, why: str) -> None:
+        with pytest.raises(StoreError) as info:
+            from_url(url)
+        text = str(info.value)
+        assert why in text
+        assert "sqlite:///relative/path.db" in text
+
+    def test_a_missing_postgres_driver_says_what_to_install(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setitem(sys.modules, "psycopg", None)
+        with pytest.raises(StoreError, match=r"pip install 'runtree\[postgres\]'"):
+            PostgresStore("postgresql://localhost/db")
+        with pytest.raises(StoreError, match=r"pip install 'runtree\[postgres\]'"):
+            from_url("postgresql://localhost/db")
+
+    def test_importing_runtree_loads_no_driver(self) -> None:
+        code = (
+            "import sys, runtree, runtree.stores, runtree.sessions\n"
+            "print('psycopg' in sys.modules)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        )
+        assert done.stdout.strip() == "False"
