@@ -489,19 +489,20 @@ class ExecutionContext:
                 running = self._running = {child: None}
             else:
                 running[child] = None
-        if scope._open_hooks:
-            await scope._context_opened(child)
         token = _current.set(child)
         try:
-            if flow.parse is not None:
-                child.input = flow.parse_input(input)
-            if flow.deps:
-                deps = await scope._context_deps(child, flow.deps, ())
-                result: Any = flow.factory(child, **deps)
+            if flow.plain:
+                result: Any = await flow.factory(child)
             else:
-                result = flow.factory(child)
-            if flow.is_async or inspect.isawaitable(result):
-                result = await result
+                if flow.parse is not None:
+                    child.input = flow.parse_input(input)
+                if flow.deps:
+                    deps = await scope._context_deps(child, flow.deps, ())
+                    result = flow.factory(child, **deps)
+                else:
+                    result = flow.factory(child)
+                if flow.is_async or inspect.isawaitable(result):
+                    result = await result
         except GeneratorExit:
             _current.reset(token)
             child._abandon()
@@ -513,7 +514,7 @@ class ExecutionContext:
                 raise
             raise err from None
         _current.reset(token)
-        if child._x is None and not scope._close_hooks:
+        if child._x is None:
             child._status = "completed"
             child._completed_at = time()
             if foreign:

@@ -186,7 +186,7 @@ class Resource(Generic[T]):
 class Flow(Generic[In, Out]):
     """A unit of work. ``await ctx.exec(flow, input)`` runs it in a new child context."""
 
-    __slots__ = ("deps", "factory", "is_async", "name", "parse")
+    __slots__ = ("deps", "factory", "is_async", "name", "parse", "plain")
 
     def __init__(
         self,
@@ -207,6 +207,8 @@ class Flow(Generic[In, Out]):
         self.is_async = kind == "async"
         self.deps = check_deps("flow", self.name, factory, deps, allow_context_deps=True)
         self.parse: Callable[[object], object] | None = _input_parser(parse)
+        # async, no deps, no parse: the exec hot path just awaits factory(ctx)
+        self.plain = self.is_async and not self.deps and self.parse is None
 
     def parse_input(self, value: object) -> object:
         assert self.parse is not None

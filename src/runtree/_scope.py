@@ -174,7 +174,15 @@ class Scope:
         self._close_hooks = [
             e.on_context_close for e in reversed(exts) if overrides(e, "on_context_close")
         ]
-        self._exec_slow = bool(self._wrap_exec or self._flow_presets or self._init_pending)
+        # Anything that needs more than the inline plain exec path sends every exec of the
+        # scope down the full path (one flag to test on the hot path).
+        self._exec_slow = bool(
+            self._wrap_exec
+            or self._flow_presets
+            or self._init_pending
+            or self._open_hooks
+            or self._close_hooks
+        )
 
     def use_extension(self, ext: Extension) -> Callable[[], None]:
         """Add ``ext`` (innermost so far); returns a function that removes it."""
