@@ -492,7 +492,7 @@ class ExecutionContext:
         token = _current.set(child)
         try:
             if flow.plain:
-                result: Any = await flow.factory(child)
+                result: Any = await flow.factory(child)  # type: ignore[misc]
             else:
                 if flow.parse is not None:
                     child.input = flow.parse_input(input)
