@@ -124,3 +124,20 @@ def test_demo_runs_the_chain_in_separate_processes(cli, tmp_path: Path) -> None:
     rerun = report["runs"][3]["tree"][0]["children"][0]
     assert len(rerun["metadata"]["journal_replays"]) == 3
     assert (tmp_path / "store.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_demo_on_the_default_store_keeps_runtree_folder_private(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "RUNTREE_STORE"}
+    done = subprocess.run(
+        [sys.executable, "-m", "runtree", "demo"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "the session after the chain" in done.stdout
+    folder = tmp_path / ".runtree"
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert (folder / "runtree.db").stat().st_mode & 0o777 == 0o600

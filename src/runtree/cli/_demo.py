@@ -120,7 +120,9 @@ async def test(ctx: ExecutionContext) -> dict[str, object]:
 def _write_context() -> None:
     for rel, text in (("product/vision.md", _VISION), ("code/conventions.md", _CONVENTIONS)):
         path = CONTEXT_DIR / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
+        for folder in reversed((path.parent, *path.parent.parents)):
+            if folder != Path(".") and not folder.exists():
+                folder.mkdir(mode=0o700)  # like the store's own .runtree/
         if not path.exists():
             path.write_text(text)
 
@@ -131,14 +133,13 @@ def run_demo(*, as_json: bool, store: str) -> None:
     from ..stores import from_url
     from ._app import out, print_session
 
-    _write_context()
-
     async def start() -> str:
         async with from_url(store) as s:
             session = await Sessions(s).create(DEMO_PROJECT, "demo")
             return str(session.session_id)
 
-    session_id = asyncio.run(start())
+    session_id = asyncio.run(start())  # opening the store creates .runtree/ (0700)
+    _write_context()
     env = {**os.environ, "RUNTREE_STORE": store}
     steps = [
         ("brainstorm", "the first command: loads context (a miss), records ideas"),
