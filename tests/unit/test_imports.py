@@ -24,3 +24,25 @@ def test_public_names_report_the_package() -> None:
         obj = getattr(runtree, name)
         if isinstance(obj, type):
             assert obj.__module__ == "runtree", name
+
+
+def test_errors_pickle_with_their_data() -> None:
+    import pickle
+
+    import runtree as rt
+
+    samples = [
+        rt.ContextClosedError("req"),
+        rt.MissingTagError("tenant"),
+        rt.ResolveError("db", ("repo", "db")),
+        rt.Cancelled("job", "stop"),
+        rt.ExecTimeoutError("slow", 1.5),
+        rt.StepFailedError("k", "ValueError", "bad"),
+        rt.SessionNotFoundError("s-1"),
+        rt.DependencyCycleError(("a", "b", "a")),
+    ]
+    for err in samples:
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err)
+        assert str(back) == str(err)
+        assert vars(back) == vars(err)
