@@ -35,6 +35,7 @@ from ._tags import Tagged as Tagged
 from ._tags import tag as tag
 from ._tags import tags as tags
 from .errors import Cancelled as Cancelled
+from .errors import CommandNotRunningError as CommandNotRunningError
 from .errors import ContextClosedError as ContextClosedError
 from .errors import DependencyCycleError as DependencyCycleError
 from .errors import ExecTimeoutError as ExecTimeoutError
@@ -56,6 +57,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Atom",
     "Cancelled",
+    "CommandNotRunningError",
     "ContextClosedError",
     "ContextDetails",
     "DependencyCycleError",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterable
 from time import time as _time
@@ -39,7 +40,8 @@ T = TypeVar("T")
 In = TypeVar("In")
 Out = TypeVar("Out")
 
-_RETRY = object()  # a shared first resolve was cancelled: resolve again
+_RETRY = object()
+_root_owner_ids = itertools.count(1)  # a shared first resolve was cancelled: resolve again
 
 
 @final
@@ -595,7 +597,10 @@ class Scope:
                 from ._context import _PREFIX
 
                 self._journal_owner = f"{_PREFIX}-{id(self):x}"
-            x.journal = Journal(root.id, backend, self._journal_owner)
+            # One owner per root: two roots with the same id open at once (two concurrent
+            # commands of one session) must not both believe they hold the tree's claim.
+            owner = f"{self._journal_owner}-{next(_root_owner_ids)}"
+            x.journal = Journal(root.id, backend, owner)
             if backend is not None:
                 journal = x.journal
                 root.on_close(journal.release)

@@ -19,6 +19,7 @@ attributes, builds its message only when it is read, and pickles (the journal st
     ├── SerializationError      (TypeError)
     ├── StepFailedError
     ├── JournalMismatchError    (RuntimeError)
+    ├── CommandNotRunningError  (RuntimeError)
     └── StoreError
         └── SessionNotFoundError (KeyError)
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 __all__ = [
     "Cancelled",
+    "CommandNotRunningError",
     "ContextClosedError",
     "DependencyCycleError",
     "ExecTimeoutError",
@@ -243,6 +245,22 @@ class JournalMismatchError(RuntreeError, RuntimeError):
             f"Journal key {self.key!r} was recorded for {self.recorded!r} but is now used "
             f"for {self.requested!r}. Give each step its own key, or reset the journal "
             "entry with ctx.reset_journal()."
+        )
+
+
+class CommandNotRunningError(RuntreeError, RuntimeError):
+    """``complete_command`` for a command that is not running in the session."""
+
+    def __init__(self, session_id: str, command: str, reason: str) -> None:
+        super().__init__(session_id, command, reason)
+        self.session_id = session_id
+        self.command = command
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return (
+            f"Cannot complete command {self.command!r} in session {self.session_id!r}: "
+            f"{self.reason}. Call start_command({self.command!r}, inputs) first."
         )
 
 

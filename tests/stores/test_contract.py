@@ -11,6 +11,7 @@ import pytest
 
 import runtree
 from runtree.errors import (
+    CommandNotRunningError,
     SerializationError,
     SerializationWarning,
     SessionNotFoundError,
@@ -207,12 +208,12 @@ class TestLeases:
     async def test_a_live_holder_keeps_its_claim_past_the_lease(
         self, open_durable: StoreFactory
     ) -> None:
-        async with open_durable(lease=0.3) as first, open_durable(lease=0.3) as second:
+        async with open_durable(lease=0.6) as first, open_durable(lease=0.6) as second:
             sql(first)._info.host = "another-machine"
             assert await sql(first).journal_acquire("tree", "k", "owner-a") is None
             # The renewer keeps the claim alive: the second owner keeps waiting.
             waiting = asyncio.create_task(sql(second).journal_acquire("tree", "k", "owner-b"))
-            done, _ = await asyncio.wait({waiting}, timeout=1.0)
+            done, _ = await asyncio.wait({waiting}, timeout=1.5)  # 2.5 leases
             assert not done
             await sql(first).journal_record(
                 "tree", "k", "owner-a", {"name": "s", "ok": True, "value": "a"}
@@ -329,9 +330,11 @@ class TestSessions:
         async with open_store() as store:
             session = await Sessions(store).create("p")
             with pytest.raises(
-                RuntimeError, match=r"^Cannot complete command 'test' .*never started"
-            ):
+                CommandNotRunningError, match=r"^Cannot complete command 'test' .*never started"
+            ) as info:
                 await session.complete_command("test", "success")
+            assert isinstance(info.value, RuntimeError)
+            assert (info.value.session_id, info.value.command) == (session.session_id, "test")
             await session.start_command("test")
             await session.complete_command("test", "success")
             with pytest.raises(

@@ -39,3 +39,9 @@ __all__ = [
     "Sessions",
     "current_session",
 ]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) or callable(_obj):
+        _obj.__module__ = "runtree.sessions"
+del _name, _obj

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
 from .._tags import _json_problem
-from ..errors import SerializationWarning, SessionNotFoundError
+from ..errors import CommandNotRunningError, SerializationWarning, SessionNotFoundError
 from ..stores._base import (
     CommandRecord,
     CommandStatus,
@@ -475,7 +475,8 @@ class Session:
         Raises:
             ValueError: ``status`` is not ``success``, ``partial`` or ``failed``.
             SerializationError: ``outputs`` is not JSON (the command stays running).
-            RuntimeError: no command of that name is running in this session.
+            CommandNotRunningError: no command of that name is running in this session
+                (a ``RuntimeError``).
         """
         _name(command, "command")
         if status not in _FINAL_STATUSES:
@@ -490,11 +491,7 @@ class Session:
             self.session_id, command, mine[-1] if mine else None, status, text, _now()
         )
         if isinstance(result, str):
-            msg = (
-                f"Cannot complete command {command!r} in session {self.session_id!r}: "
-                f"{result}. Call start_command({command!r}, inputs) first."
-            )
-            raise RuntimeError(msg)
+            raise CommandNotRunningError(self.session_id, command, result)
         self._started.pop(result["id"], None)
         done = CommandExecution._from(result)
         for i, c in enumerate(self.command_history):

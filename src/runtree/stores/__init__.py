@@ -39,6 +39,10 @@ __all__ = [
     "from_url",
 ]
 
+for _name in ("InMemoryStore", "SqliteStore", "PostgresStore", "Store"):
+    globals()[_name].__module__ = "runtree.stores"
+del _name
+
 ENV_VAR = "RUNTREE_STORE"
 DEFAULT_URL = "sqlite:///.runtree/runtree.db"
 

@@ -135,10 +135,9 @@ class _SqliteEngine(SqlStore):
         return [s.format(t=_PREFIX, i=_PREFIX, **self._ddl_types) for s in MIGRATIONS[version]]
 
     def _connect(self, target: str) -> sqlite3.Connection:
-        conn = sqlite3.connect(
+        return sqlite3.connect(
             target, timeout=self._timeout, isolation_level=None, check_same_thread=False
         )
-        return conn
 
     def _pragmas(self, conn: sqlite3.Connection, *, loop: bool) -> None:
         conn.execute(f"PRAGMA synchronous = {self._durability.upper()}")
@@ -148,8 +147,9 @@ class _SqliteEngine(SqlStore):
             conn.execute("PRAGMA busy_timeout = 0")
             conn.execute("PRAGMA wal_autocheckpoint = 0")
 
-    def _open_schema(self, conn: sqlite3.Connection) -> None:
-        """Check the database is empty or runtree's; create or migrate the schema."""
+    def _open_schema(self, conn: sqlite3.Connection) -> int:
+        """The runtree schema version of the database (0: empty), or a StoreError when it
+        belongs to another application or a newer runtree."""
         tables = {
             row[0]
             for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
@@ -162,22 +162,16 @@ class _SqliteEngine(SqlStore):
                 f"{shown}); runtree will not change it. Use another file for the store."
             )
             raise StoreError(msg)
-        if tables:
-            self._check_meta(dict(conn.execute(self._q["meta_all"]).fetchall()))
+        if not tables:
+            return 0
+        return self._check_meta(dict(conn.execute(self._q["meta_all"]).fetchall()))
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Create or migrate the schema under the write lock (another process may be
+        doing the same: look again once the lock is held)."""
         conn.execute("BEGIN IMMEDIATE")
         try:
-            self._open_schema(conn)  # again, under the write lock: another process may
-            # have created the schema since the first look.
-            meta = {}
-            exists = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                (f"{_PREFIX}meta",),
-            ).fetchone()
-            if exists:
-                meta = dict(conn.execute(self._q["meta_all"]).fetchall())
-            found = self._check_meta(meta) if meta else 0
+            found = self._open_schema(conn)
             if found < schema_version():
                 _drive(conn, lambda tx: self._op_migrate(tx, found), True, False)
             conn.execute("COMMIT")
@@ -395,7 +389,7 @@ class SqliteStore(_SqliteEngine):
             # Look before changing anything: a foreign or corrupt file stays as it is.
             conn.execute("BEGIN")
             try:
-                self._open_schema(conn)
+                found = self._open_schema(conn)
             finally:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -408,7 +402,8 @@ class SqliteStore(_SqliteEngine):
                 raise StoreError(msg)
             self._pragmas(conn, loop=False)
             conn.execute("PRAGMA journal_size_limit = 67108864")
-            self._migrate(conn)
+            if found < schema_version():  # only then take the write lock
+                self._migrate(conn)
             self._pragmas(conn, loop=True)
             self._purge()
         except sqlite3.Error as exc:

@@ -1,0 +1,120 @@
+"""PostgresStore against a real server (``RUNTREE_TEST_PG_DSN``; ``source .ci/postgres.sh``
+starts one). The shared contract runs in test_contract.py; these are PostgreSQL's own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+import runtree
+from runtree.errors import StoreError
+from runtree.sessions import Sessions
+from runtree.stores import PostgresStore, from_url
+
+DSN = os.environ.get("RUNTREE_TEST_PG_DSN", "")
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.skipif(not DSN, reason="RUNTREE_TEST_PG_DSN is not set"),
+]
+
+
+def sync_execute(sql: str) -> list[tuple[object, ...]]:
+    import psycopg
+
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        cur = conn.execute(sql)  # type: ignore[arg-type]
+        return list(cur.fetchall()) if cur.description else []
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    name = f"rt_pg_{secrets.token_hex(4)}"
+    yield name
+    sync_execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+async def test_tables_are_created_in_the_schema_and_reused(schema: str) -> None:
+    async with (
+        PostgresStore(DSN, schema=schema) as store,
+        runtree.create_scope(store=store) as scope,
+        scope.create_context(id="job") as ctx,
+    ):
+        await ctx.run(lambda: {"x": 1}, key="k", name="s")
+    tables = {
+        str(r[0])
+        for r in sync_execute(
+            f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{schema}'"
+        )
+    }
+    assert {"meta", "journal", "leases", "procs", "sessions", "commands"} <= tables
+    assert sync_execute(f'SELECT value FROM "{schema}".journal') == [('{"x":1}',)]
+    async with PostgresStore(DSN, schema=schema) as store:
+        assert (await store.journal_load("job"))["k"]["value"] == {"x": 1}
+
+
+async def test_a_schema_of_another_application_is_refused(schema: str) -> None:
+    sync_execute(f'CREATE SCHEMA "{schema}"')
+    sync_execute(f'CREATE TABLE "{schema}".orders (id int)')
+    store = PostgresStore(DSN, schema=schema)
+    with pytest.raises(StoreError, match=r"holds tables of another application \(orders\)"):
+        await store.open()
+    await store.aclose()
+    assert sync_execute(
+        f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{schema}'"
+    ) == [("orders",)]
+
+
+async def test_processes_opening_a_new_schema_together_do_not_race(schema: str) -> None:
+    stores = [PostgresStore(DSN, schema=schema) for _ in range(4)]
+    try:
+        await asyncio.gather(*(s.open() for s in stores))
+        sessions = await asyncio.gather(*(Sessions(s).get_or_create("p") for s in stores))
+        assert len({s.session_id for s in sessions}) == 1
+    finally:
+        for s in stores:
+            await s.aclose()
+
+
+async def test_concurrent_create_keeps_one_active_session(schema: str) -> None:
+    stores = [PostgresStore(DSN, schema=schema) for _ in range(4)]
+    try:
+        await stores[0].open()
+        made = await asyncio.gather(*(Sessions(s).create("p") for s in stores))
+        active = sync_execute(
+            f"SELECT session_id FROM \"{schema}\".sessions WHERE project_name = 'p' AND active = 1"
+        )
+        assert len(active) == 1
+        assert active[0][0] in {s.session_id for s in made}
+    finally:
+        for s in stores:
+            await s.aclose()
+
+
+async def test_a_bad_dsn_is_a_store_error_without_the_password() -> None:
+    store = PostgresStore("postgresql://runtree:s3cret@127.0.0.1:1/nothing", connect_timeout=2)
+    with pytest.raises(StoreError) as info:
+        await store.open()
+    text = str(info.value)
+    assert "Cannot connect to PostgreSQL" in text
+    assert "s3cret" not in text
+    await store.aclose()
+
+
+async def test_url_options(schema: str) -> None:
+    store = from_url(f"{DSN}?schema={schema}&lease=7")
+    assert isinstance(store, PostgresStore)
+    assert (store.schema, store.lease) == (schema, 7.0)
+    async with store:
+        again = from_url(store.url)
+        assert isinstance(again, PostgresStore) and again.schema == schema
+        await again.aclose()
+
+
+def test_a_bad_schema_name_is_refused() -> None:
+    with pytest.raises(StoreError, match=r"schema must be a plain identifier"):
+        PostgresStore(DSN, schema='x"; DROP TABLE y; --')
