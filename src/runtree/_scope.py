@@ -10,7 +10,7 @@ import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterable
 from time import time as _time
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, final, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, final, overload
 
 from ._context import (
     ExecutionContext,
@@ -550,9 +550,20 @@ class Scope:
         *,
         tags: Iterable[Tagged[Any]] = (),
         timeout: float | None = None,
-        details: bool = False,
+        details: Literal[False] = False,
         id: str | None = None,
     ) -> Execution[Out]: ...
+    @overload
+    def exec(
+        self,
+        flow: Flow[In, Out],
+        input: In | None = None,
+        *,
+        tags: Iterable[Tagged[Any]] = (),
+        timeout: float | None = None,
+        details: Literal[True],
+        id: str | None = None,
+    ) -> Execution[ExecutionDetails[Out]]: ...
     @overload
     def exec(
         self,
