@@ -589,6 +589,19 @@ class ExecutionContext:
             RuntimeError: called from inside this context's own running work.
         """
         x = self._x
+        if (
+            x is None
+            and self._task is None
+            and self.parent is None
+            and self._status is _OPEN
+            and not self._running
+            and not self.scope._close_hooks
+        ):
+            # An idle root with nothing registered (the request hot path).
+            self._status = "cancelled" if self._cancelled else "completed"
+            self._completed_at = time()
+            self.scope._roots.pop(self, None)
+            return
         if x is not None and x.closing:
             if self._closed_at() is None:
                 await self._wait_closed()
@@ -608,31 +621,12 @@ class ExecutionContext:
             await self._wait_closed()
             return
         self._status = "cancelled" if self._cancelled else "completed"
-        if x is None and not self._running and self.parent is None and not self.scope._close_hooks:
-            # A root with nothing registered: no callbacks, resources, running children
-            # or nested boundaries.
-            self._completed_at = time()
-            self.scope._roots.pop(self, None)
-            return
         await self._close_now(None)
 
     async def __aenter__(self) -> ExecutionContext:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if (
-            self._x is None
-            and self._task is None
-            and self._status is _OPEN
-            and not self._running
-            and self.parent is None
-            and not self.scope._close_hooks
-        ):
-            # An idle root with nothing registered: close inline (request hot path).
-            self._status = "cancelled" if self._cancelled else "completed"
-            self._completed_at = time()
-            self.scope._roots.pop(self, None)
-            return
         await self.close()
 
     async def _wait_closed(self) -> None:
