@@ -517,7 +517,7 @@ class ExecutionContext:
     async def reset_journal(self, pattern: str | None = None) -> int:
         """Forget journal entries of this tree whose key matches ``pattern`` (a glob;
         ``None`` = all). Returns how many were forgotten."""
-        journal = await self.scope._journal_of(self.root)
+        journal = self.scope._journal_of(self.root)
         return await journal.reset(pattern)
 
     def journal_keys(self) -> list[str]:

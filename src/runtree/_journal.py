@@ -104,7 +104,8 @@ class Journal:
         self.backend = backend
         self.owner = owner
         self.entries: dict[str, Entry] = {}
-        self.pending: dict[str, asyncio.Future[None]] = {}
+        # keys being run in this tree -> a future for waiters (made on demand)
+        self.pending: dict[str, asyncio.Future[None] | None] = {}
         self.loaded = backend is None
 
     @property
@@ -126,23 +127,28 @@ class Journal:
             raise TypeError(msg)
         if not self.loaded:
             await self._load()
+        pending = self.pending
         while True:
             entry = self.entries.get(key)
             if entry is not None:
                 return entry.replay(key, name)  # type: ignore[return-value]
-            waiting = self.pending.get(key)
-            if waiting is None:
+            if key not in pending:
                 break
-            # Another exec of this tree is running the step: wait for its outcome.
+            # Another exec of this tree is running the step: wait for its outcome. The
+            # future is made only when someone waits (most keys never have a waiter).
+            waiting = pending[key]
+            if waiting is None:
+                waiting = pending[key] = asyncio.get_running_loop().create_future()
             await asyncio.shield(waiting)
-        if self.backend is not None:
-            record = await self.backend.journal_acquire(self.tree_id, key, self.owner)
-            if record is not None:
-                entry = self.entries[key] = Entry.from_record(key, record)
-                return entry.replay(key, name)  # type: ignore[return-value]
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.pending[key] = done
+        # This exec owns the key in this tree from here on, the backend's claim included:
+        # a concurrent exec with the same key waits above instead of claiming it too.
+        pending[key] = None
         try:
+            if self.backend is not None:
+                record = await self.backend.journal_acquire(self.tree_id, key, self.owner)
+                if record is not None:
+                    entry = self.entries[key] = Entry.from_record(key, record)
+                    return entry.replay(key, name)  # type: ignore[return-value]
             try:
                 value = await step()
             except (asyncio.CancelledError, Cancelled, ExecTimeoutError):
@@ -153,8 +159,9 @@ class Journal:
             await self._record(key, Entry(name, True, value, None))
             return value
         finally:
-            del self.pending[key]
-            done.set_result(None)
+            done = pending.pop(key)
+            if done is not None:
+                done.set_result(None)
 
     async def _record(self, key: str, entry: Entry) -> None:
         if self.backend is None:

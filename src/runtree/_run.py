@@ -41,8 +41,8 @@ async def exec_options(
     parent: ExecutionContext, flow: Flow[Any, Any], input: object, options: ExecOptions
 ) -> object:
     """``ctx.exec`` with options (or on a scope whose execs all take the full path)."""
-    unknown = set(options) - _OPTION_NAMES
-    if unknown:
+    if not _OPTION_NAMES.issuperset(options):
+        unknown = set(options) - _OPTION_NAMES
         msg = (
             f"exec() got unexpected keyword argument(s) {', '.join(sorted(unknown))}; "
             f"options are {', '.join(sorted(_OPTION_NAMES))}"
@@ -110,7 +110,7 @@ async def exec_full(
             parent, kind, target, input, args, kwargs, None, timeout, retry, tags, step_name,
             retry_options,
         )  # fmt: skip
-    journal = await scope._journal_of(parent.root)
+    journal = scope._journal_of(parent.root)
     if not journal.loaded:
         await journal._load()
     if key in journal.entries:

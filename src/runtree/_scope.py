@@ -598,7 +598,7 @@ class Scope:
             raise TypeError(msg)
         return Execution(self, flow, input, tags=tags, timeout=timeout, details=details, id=id)
 
-    async def _journal_of(self, root: ExecutionContext) -> Journal:
+    def _journal_of(self, root: ExecutionContext) -> Journal:
         x = root._extra()
         if x.journal is None:
             backend: JournalBackend | None = None

@@ -141,6 +141,26 @@ class TestJournal:
             assert second == first
             assert (await backend.journal_load("t"))["k"]["value"] == 1
 
+    async def test_concurrent_execs_with_one_key_run_once_on_a_durable_tree(
+        self, open_store: StoreFactory
+    ) -> None:
+        runs = 0
+
+        async def step() -> int:
+            nonlocal runs
+            runs += 1
+            await asyncio.sleep(0.01)
+            return runs
+
+        async with (
+            open_store() as store,
+            runtree.create_scope(store=store) as scope,
+            scope.create_context(id="race") as ctx,
+        ):
+            got = await asyncio.gather(*(ctx.run(step, key="k", name="s") for _ in range(4)))
+        assert runs == 1
+        assert got == [1, 1, 1, 1]
+
     async def test_trees_are_separate(self, open_store: StoreFactory) -> None:
         async with open_store() as store, runtree.create_scope(store=store) as scope:
             async with scope.create_context(id="a") as ctx:
