@@ -23,29 +23,22 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._context import ExecutionContext
 
-__all__ = ["consume", "current_task_of", "request"]
+__all__ = ["consume", "discard", "request", "task_of"]
 
 try:  # CPython 3.11: asyncio.current_task() costs ~200 ns through get_running_loop()
     from _asyncio import _current_tasks  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - other interpreters / newer CPythons
     _current_tasks = None
 
-if _current_tasks is not None and sys.version_info < (3, 12):  # pragma: no branch
 
-    def current_task_of(loop: asyncio.AbstractEventLoop) -> asyncio.Task[object] | None:
-        return _current_tasks.get(loop)  # type: ignore[no-any-return]
-
-else:  # pragma: no cover
-
-    def current_task_of(loop: asyncio.AbstractEventLoop) -> asyncio.Task[object] | None:
-        return asyncio.current_task(loop)
-
-
-def task_getter() -> Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None]:
+def _task_getter() -> Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None]:
     """The fastest ``loop -> running task`` function this interpreter offers."""
     if _current_tasks is not None and sys.version_info < (3, 12):
         return _current_tasks.get  # type: ignore[no-any-return]
-    return asyncio.current_task
+    return asyncio.current_task  # pragma: no cover - C-accelerated from 3.12
+
+
+task_of = _task_getter()
 
 
 # task -> targets whose cancellation is pending or being delivered in that task
@@ -57,7 +50,7 @@ def request(task: asyncio.Task[object], target: ExecutionContext) -> None:
     if task.done():
         return
     loop = task.get_loop()
-    if current_task_of(loop) is task:
+    if task_of(loop) is task:
         # Never cancel the running task from inside itself: deliver on the next loop turn,
         # when the task is suspended at an await inside ``target`` (or target is done).
         loop.call_soon(_deliver_later, task, target)

@@ -66,7 +66,7 @@ _current: ContextVar[ExecutionContext | None] = ContextVar("runtree.current_cont
 _ids = itertools.count(1)
 # Ids are unique within the process and, with the prefix, across processes sharing a store.
 _PREFIX = f"{os.getpid():x}{secrets.token_hex(3)}"
-_current_task_of = _cancel.current_task_of
+_current_task_of = _task_of = _cancel.task_of
 
 
 def current_context() -> ExecutionContext | None:
@@ -798,7 +798,6 @@ class ExecutionContext:
 
 
 _new_context = ExecutionContext  # no __init__: a bare slotted object
-_task_of = _cancel.task_getter()
 
 
 def _child(
