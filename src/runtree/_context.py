@@ -66,7 +66,7 @@ _current: ContextVar[ExecutionContext | None] = ContextVar("runtree.current_cont
 _ids = itertools.count(1)
 # Ids are unique within the process and, with the prefix, across processes sharing a store.
 _PREFIX = f"{os.getpid():x}{secrets.token_hex(3)}"
-_current_task_of = _task_of = _cancel.task_of
+_task_of = _cancel.task_of
 
 
 def current_context() -> ExecutionContext | None:
@@ -611,7 +611,7 @@ class ExecutionContext:
         if self._task is not None:
             # A running exec child, or a scope.exec root: stop its work; its exec closes it.
             loop = self._task.get_loop()
-            if _current_task_of(loop) is self._task:
+            if _task_of(loop) is self._task:
                 msg = (
                     f"ExecutionContext {self.name!r} cannot close itself from inside its own "
                     "work; return from the flow, or call ctx.cancel()"
@@ -782,7 +782,7 @@ class ExecutionContext:
     async def _join_running(self) -> None:
         x = self._extra()
         loop = asyncio.get_running_loop()
-        me = _current_task_of(loop)
+        me = _task_of(loop)
         child: ExecutionContext
         for child in list(self._running_children()):
             if child._task is me:

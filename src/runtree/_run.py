@@ -17,8 +17,8 @@ from ._context import (
     Settled,
     _child,
     _current,
-    _current_task_of,
     _entry_depth,
+    _task_of,
 )
 from ._defs import Flow
 from ._extensions import ExecKind, ExecOp
@@ -192,9 +192,9 @@ async def _attempt(
     scope = parent.scope
     boundary = parent._boundary or parent
     loop = boundary._loop
-    task = _current_task_of(loop) if loop is not None else None
+    task = _task_of(loop) if loop is not None else None
     if task is None:
-        task = _current_task_of(boundary._bind_loop())
+        task = _task_of(boundary._bind_loop())
     wrappers = scope._wrap_exec
     cost = _FULL_PATH_FRAMES + len(wrappers)
     foreign = task is not parent._task
