@@ -30,6 +30,7 @@ from typing import (
 from . import _cancel
 from ._defs import Flow, Resource
 from ._details import ContextDetails, ContextStatus, ExecOptions, FlowHandle, Settled
+from ._extensions import ExecOp
 from ._tags import MISSING, Tag, Tagged
 from .errors import (
     Cancelled,
@@ -354,6 +355,34 @@ class ExecutionContext:
         """
         scope = self.scope
         if (options and not _plain_options(options)) or scope._exec_slow:
+            if scope._wrap_only and (not options or _plain_options(options)):
+                # Only exec extensions in the way: wrap a plain child, with no layers
+                # between the wrappers and the body (n + 3 frames per level).
+                if self._status is not _OPEN or self._cancelled:
+                    self._refuse("exec")
+                host = self._boundary or self
+                loop = host._loop
+                task = _task_of(loop) if loop is not None else None
+                if task is None:
+                    task = _task_of(host._bind_loop())
+                wrappers = scope._wrap_exec
+                foreign = task is not self._task
+                depth = (_entry_depth() if foreign else self._depth) + 3 + len(wrappers)
+                if depth > scope._max_depth:
+                    raise NestingError(flow.name, depth)
+                child = _child(self, flow.name, input, depth, task)
+                if foreign:
+                    self._attach(child)
+                call = _run.wrapped(
+                    wrappers,
+                    lambda: _run.run_body(child, "subflow", flow, input, (), None, None),
+                    ExecOp("subflow", flow, input, None, child),
+                )
+                try:
+                    return await call()  # type: ignore[return-value]
+                finally:
+                    if child._status is _OPEN:  # an extension did not run the body
+                        await child._fail(Cancelled(child.name, "not run by an extension"))
             return await _run.exec_options(self, flow, input, options)  # type: ignore[return-value]
         # ---- the plain path: kept inline, since frames and nanoseconds count here ----
         if self._status is not _OPEN or self._cancelled:

@@ -230,6 +230,18 @@ async def _attempt(
             await child._fail(Cancelled(child.name, "not run by an extension"))
 
 
+def wrapped(
+    wrappers: list[Callable[..., Awaitable[object]]],
+    inner: Callable[[], Awaitable[object]],
+    op: ExecOp,
+) -> Callable[[], Awaitable[object]]:
+    """``inner`` wrapped by ``wrappers`` (the first one outermost)."""
+    call = inner
+    for wrap in reversed(wrappers):
+        call = _bind(wrap, call, op)
+    return call
+
+
 def _bind(
     wrap: Callable[..., Awaitable[object]], nxt: Callable[[], Awaitable[object]], op: ExecOp
 ) -> Callable[[], Awaitable[object]]:

@@ -136,6 +136,7 @@ class Scope:
         self._open_hooks: list[Callable[[ExecutionContext], object]] = []
         self._close_hooks: list[Callable[[ExecutionContext], object]] = []
         self._exec_slow = bool(self._flow_presets)
+        self._wrap_only = False
         # Each plain exec level costs 2 frames; keep headroom for the caller and cleanups.
         self._max_depth = sys.getrecursionlimit() - 120
         self._journal_owner = ""
@@ -178,13 +179,12 @@ class Scope:
         ]
         # Anything that needs more than the inline plain exec path sends every exec of the
         # scope down the full path (one flag to test on the hot path).
-        self._exec_slow = bool(
-            self._wrap_exec
-            or self._flow_presets
-            or self._init_pending
-            or self._open_hooks
-            or self._close_hooks
+        others = bool(
+            self._flow_presets or self._init_pending or self._open_hooks or self._close_hooks
         )
+        self._exec_slow = bool(self._wrap_exec) or others
+        # Only wrap_exec hooks: exec builds the child itself and calls the wrappers.
+        self._wrap_only = bool(self._wrap_exec) and not others
 
     def use_extension(self, ext: Extension) -> Callable[[], None]:
         """Add ``ext`` (innermost so far); returns a function that removes it."""

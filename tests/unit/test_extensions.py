@@ -146,3 +146,37 @@ class TestHooks:
         await root.close()
         await scope.dispose()
         assert log == ["init", "open leaf", "close leaf completed", "close r completed", "dispose"]
+
+
+class TestNestingWithExtensions:
+    async def test_one_pass_through_extension_still_nests_two_hundred_levels(self) -> None:
+        class PassThrough(rt.Extension):
+            async def wrap_exec(self, next: Callable[[], Awaitable[object]], op: ExecOp) -> object:
+                return await next()
+
+        @rt.flow
+        async def dive(ctx: rt.ExecutionContext) -> int:
+            n: int = ctx.input  # type: ignore[assignment]
+            return 0 if n == 0 else 1 + await ctx.exec(dive, n - 1)
+
+        async with rt.create_scope(extensions=[PassThrough()]) as scope:
+            root = scope.create_context()
+            assert await root.exec(dive, 200) == 200
+            with pytest.raises(rt.NestingError):
+                await root.exec(dive, 10_000)
+            await root.close()
+
+    async def test_an_extension_that_skips_next_closes_the_child(self) -> None:
+        seen: list[rt.ExecutionContext] = []
+
+        class Cache(rt.Extension):
+            async def wrap_exec(self, next: Callable[[], Awaitable[object]], op: ExecOp) -> object:
+                seen.append(op.context)
+                return "from cache"
+
+        async with rt.create_scope(extensions=[Cache()]) as scope:
+            root = scope.create_context()
+            assert await root.exec(leaf) == "from cache"
+            await root.close()
+        assert seen[0].closed
+        assert seen[0].details.status == "cancelled"
