@@ -138,3 +138,103 @@ class TestRetry:
             with pytest.raises(Cancelled):
                 await task
         assert attempts == 1
+
+
+class TestNestedTimeouts:
+    async def test_outer_timeout_unwinds_inner_work_and_names_the_outer_step(self) -> None:
+        statuses: dict[str, str] = {}
+
+        @rt.flow
+        async def inner(ctx: rt.ExecutionContext) -> None:
+            ctx.on_close(lambda: statuses.update(inner=ctx.details.status))
+            await asyncio.sleep(30)
+
+        @rt.flow
+        async def outer(ctx: rt.ExecutionContext) -> None:
+            ctx.on_close(lambda: statuses.update(outer=ctx.details.status))
+            await ctx.exec(inner)
+
+        async with rt.create_scope() as scope, scope.create_context() as root:
+            with pytest.raises(ExecTimeoutError) as info:
+                await root.exec(outer, timeout=0.02)
+        assert info.value.name == "outer"
+        assert statuses == {"inner": "cancelled", "outer": "failed"}
+
+    async def test_inner_timeout_is_caught_by_the_outer_flow(self) -> None:
+        @rt.flow
+        async def slow(ctx: rt.ExecutionContext) -> str:
+            await asyncio.sleep(30)
+            return "never"
+
+        @rt.flow
+        async def outer(ctx: rt.ExecutionContext) -> str:
+            try:
+                return await ctx.exec(slow, timeout=0.01)
+            except ExecTimeoutError:
+                await asyncio.sleep(0)
+                return "fallback"
+
+        async with rt.create_scope() as scope, scope.create_context() as root:
+            assert await root.exec(outer, timeout=5) == "fallback"
+            await asyncio.sleep(0)
+            assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+    async def test_timeout_in_a_parallel_branch_fails_fast(self) -> None:
+        log: list[str] = []
+
+        @rt.flow
+        async def branch(ctx: rt.ExecutionContext) -> None:
+            ctx.on_close(lambda: log.append(f"{ctx.input} {ctx.details.status}"))
+            await asyncio.sleep(30)
+
+        @rt.flow
+        async def parent(ctx: rt.ExecutionContext) -> None:
+            await ctx.parallel(ctx.exec(branch, "a", timeout=0.01), ctx.exec(branch, "b"))
+
+        async with rt.create_scope() as scope:
+            with pytest.raises(ExecTimeoutError):
+                await scope.exec(parent)
+        assert sorted(log) == ["a failed", "b cancelled"]
+
+
+class TestMixedCancellation:
+    async def test_an_outer_cancel_wins_over_a_context_cancel(self) -> None:
+        holder: list[rt.ExecutionContext] = []
+
+        @rt.flow
+        async def child(ctx: rt.ExecutionContext) -> None:
+            holder.append(ctx)
+            await asyncio.sleep(30)
+
+        async with rt.create_scope() as scope, scope.create_context() as root:
+            task = asyncio.ensure_future(root.exec(child))
+            while not holder:
+                await asyncio.sleep(0)
+            holder[0].cancel()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert holder[0].details.status == "cancelled"
+
+    async def test_cancelling_an_execution_stops_its_parallel_branches(self) -> None:
+        log: list[str] = []
+        ready = asyncio.Barrier(3)
+
+        @rt.flow
+        async def branch(ctx: rt.ExecutionContext) -> None:
+            ctx.on_close(lambda: log.append(ctx.details.status))
+            await ready.wait()
+            await asyncio.sleep(30)
+
+        @rt.flow
+        async def job(ctx: rt.ExecutionContext) -> None:
+            await ctx.parallel(ctx.exec(branch), ctx.exec(branch))
+
+        async with rt.create_scope() as scope:
+            execution = scope.exec(job)
+            await ready.wait()
+            execution.cancel()
+            with pytest.raises(Cancelled):
+                await execution
+        assert log == ["cancelled", "cancelled"]
+        assert execution.status == "cancelled"
