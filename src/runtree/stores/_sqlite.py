@@ -43,9 +43,9 @@ _PREFIX = "runtree_"
 # Loop-connection writes between two checkpoints run on the thread (SQLite's own
 # auto-checkpoint would run one inside a commit on the loop every ~1000 pages).
 _CHECKPOINT_EVERY = 500
-_BUSY = (5, 6)
+_BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (primary codes)
 # Direct calls on the loop hand it back to other tasks at least this often (seconds).
-_YIELD_AFTER = 0.001  # SQLITE_BUSY, SQLITE_LOCKED (primary codes)
+_YIELD_AFTER = 0.001
 
 
 class _SqliteTx:
