@@ -17,6 +17,7 @@ import os
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
+from functools import partial
 from time import time
 from typing import (
     TYPE_CHECKING,
@@ -353,6 +354,11 @@ class ExecutionContext:
             Cancelled: the child (or this context) was cancelled.
             ExecTimeoutError: an attempt exceeded ``timeout``.
         """
+        try:
+            name = flow.name  # (a try costs nothing in 3.11 until it raises)
+        except AttributeError:
+            msg = f"ctx.exec() takes a flow (got {flow!r}); use ctx.run() for plain callables"
+            raise TypeError(msg) from None
         scope = self.scope
         if (options and not _plain_options(options)) or scope._exec_slow:
             if scope._wrap_only and (not options or _plain_options(options)):
@@ -369,13 +375,15 @@ class ExecutionContext:
                 foreign = task is not self._task
                 depth = (_entry_depth() if foreign else self._depth) + 3 + len(wrappers)
                 if depth > scope._max_depth:
-                    raise NestingError(flow.name, depth)
-                child = _child(self, flow.name, input, depth, task)
+                    raise NestingError(name, depth)
+                child = _child(self, name, input, depth, task)
                 if foreign:
                     self._attach(child)
                 call = _run.wrapped(
                     wrappers,
-                    lambda: _run.run_body(child, "subflow", flow, input, (), None, None),
+                    # a partial, not a lambda: a closure would turn child/flow/input into
+                    # cell variables for the whole method, slowing the plain path too
+                    partial(_run.run_body, child, "subflow", flow, input, (), None, None),
                     ExecOp("subflow", flow, input, None, child),
                 )
                 try:
@@ -403,8 +411,8 @@ class ExecutionContext:
             depth = (0 if cur is None else cur._depth) + 2
             foreign = True
         if depth > scope._max_depth:
-            raise NestingError(flow.name, depth)
-        child.name = flow.name
+            raise NestingError(name, depth)
+        child.name = name
         child.parent = self
         child.scope = scope
         child.input = input

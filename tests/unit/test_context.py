@@ -278,3 +278,9 @@ class TestNestedBoundaries:
                 assert nested.closed
             assert root._x is not None
             assert root._x.boundaries == []
+
+
+async def test_exec_of_something_that_is_not_a_flow_is_a_clear_type_error() -> None:
+    async with rt.create_scope() as scope, scope.create_context() as root:
+        with pytest.raises(TypeError, match=r"^ctx.exec\(\) takes a flow .*use ctx.run\(\)"):
+            await root.exec(print)  # type: ignore[arg-type]
