@@ -171,9 +171,9 @@ class ExecutionContext:
     _x: _Extra | None
     _cancelled: bool
     _root: ExecutionContext | None  # boundaries only: None on a root
-    # children running in other tasks than this context's own work (a dict as an
-    # ordered set: cheaper to create than a set)
-    _running: dict[ExecutionContext, None] | None
+    # Children running in other tasks than this context's own work: ``None``, the one
+    # child (the common case: no container to allocate), or a dict used as an ordered set.
+    _running: ExecutionContext | dict[ExecutionContext, None] | None
     name: str
     parent: ExecutionContext | None
     scope: Scope
@@ -426,11 +426,10 @@ class ExecutionContext:
         child._cancelled = False
         child._started_at = time()
         if foreign:
-            running = self._running
-            if running is None:
-                running = self._running = {child: None}
+            if self._running is None:
+                self._running = child
             else:
-                running[child] = None
+                self._attach(child)
         token = _current.set(child)
         try:
             if flow.plain:
@@ -460,9 +459,12 @@ class ExecutionContext:
             child._status = "completed"
             child._completed_at = time()
             if foreign:
-                del running[child]  # type: ignore[union-attr]
-                if not running and self._x is not None:
-                    self._drained()
+                if self._running is child:
+                    self._running = None
+                    if self._x is not None:
+                        self._drained()
+                else:
+                    self._detach(child)
         else:
             await child._succeed()
         return result  # type: ignore[no-any-return]
@@ -689,24 +691,38 @@ class ExecutionContext:
         return loop
 
     def _running_children(self) -> list[ExecutionContext]:
-        return list(self._running or ())
+        running = self._running
+        if running is None:
+            return []
+        if type(running) is dict:
+            return list(running)
+        return [running]  # type: ignore[list-item]
 
     def _attach(self, child: ExecutionContext) -> None:
         """Track a child running in another task than this context's own work, so that
         cancelling or closing this context reaches it."""
         running = self._running
         if running is None:
-            self._running = {child: None}
-        else:
+            self._running = child
+        elif type(running) is dict:
             running[child] = None
+        elif running is not child:
+            self._running = {running: None, child: None}  # type: ignore[dict-item]
 
     def _detach(self, child: ExecutionContext) -> None:
         running = self._running
         if running is None:
             return
-        running.pop(child, None)
-        if not running:
-            self._drained()
+        if running is child:
+            self._running = None
+        elif type(running) is dict:
+            running.pop(child, None)
+            if running:
+                return
+            self._running = None
+        else:
+            return
+        self._drained()
 
     def _drained(self) -> None:
         x = self._x

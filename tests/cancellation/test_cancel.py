@@ -231,3 +231,29 @@ class TestClose:
         assert execution.status == "cancelled"
         with pytest.raises(Cancelled):
             await execution
+
+
+async def test_close_joins_every_running_child_of_a_boundary() -> None:
+    log: list[str] = []
+    started = asyncio.Barrier(4)
+
+    @rt.flow
+    async def child(ctx: rt.ExecutionContext) -> None:
+        ctx.on_close(lambda: log.append(f"{ctx.input} {ctx.details.status}"))
+        await started.wait()
+        await asyncio.sleep(30)
+
+    @rt.flow
+    async def quick(ctx: rt.ExecutionContext) -> str:
+        return "done"
+
+    async with rt.create_scope() as scope:
+        root = scope.create_context()
+        assert await root.exec(quick) == "done"  # one child at a time, then none
+        tasks = [asyncio.ensure_future(root.exec(child, i)) for i in range(3)]
+        await started.wait()
+        assert await root.exec(quick) == "done"  # a fourth, while three run
+        await root.close()
+        assert sorted(log) == ["0 cancelled", "1 cancelled", "2 cancelled"]
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, Cancelled) for r in results)
