@@ -89,6 +89,7 @@ class _Extra:
         "error",
         "journal",
         "metadata",
+        "opened",
         "own_tags",
         "resources",
         "timed_out",
@@ -104,6 +105,7 @@ class _Extra:
         self.error: BaseException | None = None
         self.journal: Journal | None = None
         self.metadata: dict[str, object] | None = None
+        self.opened = False  # on_context_open hooks ran for this context
         self.own_tags: dict[Tag[Any], object] | None = None
         self.resources: dict[Resource[Any], object] | None = None
         self.timed_out: float | None = None
@@ -796,7 +798,7 @@ class ExecutionContext:
                     except Exception as exc:
                         if exc is not error:
                             failures.append(exc)
-            if scope._close_hooks:
+            if scope._close_hooks and x.opened:
                 try:
                     await scope._context_closed(self)
                 except Exception as exc:

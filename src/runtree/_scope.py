@@ -207,6 +207,21 @@ class Scope:
         self._rebuild_hooks()
 
     async def _context_opened(self, ctx: ExecutionContext) -> None:
+        """Run the open hooks for ``ctx``, after those of any boundary above it that has
+        not started work before (``create_context`` is synchronous: a boundary reports
+        its opening when its first work starts)."""
+        waiting: list[ExecutionContext] = []
+        node = ctx.parent
+        while node is not None:
+            if node._boundary is None and not node._extra().opened:
+                waiting.append(node)
+            node = node.parent
+        for boundary in reversed(waiting):
+            await self._run_open_hooks(boundary)
+        await self._run_open_hooks(ctx)
+
+    async def _run_open_hooks(self, ctx: ExecutionContext) -> None:
+        ctx._extra().opened = True
         for hook in self._open_hooks:
             result = hook(ctx)
             if inspect.isawaitable(result):

@@ -145,7 +145,45 @@ class TestHooks:
         await root.exec(leaf)
         await root.close()
         await scope.dispose()
-        assert log == ["init", "open leaf", "close leaf completed", "close r completed", "dispose"]
+        assert log == [
+            "init",
+            "open r",
+            "open leaf",
+            "close leaf completed",
+            "close r completed",
+            "dispose",
+        ]
+
+    async def test_boundaries_open_with_their_first_work_and_idle_ones_stay_silent(
+        self,
+    ) -> None:
+        log: list[str] = []
+
+        class Life(rt.Extension):
+            def on_context_open(self, ctx: rt.ExecutionContext) -> None:
+                log.append(f"open {ctx.name}")
+
+            def on_context_close(self, ctx: rt.ExecutionContext) -> None:
+                log.append(f"close {ctx.name}")
+
+        async with rt.create_scope(extensions=[Life()]) as scope:
+            idle = scope.create_context(name="idle")
+            await idle.close()
+            root = scope.create_context(name="root")
+            batch = scope.create_context(parent=root, name="batch")
+            await batch.exec(leaf)
+            await batch.exec(leaf)
+            await root.close()
+        assert log == [
+            "open root",
+            "open batch",
+            "open leaf",
+            "close leaf",
+            "open leaf",
+            "close leaf",
+            "close batch",
+            "close root",
+        ]
 
 
 class TestNestingWithExtensions:
