@@ -112,8 +112,8 @@ del _name, _obj
 
 
 def __getattr__(name: str) -> object:
-    # Submodules with optional weight load on first use: `runtree.stores`, `runtree.sessions`.
-    if name in ("stores", "sessions"):
+    # Submodules with optional weight load on first use: stores, sessions, otel.
+    if name in ("stores", "sessions", "otel"):
         import importlib
 
         return importlib.import_module(f"runtree.{name}")

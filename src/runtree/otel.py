@@ -1,0 +1,210 @@
+"""OpenTelemetry tracing: a span for every exec, run, parallel and resolution.
+
+Install the extra (``pip install 'runtree[otel]'``) and add the extension to a scope::
+
+    from runtree.otel import TracingExtension
+
+    async with runtree.create_scope(extensions=[TracingExtension()]) as scope: ...
+
+Only the OpenTelemetry *API* is used here; configure an SDK (or any other implementation)
+in the application. ``import runtree`` never imports this module or OpenTelemetry.
+See docs/otel.md for the spans, attributes and the decisions behind them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Final
+
+try:
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+    from opentelemetry.trace import Span, Status, StatusCode, Tracer, TracerProvider
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
+    msg = "runtree.otel needs the 'otel' extra: pip install 'runtree[otel]'"
+    raise ImportError(msg, name=exc.name) from exc
+
+from . import __version__
+from ._extensions import ExecOp, Extension, ResolveOp
+from .errors import Cancelled, ExecTimeoutError
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.util.types import AttributeValue
+
+    from ._context import ExecutionContext
+
+__all__ = ["TracingExtension"]
+
+#: The instrumentation scope name of every span this module makes.
+TRACER_NAME: Final = "runtree"
+#: ``record_input=True`` records inputs that are not str/bool/int/float as their
+#: ``repr``, cut to this many characters.
+MAX_INPUT_CHARS: Final = 1024
+#: The event added to a span for each journal replay its context saw.
+REPLAY_EVENT: Final = "runtree.journal_replay"
+
+
+class TracingExtension(Extension):
+    """Trace a scope with OpenTelemetry.
+
+    Every ``scope.exec`` (kind ``execute``), ``ctx.exec`` (``subflow``), ``ctx.run``
+    (``fn``) and ``ctx.parallel``/``parallel_settled`` (``parallel``) gets a span named
+    after its context (``parallel <caller>`` for parallel); every actual resolution of an
+    atom or resource gets a span ``resolve <name>`` (cache hits make none).
+
+    A span's parent is the span of the nearest traced ancestor in the *runtree* context
+    tree, whichever task the work runs in; work with no traced ancestor (a ``scope.exec``
+    root, or an exec on a ``create_context()`` boundary) takes the current OpenTelemetry
+    context as parent, e.g. an HTTP server span. While the body runs the span is the current
+    span, so spans started by user code nest under it.
+
+    Args:
+        tracer_provider: Where spans go; ``None`` means the global provider
+            (``opentelemetry.trace.set_tracer_provider``).
+        record_input: Add the input as the attribute ``runtree.input`` (off by default:
+            inputs may hold personal data or secrets).
+    """
+
+    def __init__(
+        self, tracer_provider: TracerProvider | None = None, *, record_input: bool = False
+    ) -> None:
+        self.tracer: Tracer = trace.get_tracer(
+            TRACER_NAME, __version__, tracer_provider=tracer_provider
+        )
+        self.record_input = record_input
+        # The span of each context whose exec is running, keyed by the context object
+        # (contexts have no __weakref__ slot, and root ids may repeat: two runs of one
+        # session's root). An entry lives exactly as long as its wrap_exec call, which
+        # outlives the context's children: a context closes (joining every child) before
+        # its exec returns.
+        self._spans: dict[ExecutionContext, Span] = {}
+
+    # -- hooks -----------------------------------------------------------------------
+
+    async def wrap_exec(self, next: Callable[[], Awaitable[object]], op: ExecOp) -> object:
+        ctx = op.context
+        parallel = op.kind == "parallel"
+        # For parallel, op.context is the caller: the span hangs under the caller's span.
+        parent = self._parent_of(ctx if parallel else ctx.parent)
+        attributes: dict[str, AttributeValue] = {
+            "runtree.kind": op.kind,
+            "runtree.context_id": ctx.id,
+            "runtree.root_id": ctx.root.id,
+            "runtree.attempt": op.attempt,
+        }
+        if op.key is not None:
+            attributes["runtree.key"] = op.key
+        if self.record_input and op.input is not None:
+            attributes["runtree.input"] = _attribute(op.input)
+        span = self.tracer.start_span(
+            f"parallel {ctx.name}" if parallel else ctx.name,
+            context=parent,
+            attributes=attributes,
+        )
+        spans = self._spans
+        if not parallel:
+            spans[ctx] = span
+        token = otel_context.attach(trace.set_span_in_context(span))
+        detach = True
+        outcome = "completed"
+        try:
+            return await next()
+        except GeneratorExit:
+            # The exec's coroutine was closed without finishing; whoever closes it may run
+            # in another contextvars context, where detaching our token would fail.
+            detach = False
+            outcome = "cancelled"
+            raise
+        except BaseException as exc:
+            outcome = _record_failure(span, exc)
+            raise
+        finally:
+            if detach:
+                otel_context.detach(token)
+            if not parallel and spans.get(ctx) is span:
+                del spans[ctx]
+            # A closed context reports its own final status (a timeout ends "failed").
+            span.set_attribute("runtree.status", ctx.details.status if ctx.closed else outcome)
+            if not parallel:
+                _add_replays(span, ctx)
+            span.end()
+
+    async def wrap_resolve(self, next: Callable[[], Awaitable[object]], op: ResolveOp) -> object:
+        target = op.atom
+        attributes: dict[str, AttributeValue] = {
+            "runtree.kind": "resolve",
+            "runtree.target": type(target).__name__.lower(),
+        }
+        ownership = getattr(target, "ownership", None)
+        if isinstance(ownership, str):
+            attributes["runtree.ownership"] = ownership
+        if op.context is not None:
+            attributes["runtree.context_id"] = op.context.id
+            attributes["runtree.root_id"] = op.context.root.id
+        # A factory runs in the task of the first caller that needed it: the current
+        # context there is that caller's span (or the user's span inside it).
+        span = self.tracer.start_span(f"resolve {target.name}", attributes=attributes)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        detach = True
+        try:
+            return await next()
+        except GeneratorExit:
+            detach = False
+            raise
+        except BaseException as exc:
+            _record_failure(span, exc)
+            raise
+        finally:
+            if detach:
+                otel_context.detach(token)
+            span.end()
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _parent_of(self, ctx: ExecutionContext | None) -> Context | None:
+        """The OpenTelemetry context holding the span of ``ctx`` or its nearest traced
+        ancestor; ``None`` (the current context) when none is traced."""
+        spans = self._spans
+        while ctx is not None:
+            span = spans.get(ctx)
+            if span is not None:
+                return trace.set_span_in_context(span)
+            ctx = ctx.parent
+        return None
+
+
+def _record_failure(span: Span, exc: BaseException) -> str:
+    """Mark ``span`` as failed by ``exc``; return the runtree status it stands for."""
+    if isinstance(exc, asyncio.CancelledError):
+        span.set_status(Status(StatusCode.ERROR, "cancelled"))
+        return "cancelled"
+    if isinstance(exc, Exception):
+        span.record_exception(exc)
+    if isinstance(exc, Cancelled):
+        why = f"cancelled: {exc.reason}" if exc.reason else "cancelled"
+        span.set_status(Status(StatusCode.ERROR, why))
+        return "cancelled"
+    if isinstance(exc, ExecTimeoutError):
+        span.set_status(Status(StatusCode.ERROR, f"timed out after {exc.timeout:g}s"))
+        return "failed"
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+    return "failed"
+
+
+def _add_replays(span: Span, ctx: ExecutionContext) -> None:
+    """One event per journal replay ``ctx`` saw (the core records them, by key, in the
+    caller's ``details.metadata``; there is no hook at the moment of the replay, so the
+    events carry the span's end time)."""
+    replays = ctx.details.metadata.get("journal_replays")
+    if isinstance(replays, list):
+        for key in replays:
+            span.add_event(REPLAY_EVENT, {"runtree.key": str(key)})
+
+
+def _attribute(value: object) -> AttributeValue:
+    if isinstance(value, (str, bool, int, float)):
+        return value
+    text = repr(value)
+    return text if len(text) <= MAX_INPUT_CHARS else text[: MAX_INPUT_CHARS - 1] + "…"
