@@ -7,6 +7,7 @@ import asyncio
 import inspect
 import random
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from time import time
 from typing import Any
 
@@ -104,12 +105,23 @@ async def exec_full(
     if not isinstance(retry, int) or retry < 0:
         msg = f"retry= must be a non-negative int (got {retry!r}) for {step_name!r}"
         raise ValueError(msg)
-    tags = tuple(tags)
+    attempts = partial(
+        _attempts,
+        parent,
+        kind,
+        target,
+        input,
+        args,
+        kwargs,
+        key,
+        timeout,
+        retry,
+        tuple(tags),
+        step_name,
+        retry_options,
+    )
     if key is None:
-        return await _attempts(
-            parent, kind, target, input, args, kwargs, None, timeout, retry, tags, step_name,
-            retry_options,
-        )  # fmt: skip
+        return await attempts()
     journal = scope._journal_of(parent.root)
     if not journal.loaded:
         await journal._load()
@@ -118,24 +130,7 @@ async def exec_full(
         replays = parent.details.metadata.setdefault("journal_replays", [])
         assert isinstance(replays, list)
         replays.append(key)
-    return await journal.run(
-        key,
-        step_name,
-        lambda: _attempts(
-            parent,
-            kind,
-            target,
-            input,
-            args,
-            kwargs,
-            key,
-            timeout,
-            retry,
-            tags,
-            step_name,
-            retry_options,
-        ),
-    )
+    return await journal.run(key, step_name, attempts)
 
 
 async def _attempts(
