@@ -141,3 +141,10 @@ def test_demo_on_the_default_store_keeps_runtree_folder_private(tmp_path: Path) 
     folder = tmp_path / ".runtree"
     assert folder.stat().st_mode & 0o777 == 0o700
     assert (folder / "runtree.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_version_and_help(cli) -> None:  # type: ignore[no-untyped-def]
+    import runtree
+
+    assert cli("--version").stdout.strip() == f"runtree {runtree.__version__}"
+    assert "session" in cli("--help").stdout

@@ -30,6 +30,26 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        out.print(f"runtree {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """runtree: hierarchical, durable execution contexts."""
+
+
 session_app = typer.Typer(help="Sessions: one context tree across commands.", no_args_is_help=True)
 app.add_typer(session_app, name="session")
 
@@ -319,8 +339,7 @@ def run_command(
 def demo(
     as_json: JsonFlag = False,
 ) -> None:
-    """Run a brainstorm → implement → test chain on the embedded store, each command in
-    its own process, sharing one session."""
+    """Run a brainstorm → implement → test chain, each command in its own process."""
     from ._demo import run_demo
 
     run_demo(as_json=as_json, store=store_url())
