@@ -206,7 +206,7 @@ def test_a_claim_left_by_a_killed_worker_is_taken_over(tmp_path: Path) -> None:
         wait_for_line(log, "A ran")
     finally:
         os.kill(a.pid, signal.SIGKILL)
-        a.wait(timeout=30)
+        a.communicate(timeout=30)  # reap it and close its pipes
     release.touch()
     # The lease is 30 s, but the holder's process is gone: B takes over at once.
     started = time.monotonic()
