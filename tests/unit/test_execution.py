@@ -163,3 +163,19 @@ class TestExecute:
                     greet, scope=scope, extensions=[Tracer()], scope_tags=[rt.tag("x")(1)]
                 )
         assert calls == ["execute"]
+
+
+async def test_an_execution_pending_when_its_scope_is_disposed_never_runs() -> None:
+    ran: list[bool] = []
+
+    @rt.flow
+    async def job(ctx: rt.ExecutionContext) -> None:
+        ran.append(True)
+
+    scope = rt.create_scope()
+    execution = scope.exec(job)
+    await scope.dispose()
+    with pytest.raises(Cancelled, match=r"closed it before it started$"):
+        await execution
+    assert execution.status == "cancelled"
+    assert ran == []
