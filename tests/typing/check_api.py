@@ -102,3 +102,19 @@ async def uses(scope: rt.Scope, ctx: rt.ExecutionContext) -> None:
     await rt.execute(greet, None, scope=scope, extensions=[])  # type: ignore[call-overload]
     # options are checked too
     await ctx.exec(greet, key=1)  # type: ignore[arg-type]
+
+
+async def uses_sessions() -> None:
+    from runtree.sessions import CommandExecution, Session, Sessions, current_session
+    from runtree.stores import SqliteStore, Store, from_url
+
+    store = from_url("memory://")
+    assert_type(store, Store)
+    async with SqliteStore(".runtree/runtree.db") as sqlite_store:
+        sessions = Sessions(sqlite_store)
+        session = await sessions.get_or_create("project", "python")
+        assert_type(session, Session)
+        assert_type(await sessions.list(), list[Session])
+        assert_type(await session.exec(double, 1, command="build"), int)
+        assert_type(await session.get_previous_command(), CommandExecution | None)
+        assert_type(current_session(), Session | None)
