@@ -3,6 +3,7 @@ store object, each in its own process, a command killed midway, concurrent write
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -279,7 +280,7 @@ asyncio.run(main())
 
 def test_get_or_create_racing_in_processes_yields_one_session(tmp_path: Path) -> None:
     db = tmp_path / "rt.db"
-    SqliteStore(db)  # the schema exists before the race
+    asyncio.run(SqliteStore(db).aclose())  # the schema exists before the race
     script = tmp_path / "racer.py"
     script.write_text(RACER)
     go = tmp_path / "go"
