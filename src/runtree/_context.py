@@ -389,10 +389,18 @@ class ExecutionContext:
                     ExecOp("subflow", flow, input, None, child),
                 )
                 try:
-                    return await call()  # type: ignore[return-value]
-                finally:
-                    if child._status is _OPEN:  # an extension did not run the body
-                        await child._fail(Cancelled(child.name, "not run by an extension"))
+                    answer: Any = await call()
+                except BaseException as exc:
+                    if child._status is not _OPEN:
+                        raise
+                    err = await child._fail(exc)
+                    if err is exc:
+                        raise
+                    raise err from None
+                if child._status is _OPEN:
+                    # An extension answered without running the body (a cache, say).
+                    await child._succeed()
+                return answer  # type: ignore[no-any-return]
             return await _run.exec_options(self, flow, input, options)  # type: ignore[return-value]
         # ---- the plain path: kept inline, since frames and nanoseconds count here ----
         if self._status is not _OPEN or self._cancelled:
@@ -772,6 +780,7 @@ class ExecutionContext:
         x.closing = True
         scope = self.scope
         failures: list[Exception] = []
+        interrupted: BaseException | None = None
         try:
             if self._running:
                 await self._join_running()
@@ -798,6 +807,9 @@ class ExecutionContext:
                     except Exception as exc:
                         if exc is not error:
                             failures.append(exc)
+                    except asyncio.CancelledError as exc:
+                        if interrupted is None and exc is not error:
+                            interrupted = exc
             if scope._close_hooks and x.opened:
                 try:
                     await scope._context_closed(self)
@@ -820,6 +832,8 @@ class ExecutionContext:
                     if not fut.done():
                         fut.set_result(None)
                 x.closed_waiters = None
+        if interrupted is not None:
+            raise interrupted
         if failures:
             if error is None:
                 raise ExceptionGroup(f"cleanup of ExecutionContext {self.name!r} failed", failures)
@@ -846,7 +860,8 @@ class ExecutionContext:
                     f"{child.name!r} runs in the closing task; close it after the child returns"
                 )
                 raise RuntimeError(msg)
-            child._mark_cancelled("parent closed")
+            if child._status is _OPEN:
+                child._mark_cancelled("parent closed")
         if self._running_children():
             x.drained = loop.create_future()
             await x.drained

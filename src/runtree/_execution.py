@@ -155,19 +155,26 @@ class Execution(Generic[T]):
         loop = asyncio.get_running_loop()
         ctx._task = asyncio.current_task()
         ctx._loop = loop
-        await self._set_status("running")
         try:
+            await self._set_status("running")
             if ctx.closed:
                 raise Cancelled(ctx.name, "its scope closed it before it started")
             if scope._init_pending:
                 await scope._run_init()
             value = await self._invoke(ctx)
-        except asyncio.CancelledError:
-            # The execution's own task was cancelled (e.g. the awaiting caller was).
+        except asyncio.CancelledError as exc:
+            converted: BaseException = exc
             if ctx._status == "running":
-                await ctx._fail(Cancelled(ctx.name, "its task was cancelled"))
+                # ctx.cancel() delivered before the body ran: _fail converts it to Cancelled
+                converted = await ctx._fail(exc)
+            if converted is exc:
+                # The execution's own task was cancelled (e.g. the awaiting caller was).
+                await self._set_status("cancelled")
+                raise
             await self._set_status("cancelled")
-            raise
+            if self._details:
+                return ExecutionDetails(False, None, converted, ctx)
+            raise converted from None
         except BaseException as exc:
             if ctx._status == "running":  # failed before its body ran
                 await ctx._fail(exc)

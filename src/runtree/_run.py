@@ -205,8 +205,10 @@ async def _attempt(
         try:
             await scope._context_opened(child)
         except BaseException as exc:
-            await child._fail(exc)
-            raise
+            err = await child._fail(exc)
+            if err is exc:
+                raise
+            raise err from None
     if not wrappers:
         return await run_body(child, kind, target, input, args, kwargs, timeout)
     op = ExecOp(kind, target, input, key, child, attempt)
@@ -218,11 +220,18 @@ async def _attempt(
     for wrap in reversed(wrappers):
         call = _bind(wrap, call, op)
     try:
-        return await call()
-    finally:
-        if child._status is _OPEN:
-            # An extension failed (or returned) without running the body: close the child.
-            await child._fail(Cancelled(child.name, "not run by an extension"))
+        result = await call()
+    except BaseException as exc:
+        if child._status is not _OPEN:
+            raise
+        err = await child._fail(exc)
+        if err is exc:
+            raise
+        raise err from None
+    if child._status is _OPEN:
+        # An extension answered without running the body (a cache, say).
+        await child._succeed()
+    return result
 
 
 def wrapped(

@@ -414,20 +414,16 @@ class Scope:
         real = replacement if isinstance(replacement, Resource) else resource
         if resource.name in path:
             raise DependencyCycleError((*path[path.index(resource.name) :], resource.name))
-        if resource.ownership == "boundary":
-            owner = ctx._boundary or ctx
-            found = _lookup_resource(owner, resource)
-        else:
-            owner = ctx
-            found = MISSING
-            node: ExecutionContext | None = ctx
-            while node is not None:
-                found = _lookup_resource(node, resource)
-                if found is not MISSING or node._boundary is None:
-                    break
-                node = node.parent
-        if isinstance(found, asyncio.Future):
-            return await asyncio.shield(found)
+        owner = (ctx._boundary or ctx) if resource.ownership == "boundary" else ctx
+        while True:
+            found = _find_resource(ctx, resource)
+            if not isinstance(found, asyncio.Future):
+                break
+            # Another exec is producing it: share its value. If that producer was
+            # cancelled, look again (and produce it here if nobody else does).
+            result = await asyncio.shield(found)
+            if result is not _RETRY:
+                return result
         if found is not MISSING:
             return found
         if owner.closed:
@@ -442,7 +438,7 @@ class Scope:
         except BaseException as exc:
             del x.resources[resource]
             if isinstance(exc, asyncio.CancelledError):
-                fut.cancel()
+                fut.set_result(_RETRY)
             else:
                 fut.set_exception(exc)
                 fut.exception()
@@ -686,6 +682,21 @@ class Scope:
     def __repr__(self) -> str:
         state = "disposed" if self._disposed else f"{len(self._cache)} atoms"
         return f"<Scope {state}>"
+
+
+def _find_resource(ctx: ExecutionContext, resource: Resource[Any]) -> object:
+    """The value (or the pending future) of ``resource`` visible from ``ctx``: on its
+    boundary for ``boundary`` ownership; on ``ctx`` or an ancestor up to the boundary for
+    ``current`` ownership."""
+    if resource.ownership == "boundary":
+        return _lookup_resource(ctx._boundary or ctx, resource)
+    node: ExecutionContext | None = ctx
+    while node is not None:
+        found = _lookup_resource(node, resource)
+        if found is not MISSING or node._boundary is None:
+            return found
+        node = node.parent
+    return MISSING
 
 
 def _lookup_resource(ctx: ExecutionContext, resource: Resource[Any]) -> object:
