@@ -40,6 +40,7 @@ from .errors import ContextClosedError as ContextClosedError
 from .errors import DependencyCycleError as DependencyCycleError
 from .errors import ExecTimeoutError as ExecTimeoutError
 from .errors import JournalMismatchError as JournalMismatchError
+from .errors import JournalReentryError as JournalReentryError
 from .errors import MissingTagError as MissingTagError
 from .errors import NestingError as NestingError
 from .errors import ParseError as ParseError
@@ -70,6 +71,7 @@ __all__ = [
     "Flow",
     "FlowHandle",
     "JournalMismatchError",
+    "JournalReentryError",
     "MissingTagError",
     "NestingError",
     "ParseError",

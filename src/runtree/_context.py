@@ -32,7 +32,7 @@ from . import _cancel
 from ._defs import Flow, Resource
 from ._details import ContextDetails, ContextStatus, ExecOptions, FlowHandle, Settled
 from ._extensions import ExecOp
-from ._tags import MISSING, Tag, Tagged
+from ._tags import ALL_VALUES, MISSING, Tag, Tagged
 from .errors import (
     Cancelled,
     ContextClosedError,
@@ -167,7 +167,7 @@ class ExecutionContext:
     _completed_at: float
     _started_at: float
     _status: ContextStatus
-    _tags: dict[Tag[Any], object]
+    _tags: dict[object, object]  # tag -> value, and (ALL_VALUES, tag) -> all values
     _depth: int
     _task: asyncio.Task[Any] | None
     _x: _Extra | None
@@ -279,30 +279,30 @@ class ExecutionContext:
         parent and siblings do not. ``parse``/serializable checks run first."""
         value = tag.check(value)
         # Copy on write: children share their parent's view until they bind something,
-        # which keeps tag lookup O(1) at any depth.
-        self._tags = {**self._tags, tag: value}
-        x = self._extra()
-        if x.own_tags is None:
-            x.own_tags = {}
-        x.own_tags[tag] = value
+        # which keeps tag lookup O(1) at any depth (and children keep their snapshot).
+        view = dict(self._tags)
+        self._bind_one(view, tag, value)
+        self._tags = view
 
     def get_all(self, tag: Tag[T]) -> list[T]:
         """Every value of ``tag`` visible here, nearest first (the default excluded)."""
-        out: list[T] = []
-        ctx: ExecutionContext | None = self
-        while ctx is not None:
-            x = ctx._x
-            if x is not None and x.own_tags is not None and tag in x.own_tags:
-                out.append(x.own_tags[tag])  # type: ignore[arg-type]
-            ctx = ctx.parent
-        scoped = self.scope._tag_view.get(tag, MISSING)
-        if scoped is not MISSING:
-            out.append(scoped)  # type: ignore[arg-type]
-        return out
+        return list(self._tags.get((ALL_VALUES, tag), ()))  # type: ignore[call-overload,no-any-return]
+
+    def _bind_one(self, view: dict[object, object], tag: Tag[Any], value: object) -> None:
+        x = self._extra()
+        if x.own_tags is None:
+            x.own_tags = {}
+        # The view also keeps every visible value, nearest first, for tags.all: this
+        # context's own value replaces an earlier one of its own, else goes in front.
+        farther: tuple[object, ...] = view.get((ALL_VALUES, tag), ())  # type: ignore[assignment]
+        if tag in x.own_tags:
+            farther = farther[1:]
+        view[tag] = value
+        view[(ALL_VALUES, tag)] = (value, *farther)
+        x.own_tags[tag] = value
 
     def _bind_tags(self, tagged: Iterable[Tagged[Any]]) -> None:
         view = None
-        x = None
         for item in tagged:
             if not isinstance(item, Tagged):
                 msg = (
@@ -312,11 +312,7 @@ class ExecutionContext:
                 raise TypeError(msg)
             if view is None:
                 view = dict(self._tags)
-                x = self._extra()
-                if x.own_tags is None:
-                    x.own_tags = {}
-            view[item.tag] = item.value
-            x.own_tags[item.tag] = item.value  # type: ignore[union-attr,index]
+            self._bind_one(view, item.tag, item.value)
         if view is not None:
             self._tags = view
 
@@ -669,6 +665,18 @@ class ExecutionContext:
             self.cancel("closed")
             await self._wait_closed()
             return
+        if self._running:
+            # Refuse before changing anything: a boundary cannot join work that runs in
+            # the very task asking it to close.
+            me = _task_of(asyncio.get_running_loop())
+            for child in self._running_children():
+                if child._task is me:
+                    msg = (
+                        f"ExecutionContext {self.name!r} cannot close while its child "
+                        f"{child.name!r} runs in the closing task; close it after the "
+                        "child returns"
+                    )
+                    raise RuntimeError(msg)
         self._status = "cancelled" if self._cancelled else "completed"
         await self._close_now(None)
 
@@ -781,9 +789,22 @@ class ExecutionContext:
         scope = self.scope
         failures: list[Exception] = []
         interrupted: BaseException | None = None
+        reopened = False
         try:
             if self._running:
-                await self._join_running()
+                try:
+                    await self._join_running()
+                except asyncio.CancelledError:
+                    if self._task is None:
+                        # A boundary whose closer was cancelled while its children were
+                        # still unwinding: leave it open (its children and callbacks are
+                        # untouched) so that a later close() finishes the job.
+                        reopened = True
+                        x.closing = False
+                        self._status = _OPEN
+                        raise
+                    if interrupted is None:
+                        interrupted = asyncio.CancelledError()
             if x.boundaries:
                 # Deepest first, iteratively: a chain of nested boundaries may be far
                 # deeper than the recursion limit.
@@ -816,22 +837,8 @@ class ExecutionContext:
                 except Exception as exc:
                     failures.append(exc)
         finally:
-            self._completed_at = time()
-            parent = self.parent
-            if parent is not None:
-                parent._detach(self)
-                if self._task is None and parent._x is not None and parent._x.boundaries:
-                    try:
-                        parent._x.boundaries.remove(self)
-                    except ValueError:
-                        pass
-            else:
-                scope._forget_root(self)
-            if x.closed_waiters:
-                for fut in x.closed_waiters:
-                    if not fut.done():
-                        fut.set_result(None)
-                x.closed_waiters = None
+            if not reopened:
+                self._finish_close(x)
         if interrupted is not None:
             raise interrupted
         if failures:
@@ -847,6 +854,26 @@ class ExecutionContext:
                 error.add_note(
                     f"cleanup of ExecutionContext {self.name!r} also failed: {failure!r}"
                 )
+
+    def _finish_close(self, x: _Extra) -> None:
+        """The last step of closing: stamp the time, leave the parent (or the scope's
+        roots) and wake whoever waits for this context to close."""
+        self._completed_at = time()
+        parent = self.parent
+        if parent is not None:
+            parent._detach(self)
+            if self._task is None and parent._x is not None and parent._x.boundaries:
+                try:
+                    parent._x.boundaries.remove(self)
+                except ValueError:
+                    pass
+        else:
+            self.scope._forget_root(self)
+        if x.closed_waiters:
+            for fut in x.closed_waiters:
+                if not fut.done():
+                    fut.set_result(None)
+            x.closed_waiters = None
 
     async def _join_running(self) -> None:
         x = self._extra()

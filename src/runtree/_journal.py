@@ -13,16 +13,20 @@ import fnmatch
 import logging
 import warnings
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypedDict, TypeVar
 
 from ._tags import _json_problem
 from .errors import (
     Cancelled,
     ExecTimeoutError,
     JournalMismatchError,
+    JournalReentryError,
     SerializationWarning,
     StepFailedError,
 )
+
+if TYPE_CHECKING:
+    from ._context import ExecutionContext
 
 __all__ = ["Journal", "JournalBackend", "StepRecord"]
 
@@ -97,7 +101,7 @@ class Entry:
 class Journal:
     """The journal of one context tree (owned by its root)."""
 
-    __slots__ = ("backend", "entries", "loaded", "owner", "pending", "tree_id")
+    __slots__ = ("backend", "entries", "loaded", "owner", "pending", "running", "tree_id")
 
     def __init__(self, tree_id: str, backend: JournalBackend | None, owner: str) -> None:
         self.tree_id = tree_id
@@ -106,6 +110,8 @@ class Journal:
         self.entries: dict[str, Entry] = {}
         # keys being run in this tree -> a future for waiters (made on demand)
         self.pending: dict[str, asyncio.Future[None] | None] = {}
+        # keys being run -> the context of the attempt running them (to refuse re-entry)
+        self.running: dict[str, ExecutionContext] = {}
         self.loaded = backend is None
 
     @property
@@ -120,7 +126,13 @@ class Journal:
             self.entries.setdefault(key, Entry.from_record(key, record))
         self.loaded = True
 
-    async def run(self, key: str, name: str, step: Callable[[], Awaitable[T]]) -> T:
+    async def run(
+        self,
+        key: str,
+        name: str,
+        step: Callable[[], Awaitable[T]],
+        caller: ExecutionContext | None = None,
+    ) -> T:
         """Replay ``key`` if recorded, else run ``step`` once and record its outcome."""
         if not isinstance(key, str) or not key:
             msg = f"journal key for {name!r} must be a non-empty str (got {key!r})"
@@ -136,6 +148,12 @@ class Journal:
                 break
             # Another exec of this tree is running the step: wait for its outcome. The
             # future is made only when someone waits (most keys never have a waiter).
+            runner = self.running.get(key)
+            node = caller
+            while runner is not None and node is not None:
+                if node is runner:  # we are inside that very step: waiting never ends
+                    raise JournalReentryError(key, runner.name)
+                node = node.parent
             waiting = pending[key]
             if waiting is None:
                 waiting = pending[key] = asyncio.get_running_loop().create_future()
@@ -159,6 +177,7 @@ class Journal:
             await self._record(key, Entry(name, True, value, None))
             return value
         finally:
+            self.running.pop(key, None)
             done = pending.pop(key)
             if done is not None:
                 done.set_result(None)

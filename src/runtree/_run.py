@@ -130,7 +130,7 @@ async def exec_full(
         replays = parent.details.metadata.setdefault("journal_replays", [])
         assert isinstance(replays, list)
         replays.append(key)
-    return await journal.run(key, step_name, attempts)
+    return await journal.run(key, step_name, attempts, parent)
 
 
 async def _attempts(
@@ -149,11 +149,13 @@ async def _attempts(
 ) -> object:
     delay, backoff, jitter, retry_on = retry_options
     attempt = 1
+    pause = 0.0
     while True:
         try:
             return await _attempt(
-                parent, kind, target, input, args, kwargs, key, timeout, tags, name, attempt
-            )
+                parent, kind, target, input, args, kwargs, key, timeout, tags, name, attempt,
+                pause,
+            )  # fmt: skip
         except Exception as exc:
             if (
                 attempt > retry
@@ -164,8 +166,6 @@ async def _attempts(
             ):
                 raise
         pause = delay * (backoff ** (attempt - 1)) + (random.random() * jitter if jitter else 0.0)
-        if pause > 0:
-            await asyncio.sleep(pause)
         attempt += 1
 
 
@@ -181,6 +181,7 @@ async def _attempt(
     tags: tuple[Tagged[Any], ...],
     name: str,
     attempt: int,
+    pause: float = 0.0,
 ) -> object:
     if parent._status is not _OPEN or parent._cancelled:
         parent._refuse("run" if kind == "fn" else "exec")
@@ -201,6 +202,18 @@ async def _attempt(
         child._bind_tags(tags)
     if foreign:
         parent._attach(child)
+    if key is not None:
+        parent.scope._journal_of(parent.root).running[key] = child
+    if pause > 0:
+        # The retry pause belongs to the attempt's child, so cancelling or closing the
+        # parent (even an idle boundary) reaches it at once.
+        try:
+            await asyncio.sleep(pause)
+        except BaseException as exc:
+            err = await child._fail(exc)
+            if err is exc:
+                raise
+            raise err from None
     if scope._open_hooks:
         try:
             await scope._context_opened(child)

@@ -22,7 +22,7 @@ from ._context import (
 from ._defs import Atom, Dep, Flow, Preset, Resource
 from ._extensions import Extension, ResolveOp, overrides
 from ._journal import Journal, JournalBackend
-from ._tags import MISSING, Tag, TagDep, Tagged
+from ._tags import ALL_VALUES, MISSING, Tag, TagDep, Tagged
 from .errors import (
     DependencyCycleError,
     MissingTagError,
@@ -105,12 +105,13 @@ class Scope:
         presets: Iterable[Preset[Any]] = (),
         store: object = None,
     ) -> None:
-        self._tag_view: dict[Tag[Any], object] = {}
+        self._tag_view: dict[object, object] = {}
         for item in tags:
             if not isinstance(item, Tagged):
                 msg = f"create_scope(tags=...) takes bound tags like tenant('acme') (got {item!r})"
                 raise TypeError(msg)
             self._tag_view[item.tag] = item.value
+            self._tag_view[(ALL_VALUES, item.tag)] = (item.value,)
         self._presets: dict[object, object] = {}
         self._flow_presets: dict[Flow[Any, Any], object] = {}
         for p in presets:

@@ -22,6 +22,8 @@ class _Missing:
 
 
 MISSING = _Missing()
+# Tag views also map (ALL_VALUES, tag) to every visible value of the tag, nearest first.
+ALL_VALUES = _Missing()
 
 
 @final

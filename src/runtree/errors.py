@@ -19,6 +19,7 @@ attributes, builds its message only when it is read, and pickles (the journal st
     ├── SerializationError      (TypeError)
     ├── StepFailedError
     ├── JournalMismatchError    (RuntimeError)
+    ├── JournalReentryError     (RuntimeError)
     ├── CommandNotRunningError  (RuntimeError)
     └── StoreError
         └── SessionNotFoundError (KeyError)
@@ -36,6 +37,7 @@ __all__ = [
     "DependencyCycleError",
     "ExecTimeoutError",
     "JournalMismatchError",
+    "JournalReentryError",
     "MissingTagError",
     "NestingError",
     "ParseError",
@@ -245,6 +247,21 @@ class JournalMismatchError(RuntreeError, RuntimeError):
             f"Journal key {self.key!r} was recorded for {self.recorded!r} but is now used "
             f"for {self.requested!r}. Give each step its own key, or reset the journal "
             "entry with ctx.reset_journal()."
+        )
+
+
+class JournalReentryError(RuntreeError, RuntimeError):
+    """A keyed step execs its own key again inside itself (it would wait for itself)."""
+
+    def __init__(self, key: str, step: str) -> None:
+        super().__init__(key, step)
+        self.key = key
+        self.step = step
+
+    def __str__(self) -> str:
+        return (
+            f"Journal key {self.key!r} is being run by the enclosing step {self.step!r}; "
+            "a step cannot wait for its own outcome. Give the inner step its own key."
         )
 
 

@@ -141,6 +141,17 @@ class TestTagDependencies:
             "bare": "acme",
         }
 
+    async def test_all_lists_one_value_per_context_as_of_creation(self) -> None:
+        async with rt.create_scope(tags=[region("scope")]) as scope:
+            root = scope.create_context(tags=[region("root")])
+            root.set(region, "root-again")  # replaces root's own value
+            nested = scope.create_context(parent=root)
+            root.set(region, "later")  # nested keeps its snapshot
+            assert root.get_all(region) == ["later", "scope"]
+            assert nested.get_all(region) == ["root-again", "scope"]
+            assert nested.get(region) == "root-again"
+            await root.close()
+
     async def test_all_excludes_the_default(self) -> None:
         async with rt.create_scope() as scope:
             assert scope.create_context().get_all(region) == []
