@@ -89,6 +89,17 @@ def consume(task: asyncio.Task[object] | None, target: ExecutionContext) -> bool
     return task.cancelling() == 0
 
 
+def forget(task: asyncio.Task[object] | None, target: ExecutionContext) -> None:
+    """``target`` was abandoned (its coroutine closed): drop its request, if any."""
+    if task is None:
+        return
+    targets = _pending.get(task)
+    if targets is not None and target in targets:
+        targets.remove(target)
+        if not targets:
+            del _pending[task]
+
+
 def discard(task: asyncio.Task[object] | None, target: ExecutionContext) -> None:
     """``target`` finished without seeing its cancellation (it returned first)."""
     if task is None:

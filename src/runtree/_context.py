@@ -677,8 +677,17 @@ class ExecutionContext:
                         "child returns"
                     )
                     raise RuntimeError(msg)
-        self._status = "cancelled" if self._cancelled else "completed"
-        await self._close_now(None)
+        if self._cancelled:
+            # A cancelled boundary did not finish its work: its resources see why (the
+            # transaction idiom rolls back), like an exec child that was cancelled.
+            x = self._extra()
+            reason = Cancelled(self.name, x.cancel_reason)
+            x.error = reason
+            self._status = "cancelled"
+            await self._close_now(reason, raised=False)
+        else:
+            self._status = "completed"
+            await self._close_now(None)
 
     async def __aenter__(self) -> ExecutionContext:
         return self
@@ -751,6 +760,8 @@ class ExecutionContext:
         """The exec's coroutine was closed without finishing (never awaited to the end)."""
         self._status = "cancelled"
         self._completed_at = time()
+        if self._cancelled:
+            _cancel.forget(self._task, self)
         if self.parent is not None:
             self.parent._detach(self)
 
@@ -782,8 +793,11 @@ class ExecutionContext:
         self._status = "completed"
         await self._close_now(None)
 
-    async def _close_now(self, error: BaseException | None) -> None:
-        """Run the closing steps; ``_status`` (and ``error``) are already final."""
+    async def _close_now(self, error: BaseException | None, *, raised: bool = True) -> None:
+        """Run the closing steps; ``_status`` (and ``error``) are already final.
+
+        ``raised``: the caller raises ``error`` itself (cleanup failures become notes on
+        it); otherwise cleanup failures are raised here as an ``ExceptionGroup``."""
         x = self._extra()
         x.closing = True
         scope = self.scope
@@ -813,6 +827,8 @@ class ExecutionContext:
                         await nested.close()
                     except ExceptionGroup as group:
                         failures.extend(group.exceptions)
+                    except Exception as exc:  # one nested boundary must not stop the rest
+                        failures.append(exc)
             if x.callbacks:
                 callbacks = x.callbacks
                 while callbacks:
@@ -842,7 +858,7 @@ class ExecutionContext:
         if interrupted is not None:
             raise interrupted
         if failures:
-            if error is None:
+            if error is None or not raised:
                 raise ExceptionGroup(f"cleanup of ExecutionContext {self.name!r} failed", failures)
             for failure in failures:
                 log.error(

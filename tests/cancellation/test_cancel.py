@@ -257,3 +257,43 @@ async def test_close_joins_every_running_child_of_a_boundary() -> None:
         assert sorted(log) == ["0 cancelled", "1 cancelled", "2 cancelled"]
         results = await asyncio.gather(*tasks, return_exceptions=True)
         assert all(isinstance(r, Cancelled) for r in results)
+
+
+async def test_a_cancelled_boundary_rolls_its_resources_back() -> None:
+    log: list[str] = []
+
+    @rt.resource
+    def tx(ctx: rt.ResolveContext):  # type: ignore[no-untyped-def]
+        try:
+            yield "tx"
+        except Exception as exc:
+            log.append(f"rollback: {type(exc).__name__}")
+            raise
+        else:
+            log.append("commit")
+
+    @rt.flow(deps={"tx": tx})
+    async def uses(ctx: rt.ExecutionContext, tx: str) -> str:
+        return tx
+
+    async with rt.create_scope() as scope:
+        done = scope.create_context()
+        await done.exec(uses)
+        await done.close()
+        aborted = scope.create_context()
+        await aborted.exec(uses)
+        aborted.cancel("client went away")
+        await aborted.close()
+        assert aborted.details.status == "cancelled"
+        assert isinstance(aborted.details.error, Cancelled)
+    assert log == ["commit", "rollback: Cancelled"]
+
+
+async def test_a_cancelled_boundary_still_reports_cleanup_failures() -> None:
+    async with rt.create_scope() as scope:
+        root = scope.create_context()
+        root.on_close(lambda: 1 / 0)
+        root.cancel()
+        with pytest.raises(ExceptionGroup) as info:
+            await root.close()
+        assert isinstance(info.value.exceptions[0], ZeroDivisionError)
