@@ -89,27 +89,25 @@ def consume(task: asyncio.Task[object] | None, target: ExecutionContext) -> bool
     return task.cancelling() == 0
 
 
-def forget(task: asyncio.Task[object] | None, target: ExecutionContext) -> None:
-    """``target`` was abandoned (its coroutine closed): drop its request, if any."""
+def forget(task: asyncio.Task[object] | None, target: ExecutionContext) -> bool:
+    """Drop ``target``'s request (its coroutine was closed); ``True`` when that was the
+    task's last one."""
     if task is None:
-        return
+        return False
     targets = _pending.get(task)
-    if targets is not None and target in targets:
-        targets.remove(target)
-        if not targets:
-            del _pending[task]
+    if targets is None or target not in targets:
+        return False
+    targets.remove(target)
+    if targets:
+        return False
+    del _pending[task]
+    return True
 
 
 def discard(task: asyncio.Task[object] | None, target: ExecutionContext) -> None:
     """``target`` finished without seeing its cancellation (it returned first)."""
-    if task is None:
-        return
-    targets = _pending.get(task)
-    if targets is not None and target in targets:
-        targets.remove(target)
-        if not targets:
-            del _pending[task]
-            # The request was delivered inside target (a suspended task resumes there)
-            # and the body swallowed the CancelledError: take the request back so the
-            # task does not stay marked as cancelling.
-            task.uncancel()
+    if forget(task, target):
+        # The request was delivered inside target (a suspended task resumes there) and
+        # the body swallowed the CancelledError: take the request back so the task does
+        # not stay marked as cancelling.
+        task.uncancel()  # type: ignore[union-attr]

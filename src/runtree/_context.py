@@ -389,10 +389,7 @@ class ExecutionContext:
                 except BaseException as exc:
                     if child._status is not _OPEN:
                         raise
-                    err = await child._fail(exc)
-                    if err is exc:
-                        raise
-                    raise err from None
+                    raise await child._fail(exc)
                 if child._status is _OPEN:
                     # An extension answered without running the body (a cache, say).
                     await child._succeed()
@@ -456,10 +453,7 @@ class ExecutionContext:
             raise
         except BaseException as exc:
             _current.reset(token)
-            err = await child._fail(exc)
-            if err is exc:
-                raise
-            raise err from None
+            raise await child._fail(exc)
         _current.reset(token)
         if child._x is None:
             child._status = "completed"
@@ -766,7 +760,9 @@ class ExecutionContext:
             self.parent._detach(self)
 
     async def _fail(self, exc: BaseException) -> BaseException:
-        """Close this child after its body raised ``exc``; return the error to raise."""
+        """Close this child after its body raised ``exc``; return the error to raise
+        (``exc`` itself, or ``Cancelled``/``ExecTimeoutError`` in place of the
+        ``CancelledError`` of this context's own cancellation)."""
         x = self._extra()
         err = exc
         if isinstance(exc, asyncio.CancelledError):
@@ -783,6 +779,10 @@ class ExecutionContext:
             status = "failed"
         x.error = err
         self._status = status
+        if err is not exc:
+            # Raised in place of the CancelledError: the caller sees it alone.
+            err.__cause__ = None
+            err.__suppress_context__ = True
         await self._close_now(err)
         return err
 

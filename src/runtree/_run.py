@@ -210,37 +210,25 @@ async def _attempt(
         try:
             await asyncio.sleep(pause)
         except BaseException as exc:
-            err = await child._fail(exc)
-            if err is exc:
-                raise
-            raise err from None
+            raise await child._fail(exc)
     if scope._open_hooks:
         try:
             await scope._context_opened(child)
         except BaseException as exc:
-            err = await child._fail(exc)
-            if err is exc:
-                raise
-            raise err from None
+            raise await child._fail(exc)
     if not wrappers:
         return await run_body(child, kind, target, input, args, kwargs, timeout)
     op = ExecOp(kind, target, input, key, child, attempt)
 
-    def inner() -> Awaitable[object]:
-        return run_body(child, kind, target, input, args, kwargs, timeout)
-
-    call: Callable[[], Awaitable[object]] = inner
-    for wrap in reversed(wrappers):
-        call = _bind(wrap, call, op)
+    call = wrapped(
+        wrappers, partial(run_body, child, kind, target, input, args, kwargs, timeout), op
+    )
     try:
         result = await call()
     except BaseException as exc:
         if child._status is not _OPEN:
             raise
-        err = await child._fail(exc)
-        if err is exc:
-            raise
-        raise err from None
+        raise await child._fail(exc)
     if child._status is _OPEN:
         # An extension answered without running the body (a cache, say).
         await child._succeed()
@@ -320,10 +308,7 @@ async def run_body(
         if handle is not None:
             handle.cancel()
         _current.reset(token)
-        err = await ctx._fail(exc)
-        if err is exc:
-            raise
-        raise err from None
+        raise await ctx._fail(exc)
     if handle is not None:
         handle.cancel()
     _current.reset(token)
