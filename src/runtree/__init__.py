@@ -39,12 +39,14 @@ from .errors import CommandNotRunningError as CommandNotRunningError
 from .errors import ContextClosedError as ContextClosedError
 from .errors import DependencyCycleError as DependencyCycleError
 from .errors import ExecTimeoutError as ExecTimeoutError
+from .errors import JournalInputWarning as JournalInputWarning
 from .errors import JournalMismatchError as JournalMismatchError
 from .errors import JournalReentryError as JournalReentryError
 from .errors import MissingTagError as MissingTagError
 from .errors import NestingError as NestingError
 from .errors import ParseError as ParseError
 from .errors import ResolveError as ResolveError
+from .errors import RunNotFoundError as RunNotFoundError
 from .errors import RuntreeError as RuntreeError
 from .errors import ScopeDisposedError as ScopeDisposedError
 from .errors import SerializationError as SerializationError
@@ -85,6 +87,8 @@ __all__ = [
     "ScopeDisposedError",
     "SerializationError",
     "SerializationWarning",
+    "JournalInputWarning",
+    "RunNotFoundError",
     "SessionNotFoundError",
     "Settled",
     "StepFailedError",

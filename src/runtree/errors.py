@@ -22,10 +22,12 @@ attributes, builds its message only when it is read, and pickles (the journal st
     ├── JournalReentryError     (RuntimeError)
     ├── CommandNotRunningError  (RuntimeError)
     └── StoreError
-        └── SessionNotFoundError (KeyError)
+        ├── SessionNotFoundError (KeyError)
+        └── RunNotFoundError     (KeyError)
 
-``SerializationWarning`` (a :class:`UserWarning`) is emitted when a durable journal cannot
-store a step's value.
+Warnings (both :class:`UserWarning`): ``SerializationWarning`` when a durable journal cannot
+store a step's value; ``JournalInputWarning`` when a journal key is replayed for an input
+that differs from the recorded one.
 """
 
 from __future__ import annotations
@@ -36,12 +38,14 @@ __all__ = [
     "ContextClosedError",
     "DependencyCycleError",
     "ExecTimeoutError",
+    "JournalInputWarning",
     "JournalMismatchError",
     "JournalReentryError",
     "MissingTagError",
     "NestingError",
     "ParseError",
     "ResolveError",
+    "RunNotFoundError",
     "RuntreeError",
     "ScopeDisposedError",
     "SerializationError",
@@ -217,6 +221,14 @@ class SerializationWarning(UserWarning):
     """A durable journal could not store a step's value; the step will run again."""
 
 
+class JournalInputWarning(UserWarning):
+    """A journal key was replayed although the step's input differs from the recorded one.
+
+    The key is the step's identity, so the recorded outcome is returned; the warning says
+    so, with both input digests, so that a key that should include what varies is found.
+    """
+
+
 class StepFailedError(RuntreeError):
     """A journaled step's recorded error, rebuilt after a restart."""
 
@@ -296,4 +308,18 @@ class SessionNotFoundError(StoreError, KeyError):
         return (
             f"No session {self.session_id!r} in this store. List sessions with "
             "Sessions.list() (or `runtree session list`) or create one."
+        )
+
+
+class RunNotFoundError(StoreError, KeyError):
+    """No recorded run with that id in the store."""
+
+    def __init__(self, root_id: str) -> None:
+        super().__init__(root_id)
+        self.root_id = root_id
+
+    def __str__(self) -> str:
+        return (
+            f"No run {self.root_id!r} in this store. List runs with `runtree runs list` "
+            "(or Runs(store).list())."
         )
