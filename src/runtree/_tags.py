@@ -182,6 +182,10 @@ def check_json(value: object, what: str) -> None:
 def _json_problem(value: object, depth: int) -> str | None:
     if depth > 200:
         return "nested too deeply"
+    if isinstance(value, int) and value.bit_length() >= 14_000:
+        from ._json import problem  # an int too long for str(): json.dumps raises on it
+
+        return problem(value)
     if value is None or isinstance(value, (str, bool, int)):
         return None
     if isinstance(value, float):

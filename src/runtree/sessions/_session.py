@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
-from .._tags import _json_problem
+from .._json import error_text, problem, readable
 from ..errors import CommandNotRunningError, SerializationWarning, SessionNotFoundError
 from ..stores._base import (
     CommandRecord,
@@ -563,7 +563,9 @@ class Session:
                 ) as root:
                     value: Out = await root.exec(flow, input)
             except BaseException as exc:
-                error = {"type": type(exc).__qualname__, "message": str(exc)}
+                # Never raises (a broken __str__, a lone surrogate): the flow's own
+                # exception is what the caller gets.
+                error = {"type": readable(type(exc).__qualname__), "message": error_text(exc)}
                 try:
                     await self._finish(record, "failed", {"error": error})
                 except Exception:
@@ -572,13 +574,13 @@ class Session:
             finally:
                 _command.reset(marker)
                 _current.reset(token)
-            problem = _json_problem(value, 0)
-            if problem is None:
+            reason = problem(value)
+            if reason is None:
                 outputs: dict[str, object] = {"result": value}
             else:
                 message = (
                     f"command {command!r} of session {self.session_id!r}: the result is not "
-                    f"JSON ({problem}); it was returned but recorded as null"
+                    f"JSON ({reason}); it was returned but recorded as null"
                 )
                 log.warning("%s", message)
                 warnings.warn(message, SerializationWarning, stacklevel=2)

@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self, TypeAlias, TypedDict, runtime_checkable
 
+from .. import _json
 from .._journal import JournalBackend
-from .._tags import _json_problem
-from ..errors import SerializationError
 
 __all__ = [
     "CommandRecord",
@@ -164,12 +163,9 @@ class Store(Protocol):
 
 
 def dumps(value: object, what: str) -> str:
-    """Strict JSON text (no NaN, str keys only), or :class:`SerializationError` naming
-    ``what``."""
-    problem = _json_problem(value, 0)
-    if problem is not None:
-        raise SerializationError(what, problem)
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    """Strict JSON text (no NaN, str keys only, no int too long to print), or
+    :class:`SerializationError` naming ``what``."""
+    return _json.dumps(value, what)
 
 
 def loads(text: str | None) -> Any:

@@ -34,6 +34,10 @@ class InMemoryStore(_SqliteEngine):
         except sqlite3.Error as exc:  # pragma: no cover - a memory database opens
             raise StoreError(f"{self._where}: {exc}") from exc
 
+    def _schedule_checkpoint(self) -> None:
+        # A memory database has no WAL to checkpoint (and no thread to do it on).
+        self._writes = 0
+
     @property
     def url(self) -> str:
         return "memory://"

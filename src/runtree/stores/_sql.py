@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
 
 from .._journal import StepRecord
+from .._json import check_name, readable
 from ..errors import StoreError
 from ._base import (
     DEFAULT_LEASE,
@@ -341,6 +342,7 @@ class SqlStore:
     # -- journal backend ---------------------------------------------------------------
 
     async def journal_load(self, tree_id: str) -> dict[str, StepRecord]:
+        check_name(tree_id, "root id")
         rows = await self._read1(_op_all, self._q["j_load"], (tree_id,))
         return {row[0]: _record(row[1:]) for row in rows}
 
@@ -351,14 +353,19 @@ class SqlStore:
         I/O. While another live owner holds the tree, poll until the key is recorded or
         the tree is free (released, or its holder's lease expired / process died).
         """
+        # Checked before anything is written or run: the same rule on every store.
+        check_name(key, "journal key")
         snapshot = self._held.get((tree_id, owner))
         if snapshot is not None:
             return snapshot.get(key)
+        check_name(tree_id, "root id")
         delay = 0.005
         while True:
             state, payload = await self._write(self._op_acquire, tree_id, key, owner)
             if state == "recorded":
                 return cast(StepRecord, payload)
+            if state == "again":
+                continue  # the holder let go between our claim and our look: claim again
             if state == "owned":
                 snapshot = cast("dict[str, StepRecord]", payload)
                 self._held[(tree_id, owner)] = snapshot
@@ -378,7 +385,10 @@ class SqlStore:
         await self._upsert_proc(tx, now)
         await tx.execute(q["l_claim"], (tree_id, owner, self._proc, now))
         holder = await tx.one(q["l_holder"], (tree_id,))
-        assert holder is not None
+        if holder is None:
+            # PostgreSQL (READ COMMITTED): the holder released between our INSERT … ON
+            # CONFLICT DO NOTHING and this SELECT … FOR UPDATE. Try again at once.
+            return "again", None
         if holder[0] != owner or holder[1] != self._proc:
             if proc_alive(holder[2:], now):
                 return "held", holder[0]
@@ -400,25 +410,35 @@ class SqlStore:
     async def journal_record(
         self, tree_id: str, key: str, owner: str, record: StepRecord
     ) -> StepRecord:
-        """Insert the outcome unless the key is recorded; return the record that stands."""
+        """Insert the outcome unless the key is recorded; return the record that stands.
+
+        Raises:
+            StoreError: the root id or key is not a valid name (nothing is written).
+            SerializationError: the value is not strict JSON (nothing is written).
+        """
+        check_name(tree_id, "root id")
+        check_name(key, "journal key")
+        name = _text(record.get("name", ""))
         if record.get("ok"):
             try:
                 # The journal checked the value is strict JSON before calling.
                 value: str | None = _json_dumps(record.get("value"))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, RecursionError):
                 value = dumps(record.get("value"), f"The value of journal key {key!r}")
             params: tuple[object, ...] = (
-                tree_id, key, record.get("name", ""), 1, value, None, None, owner, time.time()
+                tree_id, key, name, 1, value, None, None, owner, time.time()
             )  # fmt: skip
         else:
+            # What is recorded must be storable on every store, whatever the error held
+            # (a lone surrogate, a NUL): the step's own exception is what its caller gets.
             params = (
                 tree_id,
                 key,
-                record.get("name", ""),
+                name,
                 0,
                 None,
-                record.get("error_type", "Exception"),
-                record.get("error_message", ""),
+                _text(record.get("error_type", "Exception")) or "Exception",
+                _text(record.get("error_message", "")),
                 owner,
                 time.time(),
             )
@@ -438,11 +458,12 @@ class SqlStore:
     async def journal_release(self, tree_id: str, owner: str) -> None:
         self._held.pop((tree_id, owner), None)
         self._idle_renewer()
-        if self._closed:
-            return
+        if self._closed or not _valid(tree_id):
+            return  # nothing was ever written under an invalid id
         await self._write1(_op_exec, self._q["l_release"], (tree_id, owner, self._proc))
 
     async def journal_delete(self, tree_id: str, pattern: str | None) -> int:
+        check_name(tree_id, "root id")
         for (tree, _), snapshot in self._held.items():
             if tree == tree_id:
                 for k in [
@@ -536,6 +557,7 @@ class SqlStore:
     async def session_create(
         self, session_id: str, project_name: str, project_type: str | None, started_at: str
     ) -> SessionRecord:
+        _check_session(session_id, project_name, project_type)
         await self._write(self._op_create, session_id, project_name, project_type, started_at)
         return await self._loaded(session_id)
 
@@ -556,6 +578,7 @@ class SqlStore:
     async def session_get_or_create(
         self, session_id: str, project_name: str, project_type: str | None, started_at: str
     ) -> SessionRecord:
+        _check_session(session_id, project_name, project_type)
         found = await self._write(
             self._op_get_or_create, session_id, project_name, project_type, started_at
         )
@@ -584,6 +607,7 @@ class SqlStore:
         return record
 
     async def session_load(self, session_id: str) -> SessionRecord | None:
+        check_name(session_id, "session id")
         return await self._read(self._op_load, session_id)
 
     async def _op_load(self, tx: Tx, session_id: str) -> SessionRecord | None:
@@ -616,6 +640,8 @@ class SqlStore:
 
     async def session_list(self, project_name: str | None, limit: int | None) -> list[str]:
         n = _NO_LIMIT if limit is None else limit
+        if project_name is not None:
+            check_name(project_name, "project name")
         if project_name is None:
             rows = await self._read1(_op_all, self._q["s_list"], (n,))
         else:
@@ -623,24 +649,33 @@ class SqlStore:
         return [str(r[0]) for r in rows]
 
     async def session_end(self, session_id: str, ended_at: str) -> None:
+        check_name(session_id, "session id")
         await self._write1(_op_exec, self._q["s_end"], (ended_at, session_id))
 
     async def session_put(
         self, session_id: str, kind: ItemKind, name: str, value_json: str, at: str
     ) -> None:
+        check_name(session_id, "session id")
+        check_name(name, _ITEM_WHAT[kind])
         await self._write1(_op_exec, self._q["i_put"], (session_id, kind, name, value_json, at))
 
     async def session_item(self, session_id: str, kind: ItemKind, name: str) -> str | None:
+        check_name(session_id, "session id")
+        check_name(name, _ITEM_WHAT[kind])
         row = await self._read1(_op_one, self._q["i_get"], (session_id, kind, name))
         return None if row is None else str(row[0])
 
     async def session_count(self, session_id: str, name: str) -> int:
+        check_name(session_id, "session id")
+        check_name(name, "counter name")
         row = await self._write1(_op_one, self._q["n_add"], (session_id, name))
         return 0 if row is None else int(row[0])
 
     async def command_start(
         self, session_id: str, command: str, inputs_json: str, started_at: str
     ) -> tuple[int, list[int]]:
+        check_name(session_id, "session id")
+        check_name(command, "command name")
         result = await self._write(self._op_start, session_id, command, inputs_json, started_at)
         self._running_commands.add(result[0])
         self._ensure_renewer()
@@ -683,6 +718,8 @@ class SqlStore:
         outputs_json: str,
         completed_at: str,
     ) -> CommandRecord | str:
+        check_name(session_id, "session id")
+        check_name(command, "command name")
         result = await self._write(
             self._op_complete, session_id, command, command_id, status, outputs_json, completed_at
         )
@@ -720,9 +757,13 @@ class SqlStore:
         return f"it is not running (its last run ended with status {last[1]!r})"
 
     async def command_add(self, command_id: int, kind: CommandItemKind, item: str) -> None:
+        check_name(item, f"{kind} name")
         await self._write1(_op_exec, self._q["ci_add"], (command_id, kind, item, time.time_ns()))
 
     async def command_previous(self, session_id: str, command: str | None) -> CommandRecord | None:
+        check_name(session_id, "session id")
+        if command is not None:
+            check_name(command, "command name")
         return await self._read(self._op_previous, session_id, command)
 
     async def _op_previous(
@@ -750,3 +791,30 @@ async def _op_one(tx: Tx, sql: str, params: Sequence[object]) -> tuple[Any, ...]
 
 async def _op_all(tx: Tx, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
     return await tx.all(sql, params)
+
+
+def _text(value: object) -> str:
+    """Recorded text every store accepts (see :func:`runtree._json.readable`)."""
+    return readable(value if isinstance(value, str) else str(value))
+
+
+def _valid(name: object) -> bool:
+    try:
+        check_name(name, "name")
+    except StoreError:
+        return False
+    return True
+
+
+_ITEM_WHAT: dict[str, str] = {
+    "context": "context name",
+    "memory": "memory name",
+    "data": "shared data key",
+}
+
+
+def _check_session(session_id: str, project_name: str, project_type: str | None) -> None:
+    check_name(session_id, "session id")
+    check_name(project_name, "project name")
+    if project_type is not None:
+        check_name(project_type, "project type")

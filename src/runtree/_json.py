@@ -1,0 +1,166 @@
+"""Strict JSON and safe text, shared by the journal, sessions and stores.
+
+- :func:`problem` — why a value is not strict JSON (``None`` when it is): non-str dict
+  keys, NaN/infinity, objects, nesting past 200 levels, and integers too long for
+  ``str()`` (``sys.set_int_max_str_digits``; ``json.dumps`` raises ``ValueError`` on them).
+- :func:`dumps` — compact strict JSON text, or :class:`SerializationError` naming the value.
+- :func:`check_name` — the one rule for keys, ids and names a store writes: a non-empty
+  ``str`` of at most :data:`MAX_NAME_BYTES` UTF-8 bytes, with no NUL and no lone surrogate.
+- :func:`readable` / :func:`error_text` — text that every store accepts, for messages that
+  are recorded (a lone surrogate or a NUL is written as its escape; a ``__str__`` that raises
+  gives a placeholder naming the exception's type). They never raise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+from .errors import SerializationError, StoreError
+
+__all__ = ["MAX_NAME_BYTES", "check_name", "dumps", "error_text", "problem", "readable"]
+
+# A journal row's primary key is (tree id, key): PostgreSQL's btree entries hold at most
+# ≈ 2,700 bytes, so each part is kept well under half of that on every store.
+MAX_NAME_BYTES = 1024
+# Below this many bits an int has fewer than 4,300 decimal digits (CPython's default limit).
+_SAFE_INT_BITS = 14_000
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def problem(value: object, depth: int = 0) -> str | None:
+    """Why ``value`` is not strict JSON, or ``None`` when it is."""
+    if depth > 200:
+        return "nested too deeply"
+    if value is None or isinstance(value, (str, bool)):
+        return None
+    if isinstance(value, int):
+        return None if value.bit_length() < _SAFE_INT_BITS else _int_problem(value)
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{value!r} is not a finite number"
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            found = problem(item, depth + 1)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return f"dict key {readable(repr(k), 80)} is not a str"
+            found = problem(v, depth + 1)
+            if found is not None:
+                return found
+        return None
+    return f"{type(value).__name__} value {readable(_repr(value), 80)} is not JSON"
+
+
+def _int_problem(value: int) -> str | None:
+    try:
+        str(value)
+    except ValueError:
+        limit = sys.get_int_max_str_digits()
+        return (
+            f"an int of {value.bit_length()} bits has more than {limit} decimal digits "
+            "(sys.set_int_max_str_digits); store it as a str"
+        )
+    return None
+
+
+def _repr(value: object) -> str:
+    try:
+        return repr(value)
+    except Exception:
+        return f"<{type(value).__name__} whose repr() raised>"
+
+
+def dumps(value: object, what: str) -> str:
+    """Compact strict JSON text of ``value``.
+
+    Raises:
+        SerializationError: ``value`` is not strict JSON (``what`` names it).
+    """
+    reason = problem(value)
+    if reason is None:
+        try:
+            return _encode(value)
+        except (TypeError, ValueError, RecursionError) as exc:
+            reason = f"json.dumps refused it ({type(exc).__name__})"
+    raise SerializationError(what, reason)
+
+
+def readable(text: str, limit: int | None = None) -> str:
+    """``text`` with lone surrogates and NULs written as escapes (every store accepts it),
+    cut to ``limit`` characters."""
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    return text
+
+
+def error_text(exc: BaseException) -> str:
+    """``str(exc)`` as :func:`readable` text; never raises (a ``__str__`` that raises gives
+    a placeholder naming the type)."""
+    try:
+        text = str(exc)
+    except Exception as inner:  # the user's __str__ is broken: record that, not its error
+        try:
+            detail = type(inner).__name__
+        except Exception:  # pragma: no cover - type() of an exception always has a name
+            detail = "an error"
+        return f"<{type(exc).__name__}: str() raised {detail}>"
+    if not isinstance(text, str):  # pragma: no cover - str() returns a str
+        return f"<{type(exc).__name__}>"
+    return readable(text)
+
+
+def type_name(exc: BaseException) -> str:
+    """The exception's qualified type name as :func:`readable` text."""
+    return readable(type(exc).__qualname__)
+
+
+def check_name(value: object, what: str) -> str:
+    """``value`` when it is a valid key, id or name for a store, else :class:`StoreError`.
+
+    Valid: a non-empty ``str`` of at most :data:`MAX_NAME_BYTES` UTF-8 bytes with no NUL
+    and no lone surrogate. ``what`` names the thing (``"journal key"``, ``"root id"``).
+    """
+    if (
+        type(value) is str
+        and value
+        and value.isascii()
+        and len(value) <= MAX_NAME_BYTES
+        and "\x00" not in value
+    ):
+        return value
+    return _check_slow(value, what)
+
+
+def _check_slow(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        msg = f"A {what} must be a non-empty str (got {readable(_repr(value), 80)})"
+        raise StoreError(msg)
+    shown = readable(repr(value), 80)
+    if "\x00" in value:
+        msg = f"The {what} {shown} holds a NUL character, which no store accepts; remove it"
+        raise StoreError(msg)
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        msg = (
+            f"The {what} {shown} holds a lone surrogate (not valid Unicode text), which no "
+            "store accepts; decode the text with errors='replace' or build the name from "
+            "valid text"
+        )
+        raise StoreError(msg) from None
+    if size > MAX_NAME_BYTES:
+        msg = (
+            f"The {what} {shown} is {size} bytes long; a store accepts at most "
+            f"{MAX_NAME_BYTES} bytes: use a shorter name (a digest of a long one)"
+        )
+        raise StoreError(msg)
+    return value
