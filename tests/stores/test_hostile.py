@@ -155,7 +155,8 @@ async def test_a_failing_step_reaches_its_caller_and_its_record_is_readable(
             with pytest.raises(Nasty) as info:
                 await ctx.run(fail, key="k", name="step")
             assert info.value is error
-        recorded = (await rows(store, "job"))["k"]
+        recorded = dict((await rows(store, "job"))["k"])  # type: ignore[call-overload]
+        recorded.pop("input_digest", None)
         assert recorded == {
             "name": "step",
             "ok": False,

@@ -132,13 +132,14 @@ class TestFiles:
         path = tmp_path / "runtree.db"
         async with SqliteStore(path) as store:
             await journal_some(store)
-        monkeypatch.setitem(sqlmod.MIGRATIONS, 2, ("CREATE TABLE {t}extra (x {real})",))
+        after = sqlmod.schema_version() + 1
+        monkeypatch.setitem(sqlmod.MIGRATIONS, after, ("CREATE TABLE {t}extra (x {real})",))
         async with SqliteStore(path) as store:
             assert sorted(await store.journal_load("job")) == ["k0", "k1", "k2"]
         conn = sqlite3.connect(path)
         assert conn.execute(
             "SELECT value FROM runtree_meta WHERE name = 'schema_version'"
-        ).fetchone() == ("2",)
+        ).fetchone() == (str(after),)
         assert conn.execute("SELECT count(*) FROM runtree_extra").fetchone() == (0,)
         conn.close()
 

@@ -82,7 +82,7 @@ def schema_version() -> int:
     return max(MIGRATIONS)
 
 
-_JOURNAL_COLS = "name, ok, value, error_type, error_message"
+_JOURNAL_COLS = "name, ok, value, error_type, error_message, input_digest"
 _CMD_COLS = "id, command, status, started_at, completed_at, inputs, outputs"
 
 QUERIES: dict[str, str] = {
@@ -93,7 +93,7 @@ QUERIES: dict[str, str] = {
     "j_load": f"SELECT key, {_JOURNAL_COLS} FROM {{t}}journal WHERE tree_id = ?",
     "j_get": f"SELECT {_JOURNAL_COLS} FROM {{t}}journal WHERE tree_id = ? AND key = ?",
     "j_insert": "INSERT INTO {t}journal (tree_id, key, name, ok, value, error_type, "
-    "error_message, owner, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "error_message, owner, recorded_at, input_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT DO NOTHING",
     "j_keys": "SELECT key FROM {t}journal WHERE tree_id = ?",
     "j_del_key": "DELETE FROM {t}journal WHERE tree_id = ? AND key = ?",
@@ -194,15 +194,21 @@ def prepare(
 
 
 def _record(row: Sequence[Any]) -> StepRecord:
-    """A journal row (name, ok, value, error_type, error_message) as a StepRecord."""
+    """A journal row (name, ok, value, error_type, error_message, input_digest) as a
+    StepRecord."""
+    record: StepRecord
     if row[1]:
-        return {"name": row[0], "ok": True, "value": loads(row[2])}
-    return {
-        "name": row[0],
-        "ok": False,
-        "error_type": row[3] or "Exception",
-        "error_message": row[4] or "",
-    }
+        record = {"name": row[0], "ok": True, "value": loads(row[2])}
+    else:
+        record = {
+            "name": row[0],
+            "ok": False,
+            "error_type": row[3] or "Exception",
+            "error_message": row[4] or "",
+        }
+    if row[5]:
+        record["input_digest"] = row[5]
+    return record
 
 
 def _command(row: Sequence[Any]) -> CommandRecord:
@@ -309,7 +315,7 @@ class SqlStore:
 
     async def _op_migrate(self, tx: Tx, found: int) -> None:
         target = schema_version()
-        for version in range(found + 1, target + 1):
+        for version in sorted(v for v in MIGRATIONS if found < v <= target):
             for statement in self._ddl(version):
                 await tx.execute(statement)
         await tx.execute(self._q["meta_put"], ("application", APPLICATION))
@@ -426,10 +432,13 @@ class SqlStore:
             except (TypeError, ValueError, RecursionError):
                 value = dumps(record.get("value"), f"The value of journal key {key!r}")
             params: tuple[object, ...] = (
-                tree_id, key, name, 1, value, None, None, owner, time.time()
+                tree_id, key, name, 1, value, None, None, owner, time.time(), digest
             )  # fmt: skip
         else:
             # What is recorded must be storable on every store, whatever the error held
+        digest = record.get("input_digest") or None
+        if digest is not None:
+            digest = _text(digest)
             # (a lone surrogate, a NUL): the step's own exception is what its caller gets.
             params = (
                 tree_id,
@@ -452,6 +461,7 @@ class SqlStore:
     async def _op_record(self, tx: Tx, params: tuple[object, ...]) -> StepRecord | None:
         if await tx.execute(self._q["j_insert"], params):
             return None
+                digest,
         row = await tx.one(self._q["j_get"], params[:2])
         return None if row is None else _record(row)
 
