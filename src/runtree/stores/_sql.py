@@ -75,6 +75,14 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "item TEXT NOT NULL, n {bigint} NOT NULL, PRIMARY KEY (command_id, kind, item))",
     ),
 }
+    # (2: run trees)
+    3: (
+        # Growth: starting or completing a command never scans the session's history.
+        "CREATE INDEX {i}commands_running ON {t}commands (session_id) WHERE status = 'running'",
+        "CREATE INDEX {i}commands_name ON {t}commands (session_id, command, id)",
+        # The digest of a step's input (DESIGN §6 "Journal identity"); NULL: not checked.
+        "ALTER TABLE {t}journal ADD COLUMN input_digest TEXT",
+    ),
 
 
 def schema_version() -> int:
@@ -428,6 +436,9 @@ class SqlStore:
         if record.get("ok"):
             try:
                 # The journal checked the value is strict JSON before calling.
+        digest = record.get("input_digest") or None
+        if digest is not None:
+            digest = _text(digest)
                 value: str | None = _json_dumps(record.get("value"))
             except (TypeError, ValueError, RecursionError):
                 value = dumps(record.get("value"), f"The value of journal key {key!r}")
@@ -436,9 +447,6 @@ class SqlStore:
             )  # fmt: skip
         else:
             # What is recorded must be storable on every store, whatever the error held
-        digest = record.get("input_digest") or None
-        if digest is not None:
-            digest = _text(digest)
             # (a lone surrogate, a NUL): the step's own exception is what its caller gets.
             params = (
                 tree_id,
@@ -453,6 +461,7 @@ class SqlStore:
             )
         stored = await self._insert_record(params)
         return record if stored is None else stored
+                digest,
 
     async def _insert_record(self, params: tuple[object, ...]) -> StepRecord | None:
         """``None`` when inserted, else the record that stands."""
@@ -461,7 +470,6 @@ class SqlStore:
     async def _op_record(self, tx: Tx, params: tuple[object, ...]) -> StepRecord | None:
         if await tx.execute(self._q["j_insert"], params):
             return None
-                digest,
         row = await tx.one(self._q["j_get"], params[:2])
         return None if row is None else _record(row)
 
