@@ -74,7 +74,6 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE TABLE {t}command_items (command_id {bigint} NOT NULL, kind TEXT NOT NULL, "
         "item TEXT NOT NULL, n {bigint} NOT NULL, PRIMARY KEY (command_id, kind, item))",
     ),
-}
     # (2: run trees)
     3: (
         # Growth: starting or completing a command never scans the session's history.
@@ -83,6 +82,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # The digest of a step's input (DESIGN §6 "Journal identity"); NULL: not checked.
         "ALTER TABLE {t}journal ADD COLUMN input_digest TEXT",
     ),
+}
 
 
 def schema_version() -> int:
@@ -433,12 +433,12 @@ class SqlStore:
         check_name(tree_id, "root id")
         check_name(key, "journal key")
         name = _text(record.get("name", ""))
-        if record.get("ok"):
-            try:
-                # The journal checked the value is strict JSON before calling.
         digest = record.get("input_digest") or None
         if digest is not None:
             digest = _text(digest)
+        if record.get("ok"):
+            try:
+                # The journal checked the value is strict JSON before calling.
                 value: str | None = _json_dumps(record.get("value"))
             except (TypeError, ValueError, RecursionError):
                 value = dumps(record.get("value"), f"The value of journal key {key!r}")
@@ -458,10 +458,10 @@ class SqlStore:
                 _text(record.get("error_message", "")),
                 owner,
                 time.time(),
+                digest,
             )
         stored = await self._insert_record(params)
         return record if stored is None else stored
-                digest,
 
     async def _insert_record(self, params: tuple[object, ...]) -> StepRecord | None:
         """``None`` when inserted, else the record that stands."""
