@@ -29,6 +29,7 @@ from ._extensions import ResolveOp as ResolveOp
 from ._scope import ResolveContext as ResolveContext
 from ._scope import Scope as Scope
 from ._scope import create_scope as create_scope
+from ._stream import FlowStream as FlowStream
 from ._tags import Tag as Tag
 from ._tags import TagDep as TagDep
 from ._tags import Tagged as Tagged
@@ -72,6 +73,7 @@ __all__ = [
     "Extension",
     "Flow",
     "FlowHandle",
+    "FlowStream",
     "JournalMismatchError",
     "JournalReentryError",
     "MissingTagError",

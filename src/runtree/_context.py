@@ -15,7 +15,7 @@ import itertools
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from functools import partial
 from time import time
@@ -30,7 +30,14 @@ from typing import (
 
 from . import _cancel
 from ._defs import Flow, Resource
-from ._details import ContextDetails, ContextStatus, ExecOptions, FlowHandle, Settled
+from ._details import (
+    ContextDetails,
+    ContextStatus,
+    ExecOptions,
+    FlowHandle,
+    Settled,
+    StreamOptions,
+)
 from ._extensions import ExecOp
 from ._tags import ALL_VALUES, MISSING, Tag, Tagged
 from .errors import (
@@ -45,6 +52,7 @@ if TYPE_CHECKING:
     from ._defs import Atom
     from ._journal import Journal
     from ._scope import Scope
+    from ._stream import FlowStream
 
 __all__ = [
     "ContextDetails",
@@ -61,6 +69,7 @@ T = TypeVar("T")
 In = TypeVar("In")
 Out = TypeVar("Out")
 R = TypeVar("R")
+Y = TypeVar("Y")
 
 
 _OPEN: ContextStatus = "running"
@@ -447,6 +456,8 @@ class ExecutionContext:
                     result = flow.factory(child)
                 if flow.is_async or inspect.isawaitable(result):
                     result = await result
+                elif flow.is_stream:
+                    result = await _stream.collect(result)
         except GeneratorExit:
             _current.reset(token)
             child._abandon()
@@ -468,6 +479,37 @@ class ExecutionContext:
         else:
             await child._succeed()
         return result  # type: ignore[no-any-return]
+
+    @overload
+    def exec_stream(
+        self,
+        flow: Flow[In, AsyncIterator[Y]],
+        input: In | None = None,
+        **options: Unpack[StreamOptions],
+    ) -> FlowStream[Y]: ...
+    @overload
+    def exec_stream(
+        self,
+        flow: Flow[In, AsyncGenerator[Y, Any]],
+        input: In | None = None,
+        **options: Unpack[StreamOptions],
+    ) -> FlowStream[Y]: ...
+    def exec_stream(
+        self, flow: Flow[In, Any], input: In | None = None, **options: Unpack[StreamOptions]
+    ) -> FlowStream[Any]:
+        """Stream the items of ``flow`` (an async-generator flow) from a new child context.
+
+        ``async for item in ctx.exec_stream(flow, input):`` runs the generator in the
+        consumer's task, one step per item, with the child as the current context.
+        Options: ``key`` (the items are journaled when the stream completes; a replay
+        yields them without running), ``timeout`` (bounds the whole stream), ``tags``,
+        ``name``. See :class:`runtree.FlowStream`.
+
+        Raises:
+            ContextClosedError: this context is closed.
+            TypeError: ``flow`` does not stream, or ``retry=`` was passed.
+        """
+        return _stream.exec_stream(self, flow, input, options)
 
     @overload
     async def run(
@@ -1020,4 +1062,4 @@ def boundary_context(
     return ctx
 
 
-from . import _run  # noqa: E402  (the slow exec path needs ExecutionContext defined)
+from . import _run, _stream  # noqa: E402  (both need ExecutionContext defined)

@@ -186,7 +186,7 @@ class Resource(Generic[T]):
 class Flow(Generic[In, Out]):
     """A unit of work. ``await ctx.exec(flow, input)`` runs it in a new child context."""
 
-    __slots__ = ("deps", "factory", "is_async", "name", "parse", "plain")
+    __slots__ = ("deps", "factory", "is_async", "is_stream", "name", "parse", "plain")
 
     def __init__(
         self,
@@ -198,13 +198,17 @@ class Flow(Generic[In, Out]):
         self.name: str = name or default_name(factory)
         self.factory = factory
         kind = factory_kind(factory)
-        if kind in ("gen", "agen"):
+        if kind == "gen":
             msg = (
-                f"flow {self.name!r}: the factory is a generator; a flow returns its result. "
+                f"flow {self.name!r}: the factory is a generator; a flow returns its result "
+                "(or, as an async generator, streams its items). "
                 "Use a resource or an atom for values with cleanup."
             )
             raise TypeError(msg)
         self.is_async = kind == "async"
+        # An async generator factory streams: ctx.exec_stream() yields its items and
+        # ctx.exec() collects them into a list (never on the plain exec path).
+        self.is_stream = kind == "agen"
         self.deps = check_deps("flow", self.name, factory, deps, allow_context_deps=True)
         self.parse: Callable[[object], object] | None = _input_parser(parse)
         # async, no deps, no parse: the exec hot path just awaits factory(ctx)

@@ -3,7 +3,7 @@ flow dependency handles."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -21,12 +21,21 @@ from ._tags import Tagged
 
 if TYPE_CHECKING:
     from ._context import ExecutionContext
+    from ._stream import FlowStream
 
-__all__ = ["ContextDetails", "ContextStatus", "ExecOptions", "FlowHandle", "Settled"]
+__all__ = [
+    "ContextDetails",
+    "ContextStatus",
+    "ExecOptions",
+    "FlowHandle",
+    "Settled",
+    "StreamOptions",
+]
 
 T = TypeVar("T")
 In = TypeVar("In")
 Out = TypeVar("Out")
+Y = TypeVar("Y")
 
 ContextStatus: TypeAlias = Literal["running", "completed", "failed", "cancelled"]
 
@@ -43,6 +52,16 @@ class ExecOptions(TypedDict, total=False):
     retry_backoff: float
     retry_jitter: float
     retry_on: type[BaseException] | tuple[type[BaseException], ...]
+
+
+class StreamOptions(TypedDict, total=False):
+    """Keyword options of :meth:`ExecutionContext.exec_stream` (no retries: items already
+    delivered cannot be taken back)."""
+
+    key: str | None
+    timeout: float | None
+    tags: Iterable[Tagged[Any]]
+    name: str | None
 
 
 @final
@@ -124,6 +143,15 @@ class FlowHandle(Generic[In, Out]):
 
     def __call__(self, input: In | None = None, **options: Unpack[ExecOptions]) -> Awaitable[Out]:
         return self._ctx.exec(self.flow, input, **options)
+
+    def stream(
+        self: FlowHandle[In, AsyncIterator[Y]],
+        input: In | None = None,
+        **options: Unpack[StreamOptions],
+    ) -> FlowStream[Y]:
+        """Stream a streaming flow dependency as a child of the calling context
+        (:meth:`ExecutionContext.exec_stream`)."""
+        return self._ctx.exec_stream(self.flow, input, **options)
 
     def __repr__(self) -> str:
         return f"<FlowHandle {self.flow.name} in {self._ctx.name}>"

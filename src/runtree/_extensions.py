@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ExecOp", "Extension", "ResolveOp"]
 
-ExecKind: TypeAlias = Literal["execute", "subflow", "fn", "parallel"]
+ExecKind: TypeAlias = Literal["execute", "subflow", "fn", "parallel", "stream"]
 
 
 @final
@@ -21,7 +21,9 @@ class ExecOp:
 
     Attributes:
         kind: ``"execute"`` (``scope.exec``), ``"subflow"`` (``ctx.exec``), ``"fn"``
-            (``ctx.run``) or ``"parallel"``.
+            (``ctx.run``), ``"parallel"`` or ``"stream"`` (``ctx.exec_stream``: ``next()``
+            opens the stream and returns its items as an async iterator, which the wrapper
+            returns or wraps; the stream's end is ``context.on_close``).
         target: The :class:`Flow` (the callable for ``"fn"``; ``None`` for
             ``"parallel"``).
         input: The input as passed (before ``parse``); the positional args for ``"fn"``.

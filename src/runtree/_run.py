@@ -298,6 +298,8 @@ async def run_body(
                     result = flow.factory(ctx)
         if inspect.isawaitable(result):
             result = await result
+        elif kind != "fn" and inspect.isasyncgen(result):
+            result = await _stream.collect(result)  # a streaming flow, exec'd: its items
     except GeneratorExit:
         if handle is not None:
             handle.cancel()
@@ -417,3 +419,6 @@ async def _join(tasks: Iterable[asyncio.Future[Any]]) -> None:
         remaining = {t for t in remaining if not t.done()}
     if cancelled:
         raise asyncio.CancelledError
+
+
+from . import _stream  # noqa: E402  (collect() for streaming flows run by exec)
