@@ -101,11 +101,13 @@ class _Extra:
         "opened",
         "own_tags",
         "resources",
+        "sealed",
         "timed_out",
     )
 
     def __init__(self) -> None:
-        self.boundaries: list[ExecutionContext] | None = None
+        # open nested boundaries, as an ordered set (removal is O(1) when one closes)
+        self.boundaries: dict[ExecutionContext, None] | None = None
         self.callbacks: list[_Callback] | None = None
         self.cancel_reason: str | None = None
         self.closed_waiters: list[asyncio.Future[None]] | None = None
@@ -117,6 +119,8 @@ class _Extra:
         self.opened = False  # on_context_open hooks ran for this context
         self.own_tags: dict[Tag[Any], object] | None = None
         self.resources: dict[Resource[Any], object] | None = None
+        # on_close callbacks have run: whatever registers cleanup later must run it itself
+        self.sealed = False
         self.timed_out: float | None = None
 
 
@@ -466,7 +470,7 @@ class ExecutionContext:
             _current.reset(token)
             raise await child._fail(exc)
         _current.reset(token)
-        if child._x is None:
+        if child._x is None and child._running is None:
             child._status = "completed"
             child._completed_at = time()
             if foreign:
@@ -617,7 +621,8 @@ class ExecutionContext:
         ``details.status`` and ``details.error`` are final by then. Returns a function
         that unregisters ``fn``.
         """
-        if self._status is not _OPEN and (self._x is None or not self._x.closing):
+        x = self._x
+        if self._status is not _OPEN and (x is None or not x.closing or x.sealed):
             self._refuse("register on_close")
         entry = _Callback(fn)
         x = self._extra()
@@ -676,7 +681,7 @@ class ExecutionContext:
             and self.parent is None
             and self._status is _OPEN
             and not self._running
-            and not self.scope._close_hooks
+            and not self.scope._lifecycle
         ):
             # An idle root with nothing registered (the request hot path).
             self._status = "cancelled" if self._cancelled else "completed"
@@ -728,8 +733,26 @@ class ExecutionContext:
     async def __aenter__(self) -> ExecutionContext:
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: object,
+    ) -> None:
+        if exc is None or self._task is not None or self._status is not _OPEN:
+            await self.close()
+            return
+        x = self._extra()
+        if x.closing:
+            await self.close()
+            return
+        # The block raised: the boundary ends failed (cancelled) with that error, its
+        # resources see it at ``yield`` (a transaction rolls back), and the error goes on
+        # unchanged; cleanup failures become notes on it.
+        cancelled = isinstance(exc, (asyncio.CancelledError, Cancelled))
+        x.error = exc
+        self._status = "cancelled" if cancelled else "failed"
+        await self._close_now(exc)
 
     async def _wait_closed(self) -> None:
         fut = asyncio.get_running_loop().create_future()
@@ -889,8 +912,13 @@ class ExecutionContext:
                     except asyncio.CancelledError as exc:
                         if interrupted is None and exc is not error:
                             interrupted = exc
-            if scope._close_hooks and x.opened:
+            x.sealed = True
+            if scope._lifecycle:
+                # Every context is reported open once and closed once, in pairs: a
+                # boundary closed before any work reports its opening now.
                 try:
+                    if not x.opened:
+                        await scope._context_opened(self)
                     await scope._context_closed(self)
                 except Exception as exc:
                     failures.append(exc)
@@ -921,10 +949,7 @@ class ExecutionContext:
         if parent is not None:
             parent._detach(self)
             if self._task is None and parent._x is not None and parent._x.boundaries:
-                try:
-                    parent._x.boundaries.remove(self)
-                except ValueError:
-                    pass
+                parent._x.boundaries.pop(self, None)
         else:
             self.scope._forget_root(self)
         if x.closed_waiters:
@@ -1057,8 +1082,8 @@ def boundary_context(
         ctx._loop = (parent._boundary or parent)._loop
         px = parent._extra()
         if px.boundaries is None:
-            px.boundaries = []
-        px.boundaries.append(ctx)
+            px.boundaries = {}
+        px.boundaries[ctx] = None
     return ctx
 
 

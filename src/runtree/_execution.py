@@ -190,7 +190,7 @@ class Execution(Generic[T]):
 
     async def _invoke(self, ctx: ExecutionContext) -> object:
         scope = ctx.scope
-        if scope._open_hooks:
+        if scope._lifecycle:
             await scope._context_opened(ctx)
         if ctx._cancelled:
             ctx.raise_if_cancelled()

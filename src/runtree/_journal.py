@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import hashlib
+import json
 import logging
 import warnings
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, TypeVar
 
-from ._tags import _json_problem
+from ._json import error_text, problem, type_name
 from .errors import (
     Cancelled,
     ExecTimeoutError,
+    JournalInputWarning,
     JournalMismatchError,
     JournalReentryError,
     SerializationWarning,
@@ -42,6 +45,7 @@ class StepRecord(TypedDict, total=False):
     value: object
     error_type: str
     error_message: str
+    input_digest: str
 
 
 class JournalBackend(Protocol):
@@ -71,27 +75,56 @@ class JournalBackend(Protocol):
     async def journal_delete(self, tree_id: str, pattern: str | None) -> int: ...
 
 
-class Entry:
-    __slots__ = ("error", "name", "ok", "value")
+def input_digest(value: object) -> str | None:
+    """A short digest of a step's input when it is JSON (``None`` otherwise: not checked)."""
+    try:
+        text = json.dumps(
+            value, sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=True
+        )
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def __init__(self, name: str, ok: bool, value: object, error: BaseException | None) -> None:
+
+class Entry:
+    __slots__ = ("digest", "error", "name", "ok", "value")
+
+    def __init__(
+        self,
+        name: str,
+        ok: bool,
+        value: object,
+        error: BaseException | None,
+        digest: str | None = None,
+    ) -> None:
         self.name = name
         self.ok = ok
         self.value = value
         self.error = error
+        self.digest = digest
 
     @classmethod
     def from_record(cls, key: str, record: StepRecord) -> Entry:
+        digest = record.get("input_digest") or None
         if record.get("ok"):
-            return cls(record.get("name", ""), True, record.get("value"), None)
+            return cls(record.get("name", ""), True, record.get("value"), None, digest)
         error = StepFailedError(
             key, record.get("error_type", "Exception"), record.get("error_message", "")
         )
-        return cls(record.get("name", ""), False, None, error)
+        return cls(record.get("name", ""), False, None, error, digest)
 
-    def replay(self, key: str, name: str) -> object:
+    def replay(self, key: str, name: str, digest: str | None = None) -> object:
         if self.name and name and self.name != name:
             raise JournalMismatchError(key, self.name, name)
+        if digest is not None and self.digest is not None and digest != self.digest:
+            message = (
+                f"journal key {key!r} ({name!r}) replays the outcome recorded for input "
+                f"{self.digest}, but the input now is {digest}. The key is the step's "
+                "identity: put what varies into the key, or call "
+                f"ctx.reset_journal({key!r}) to run the step again."
+            )
+            log.warning("%s", message)
+            warnings.warn(message, JournalInputWarning, stacklevel=4)
         if self.ok:
             return self.value
         assert self.error is not None
@@ -132,18 +165,56 @@ class Journal:
         name: str,
         step: Callable[[], Awaitable[T]],
         caller: ExecutionContext | None = None,
+        timeout: float | None = None,
+        digest: str | None = None,
     ) -> T:
-        """Replay ``key`` if recorded, else run ``step`` once and record its outcome."""
+        """Replay ``key`` if recorded, else run ``step`` once and record its outcome.
+
+        ``timeout`` bounds the wait for a key that another exec (or worker) holds;
+        ``digest`` is the input's digest, checked against the recorded one on replay.
+        """
         if not isinstance(key, str) or not key:
             msg = f"journal key for {name!r} must be a non-empty str (got {key!r})"
             raise TypeError(msg)
         if not self.loaded:
             await self._load()
+        entry = self.entries.get(key)
+        if entry is not None:  # the common replay: no waiting, no timer
+            return entry.replay(key, name, digest)  # type: ignore[return-value]
+        if timeout is None:
+            return await self._claim_and_run(key, name, step, caller, digest)
+        try:
+            async with asyncio.timeout(timeout):
+                claimed = await self._claim(key, name, caller, digest)
+        except TimeoutError:
+            raise ExecTimeoutError(name, timeout) from None
+        if claimed is not _CLAIMED:
+            return claimed  # type: ignore[return-value]
+        return await self._run_claimed(key, name, step, digest)
+
+    async def _claim_and_run(
+        self,
+        key: str,
+        name: str,
+        step: Callable[[], Awaitable[T]],
+        caller: ExecutionContext | None,
+        digest: str | None,
+    ) -> T:
+        claimed = await self._claim(key, name, caller, digest)
+        if claimed is not _CLAIMED:
+            return claimed  # type: ignore[return-value]
+        return await self._run_claimed(key, name, step, digest)
+
+    async def _claim(
+        self, key: str, name: str, caller: ExecutionContext | None, digest: str | None
+    ) -> object:
+        """Wait until ``key`` is free in this tree and claimed (in the backend too):
+        ``_CLAIMED``, or the recorded outcome (replayed) when it was recorded meanwhile."""
         pending = self.pending
         while True:
             entry = self.entries.get(key)
             if entry is not None:
-                return entry.replay(key, name)  # type: ignore[return-value]
+                return entry.replay(key, name, digest)
             if key not in pending:
                 break
             # Another exec of this tree is running the step: wait for its outcome. The
@@ -161,60 +232,101 @@ class Journal:
         # This exec owns the key in this tree from here on, the backend's claim included:
         # a concurrent exec with the same key waits above instead of claiming it too.
         pending[key] = None
+        if self.backend is None:
+            return _CLAIMED
         try:
-            if self.backend is not None:
-                record = await self.backend.journal_acquire(self.tree_id, key, self.owner)
-                if record is not None:
-                    entry = self.entries[key] = Entry.from_record(key, record)
-                    return entry.replay(key, name)  # type: ignore[return-value]
+            record = await self.backend.journal_acquire(self.tree_id, key, self.owner)
+        except BaseException:
+            self._unclaim(key)
+            raise
+        if record is None:
+            return _CLAIMED
+        entry = self.entries[key] = Entry.from_record(key, record)
+        self._unclaim(key)
+        return entry.replay(key, name, digest)
+
+    def _unclaim(self, key: str) -> None:
+        self.running.pop(key, None)
+        done = self.pending.pop(key, None)
+        if done is not None and not done.done():
+            done.set_result(None)
+
+    async def _run_claimed(
+        self, key: str, name: str, step: Callable[[], Awaitable[T]], digest: str | None
+    ) -> T:
+        try:
             try:
                 value = await step()
             except (asyncio.CancelledError, Cancelled, ExecTimeoutError):
                 raise  # never journaled: the next exec with this key runs the step again
             except Exception as exc:
-                await self._record(key, Entry(name, False, None, exc))
-                raise
-            await self._record(key, Entry(name, True, value, None))
-            return value
+                mine = Entry(name, False, None, exc, digest)
+                if await self._record(key, mine) is mine:
+                    raise
+            else:
+                mine = Entry(name, True, value, None, digest)
+                if await self._record(key, mine) is mine:
+                    return value
+            # Another worker recorded this key first: its outcome is the step's outcome.
+            return self.entries[key].replay(key, name)  # type: ignore[return-value]
         finally:
-            self.running.pop(key, None)
-            done = pending.pop(key)
-            if done is not None:
-                done.set_result(None)
+            self._unclaim(key)
 
-    async def _record(self, key: str, entry: Entry) -> None:
+    async def _record(self, key: str, entry: Entry) -> Entry:
+        """Record ``entry`` under ``key``; return the entry that stands (``entry`` itself,
+        or the one another owner recorded first)."""
         if self.backend is None:
             self.entries[key] = entry
-            return
+            return entry
         if entry.ok:
-            problem = _json_problem(entry.value, 0)
-            if problem is not None:
+            why = problem(entry.value)
+            if why is not None:
                 message = (
-                    f"journal key {key!r} ({entry.name!r}): the value is not JSON ({problem}); "
+                    f"journal key {key!r} ({entry.name!r}): the value is not JSON ({why}); "
                     "it was returned but not recorded, so the step runs again on a re-run"
                 )
                 log.warning("%s", message)
                 warnings.warn(message, SerializationWarning, stacklevel=2)
-                return
+                return entry
             record: StepRecord = {"name": entry.name, "ok": True, "value": entry.value}
         else:
             assert entry.error is not None
             err = entry.error
             if isinstance(err, StepFailedError):
-                type_name, text = err.type_name, err.message
+                kind, text = err.type_name, err.message
             else:
-                type_name, text = type(err).__qualname__, str(err)
+                kind, text = type_name(err), error_text(err)
             record = {
                 "name": entry.name,
                 "ok": False,
-                "error_type": type_name,
+                "error_type": kind,
                 "error_message": text,
             }
-        stored = await self.backend.journal_record(self.tree_id, key, self.owner, record)
-        if stored is record or stored == record:
+        if entry.digest is not None:
+            record["input_digest"] = entry.digest
+        # The record is written in a task of its own: if this task is cancelled while the
+        # store commits, the tree must still learn the entry before the cancellation goes
+        # on (else the step would run again in this tree with another value).
+        writing = asyncio.ensure_future(
+            self.backend.journal_record(self.tree_id, key, self.owner, record)
+        )
+        try:
+            stored = await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            if not writing.done():
+                await _wait_uncancelled(writing)
+            if not writing.cancelled() and writing.exception() is None:
+                self._learn(key, entry, record, writing.result())
+            raise
+        return self._learn(key, entry, record, stored)
+
+    def _learn(self, key: str, entry: Entry, record: StepRecord, stored: StepRecord) -> Entry:
+        if stored is record or _same_outcome(stored, record):
             self.entries[key] = entry
-        else:  # another owner recorded first: its outcome stands
-            self.entries[key] = Entry.from_record(key, stored)
+            return entry
+        # another owner recorded first: its outcome stands
+        winner = self.entries[key] = Entry.from_record(key, stored)
+        return winner
 
     async def reset(self, pattern: str | None) -> int:
         if pattern is None:
@@ -230,3 +342,22 @@ class Journal:
     async def release(self) -> None:
         if self.backend is not None:
             await self.backend.journal_release(self.tree_id, self.owner)
+
+
+_CLAIMED = object()
+
+
+def _same_outcome(a: StepRecord, b: StepRecord) -> bool:
+    return all(a.get(f) == b.get(f) for f in ("name", "ok", "value", "error_type"))
+
+
+async def _wait_uncancelled(fut: asyncio.Future[Any]) -> None:
+    """Wait for ``fut`` to finish even if this task is cancelled again meanwhile (the
+    caller re-raises its own cancellation afterwards)."""
+    while not fut.done():
+        try:
+            await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            continue
+        except Exception:
+            return

@@ -23,6 +23,7 @@ from ._context import (
 )
 from ._defs import Flow
 from ._extensions import ExecKind, ExecOp
+from ._journal import input_digest
 from ._tags import MISSING, Tagged
 from .errors import Cancelled, NestingError
 
@@ -130,7 +131,8 @@ async def exec_full(
         replays = parent.details.metadata.setdefault("journal_replays", [])
         assert isinstance(replays, list)
         replays.append(key)
-    return await journal.run(key, step_name, attempts, parent)
+    digest = input_digest(input if kind != "fn" else [list(args), kwargs or {}])
+    return await journal.run(key, step_name, attempts, parent, timeout, digest)
 
 
 async def _attempts(
@@ -211,7 +213,7 @@ async def _attempt(
             await asyncio.sleep(pause)
         except BaseException as exc:
             raise await child._fail(exc)
-    if scope._open_hooks:
+    if scope._lifecycle:
         try:
             await scope._context_opened(child)
         except BaseException as exc:
@@ -314,7 +316,7 @@ async def run_body(
     if handle is not None:
         handle.cancel()
     _current.reset(token)
-    if ctx._x is None and not ctx._cancelled and not ctx._running and not scope._close_hooks:
+    if ctx._x is None and not ctx._cancelled and not ctx._running and not scope._lifecycle:
         # Nothing registered on the context: finish it the way the plain path does.
         ctx._status = "completed"
         ctx._completed_at = time()

@@ -24,6 +24,8 @@ from ._extensions import Extension, ResolveOp, overrides
 from ._journal import Journal, JournalBackend
 from ._tags import ALL_VALUES, MISSING, Tag, TagDep, Tagged
 from .errors import (
+    Cancelled,
+    ContextClosedError,
     DependencyCycleError,
     MissingTagError,
     ResolveError,
@@ -118,6 +120,9 @@ class Scope:
             if not isinstance(p, Preset):
                 msg = f"create_scope(presets=...) takes preset(target, replacement) (got {p!r})"
                 raise TypeError(msg)
+            if p.replacement is p.target:
+                name = getattr(p.target, "name", repr(p.target))
+                raise DependencyCycleError((name, name))
             if isinstance(p.target, Flow):
                 self._flow_presets[p.target] = p.replacement
             else:
@@ -136,6 +141,9 @@ class Scope:
         self._wrap_resolve: list[Callable[..., Awaitable[object]]] = []
         self._open_hooks: list[Callable[[ExecutionContext], object]] = []
         self._close_hooks: list[Callable[[ExecutionContext], object]] = []
+        # Some extension watches context lifecycles: every context is then reported to
+        # the open and the close hooks, in pairs, whichever of the two exist.
+        self._lifecycle = False
         self._exec_slow = bool(self._flow_presets)
         self._wrap_only = False
         # Each plain exec level costs 2 frames; keep headroom for the caller and cleanups.
@@ -180,9 +188,8 @@ class Scope:
         ]
         # Anything that needs more than the inline plain exec path sends every exec of the
         # scope down the full path (one flag to test on the hot path).
-        others = bool(
-            self._flow_presets or self._init_pending or self._open_hooks or self._close_hooks
-        )
+        self._lifecycle = bool(self._open_hooks or self._close_hooks)
+        others = bool(self._flow_presets or self._init_pending or self._lifecycle)
         self._exec_slow = bool(self._wrap_exec) or others
         # Only wrap_exec hooks: exec builds the child itself and calls the wrappers.
         self._wrap_only = bool(self._wrap_exec) and not others
@@ -259,6 +266,15 @@ class Scope:
 
         for target in self._presets:
             visit(target, ())
+        for flow in self._flow_presets:
+            # A flow preset replaces once; a chain that comes back is a mistake.
+            seen = [flow]
+            nxt = self._flow_presets.get(flow)
+            while isinstance(nxt, Flow):
+                if nxt in seen:
+                    raise DependencyCycleError((*(f.name for f in seen), nxt.name))
+                seen.append(nxt)
+                nxt = self._flow_presets.get(nxt)
 
     async def resolve(self, atom: Atom[T]) -> T:
         """The atom's value: resolved once per scope and cached.
@@ -467,6 +483,15 @@ class Scope:
             value = await produce()
         record.cleanups = rctx._cleanups
         ox = owner._extra()
+        if ox.sealed or owner._closed_at() is not None:
+            # The owner closed while the value was being produced: its cleanups have run
+            # already, so clean this value up now (as cancelled) instead of leaking it.
+            reason = ContextClosedError(owner.name, f"resolve resource {resource.name!r}")
+            try:
+                await _finish(record, Cancelled(owner.name, "closed while resolving"))
+            except Exception as exc:
+                reason.add_note(f"cleanup of resource {resource.name!r} failed: {exc!r}")
+            raise reason
         if ox.callbacks is None:
             ox.callbacks = []
         ox.callbacks.append(_Callback(None, lambda error: _finish(record, error)))

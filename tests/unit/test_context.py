@@ -277,7 +277,7 @@ class TestNestedBoundaries:
                     await nested.exec(echo, 1)
                 assert nested.closed
             assert root._x is not None
-            assert root._x.boundaries == []
+            assert not root._x.boundaries
 
 
 async def test_exec_of_something_that_is_not_a_flow_is_a_clear_type_error() -> None:

@@ -154,7 +154,7 @@ class TestHooks:
             "dispose",
         ]
 
-    async def test_boundaries_open_with_their_first_work_and_idle_ones_stay_silent(
+    async def test_boundaries_open_with_their_first_work_and_idle_ones_report_at_close(
         self,
     ) -> None:
         log: list[str] = []
@@ -175,6 +175,8 @@ class TestHooks:
             await batch.exec(leaf)
             await root.close()
         assert log == [
+            "open idle",
+            "close idle",
             "open root",
             "open batch",
             "open leaf",
