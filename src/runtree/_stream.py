@@ -182,7 +182,7 @@ class FlowStream(Generic[Y]):
     # -- iteration -------------------------------------------------------------------
 
     def __aiter__(self) -> AsyncIterator[Y]:
-        if self._state != _NEW or self._pump is not None:
+        if self._pump is not None:
             msg = (
                 f"the stream of flow {self._flow.name!r} was iterated already; a FlowStream "
                 "is iterated once: call ctx.exec_stream() again for a new run"
@@ -207,6 +207,9 @@ class FlowStream(Generic[Y]):
         child = self.context
         parent = child.parent
         assert parent is not None
+        if self._state != _NEW:  # closed before it started (aclose, or its parent closed)
+            x = child._x
+            raise (x.error if x is not None and x.error else Cancelled(child.name, "closed"))
         source = await self._start()
         nxt = source.__anext__
         loop = asyncio.get_running_loop()
