@@ -161,6 +161,20 @@ class TestCurrentContext:
             await b.aclose()  # type: ignore[attr-defined]
 
 
+async def consume(
+    stream: rt.FlowStream[int],
+    got: list[int],
+    body: Callable[[int], object] | None = None,
+) -> None:
+    """Iterate ``stream`` into ``got``, running ``body`` (sync or async) on each item."""
+    async for i in stream:
+        got.append(i)
+        if body is not None:
+            res = body(i)
+            if asyncio.iscoroutine(res):
+                await res
+
+
 async def _next(it: AsyncIterator[tuple[str, bool]]) -> tuple[str, bool]:
     return await it.__anext__()
 
@@ -204,10 +218,13 @@ class TestEarlyStop:
                 await it.__anext__()
 
             async with ctx.exec_stream(numbers, 0) as stream2:
+
+                def fail_at_3(i: int) -> None:
+                    if i == 3:
+                        _ = 1 / 0
+
                 with pytest.raises(ZeroDivisionError):
-                    async for i in stream2:
-                        if i == 3:
-                            _ = 1 / 0
+                    await consume(stream2, [], fail_at_3)
             assert stream2.context.details.status == "cancelled"
             assert seen == {"finally": 2, "on_close": 2, "started": 2}
 
@@ -274,8 +291,7 @@ class TestFailures:
             stream = ctx.exec_stream(boom)
             got = []
             with pytest.raises(KeyError):
-                async for i in stream:
-                    got.append(i)
+                await consume(stream, got)
             assert got == [1]
             assert stream.context.details.status == "failed"
             assert isinstance(stream.context.details.error, KeyError)
@@ -305,10 +321,7 @@ class TestFailures:
             stream = ctx.exec_stream(numbers, 0)
             got = []
             with pytest.raises(Cancelled):
-                async for i in stream:
-                    got.append(i)
-                    if i == 2:
-                        ctx.cancel("enough")
+                await consume(stream, got, lambda i: ctx.cancel("enough") if i == 2 else None)
             assert got == [0, 1, 2]
             assert stream.context.details.status == "cancelled"
             assert seen["finally"] == 1
@@ -348,15 +361,17 @@ class TestFailures:
             stream = ctx.exec_stream(slow, timeout=0.05)
             got = []
             with pytest.raises(ExecTimeoutError):
-                async for i in stream:
-                    got.append(i)
+                await consume(stream, got)
             assert 0 < len(got) < 10
             assert stream.context.details.status == "failed"
             # and between items: the consumer is slow, not the generator
             stream = ctx.exec_stream(count, 5, timeout=0.01)
+
+            async def slow_consumer(_: int) -> None:
+                await asyncio.sleep(0.02)
+
             with pytest.raises(ExecTimeoutError):
-                async for _ in stream:
-                    await asyncio.sleep(0.02)
+                await consume(stream, [], slow_consumer)
 
 
 class TestJournal:
@@ -404,8 +419,12 @@ class TestJournal:
 
         path = tmp_path / "rt.db"
         for _ in range(2):
-            async with SqliteStore(path) as store, rt.create_scope(store=store) as scope:
-                async with scope.create_context(id="root-1") as ctx:
+            async with (
+                SqliteStore(path) as store,
+                rt.create_scope(store=store) as scope,
+                scope.create_context(id="root-1") as ctx,
+            ):
+                if True:
                     assert [t async for t in ctx.exec_stream(tokens, "ok", key="s")] == [
                         {"t": 1},
                         [2],
