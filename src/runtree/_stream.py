@@ -483,12 +483,14 @@ class FlowStream(Generic[Y]):
         elif self._state == _CLOSING:
             await self._wait_done()
 
-    def _abandoned(self) -> None:
+    def _abandoned(self, count: object) -> None:
         """The pump was freed with the stream still open (the consumer left the loop):
         the child is cancelled at once; the cleanup runs in a task of the loop."""
         child = self.context
         if self._state >= _CLOSING:
             return
+        if isinstance(count, int):
+            self._count(count)
         if child._status is _OPEN and not child._cancelled:
             child._mark_cancelled("the consumer left the stream")
 
@@ -520,9 +522,12 @@ def _finalize(pump: Any) -> None:
     """Async-generator finalizer of a pump dropped by its consumer (CPython calls it as
     soon as the last reference goes, e.g. at ``break``)."""
     frame = pump.ag_frame
-    stream = frame.f_locals.get("self") if frame is not None else None
-    if isinstance(stream, FlowStream):
-        stream._abandoned()
+    if frame is not None:
+        # (weak references to the pump are already cleared here: read its frame)
+        local = frame.f_locals
+        stream = local.get("self")
+        if isinstance(stream, FlowStream):
+            stream._abandoned(local.get("count"))
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # no loop any more: nothing can run the async cleanup

@@ -14,7 +14,7 @@ See docs/otel.md for the spans, attributes and the decisions behind them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 try:
@@ -44,6 +44,8 @@ TRACER_NAME: Final = "runtree"
 MAX_INPUT_CHARS: Final = 1024
 #: The event added to a span for each journal replay its context saw.
 REPLAY_EVENT: Final = "runtree.journal_replay"
+#: The event added to a stream's span for each item (``stream_events=True``).
+STREAM_ITEM_EVENT: Final = "runtree.stream_item"
 
 
 class TracingExtension(Extension):
@@ -65,15 +67,27 @@ class TracingExtension(Extension):
             (``opentelemetry.trace.set_tracer_provider``).
         record_input: Add the input as the attribute ``runtree.input`` (off by default:
             inputs may hold personal data or secrets).
+        stream_events: Add an event ``runtree.stream_item`` (with the item's index) to a
+            stream's span for each item it delivers (off by default: a long stream makes
+            a large span).
+
+    A stream (``ctx.exec_stream``, kind ``stream``) gets one span from its opening to the
+    close of its context, whichever way it ends; while its generator runs (at every
+    resumption, whichever task iterates) that span is the current span.
     """
 
     def __init__(
-        self, tracer_provider: TracerProvider | None = None, *, record_input: bool = False
+        self,
+        tracer_provider: TracerProvider | None = None,
+        *,
+        record_input: bool = False,
+        stream_events: bool = False,
     ) -> None:
         self.tracer: Tracer = trace.get_tracer(
             TRACER_NAME, __version__, tracer_provider=tracer_provider
         )
         self.record_input = record_input
+        self.stream_events = stream_events
         # The span of each context whose exec is running, keyed by the context object
         # (contexts have no __weakref__ slot, and root ids may repeat: two runs of one
         # session's root). An entry lives exactly as long as its wrap_exec call, which
@@ -84,6 +98,8 @@ class TracingExtension(Extension):
     # -- hooks -----------------------------------------------------------------------
 
     async def wrap_exec(self, next: Callable[[], Awaitable[object]], op: ExecOp) -> object:
+        if op.kind == "stream":
+            return await self._wrap_stream(next, op)
         ctx = op.context
         parallel = op.kind == "parallel"
         # For parallel, op.context is the caller: the span hangs under the caller's span.
@@ -161,6 +177,46 @@ class TracingExtension(Extension):
                 otel_context.detach(token)
             span.end()
 
+    async def _wrap_stream(self, next: Callable[[], Awaitable[object]], op: ExecOp) -> object:
+        """A stream's ``next()`` only opens it (its items come later, as the consumer asks):
+        the span starts here and ends when the stream's context closes."""
+        ctx = op.context
+        attributes: dict[str, AttributeValue] = {
+            "runtree.kind": "stream",
+            "runtree.context_id": ctx.id,
+            "runtree.root_id": ctx.root.id,
+        }
+        if op.key is not None:
+            attributes["runtree.key"] = op.key
+        if self.record_input and op.input is not None:
+            attributes["runtree.input"] = _attribute(op.input)
+        span = self.tracer.start_span(ctx.name, context=self._parent_of(ctx.parent))
+        span.set_attributes(attributes)
+        spans = self._spans
+        spans[ctx] = span
+
+        def end() -> None:
+            if spans.get(ctx) is span:
+                del spans[ctx]
+            error = ctx.details.error
+            if error is not None:
+                _record_failure(span, error)
+            span.set_attribute("runtree.status", ctx.details.status)
+            items = ctx.details.metadata.get("stream_items")
+            if isinstance(items, int):
+                span.set_attribute("runtree.stream.items", items)
+            _add_replays(span, ctx)
+            span.end()
+
+        ctx.on_close(end)
+        here = trace.set_span_in_context(span)
+        token = otel_context.attach(here)
+        try:
+            source = await next()
+        finally:
+            otel_context.detach(token)
+        return _traced(source, here, span if self.stream_events else None)
+
     # -- helpers ---------------------------------------------------------------------
 
     def _parent_of(self, ctx: ExecutionContext | None) -> Context | None:
@@ -173,6 +229,26 @@ class TracingExtension(Extension):
                 return trace.set_span_in_context(span)
             ctx = ctx.parent
         return None
+
+
+async def _traced(source: object, here: Context, span: Span | None) -> AsyncIterator[object]:
+    """The stream's items, with its span current at every resumption of the generator
+    (attached and detached within one step: the consumer may change tasks between
+    steps), and an event per item when ``span`` is given."""
+    nxt = source.__anext__  # type: ignore[attr-defined]
+    index = 0
+    while True:
+        token = otel_context.attach(here)
+        try:
+            item = await nxt()
+        except StopAsyncIteration:
+            return
+        finally:
+            otel_context.detach(token)
+        if span is not None:
+            span.add_event(STREAM_ITEM_EVENT, {"runtree.index": index})
+        index += 1
+        yield item
 
 
 def _record_failure(span: Span, exc: BaseException) -> str:
