@@ -35,6 +35,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._execution import Execution, ExecutionDetails
+    from ._override import Override
 
 __all__ = ["ResolveContext", "Scope", "create_scope"]
 
@@ -708,6 +709,19 @@ class Scope:
     def __repr__(self) -> str:
         state = "disposed" if self._disposed else f"{len(self._cache)} atoms"
         return f"<Scope {state}>"
+
+    def override(
+        self,
+        target: Atom[T] | Resource[T] | Flow[In, T],
+        replacement: T | Atom[T] | Resource[T] | Flow[In, T],
+    ) -> Override:
+        """``async with scope.override(target, replacement):`` — a preset on this live
+        scope for the block: the target's cached value and its dependents are released
+        on entry and again on exit (their cleanups run), so resolves inside see the
+        replacement and resolves after see the real factory again."""
+        from ._override import Override
+
+        return Override(self, target, replacement)
 
 
 def _find_resource(ctx: ExecutionContext, resource: Resource[Any]) -> object:

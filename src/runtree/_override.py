@@ -1,0 +1,89 @@
+"""``scope.override(target, replacement)``: a preset on a live scope, for one block.
+
+A preset given to ``create_scope`` is in place before anything resolves. An override
+comes later, when values may already be cached: entering it releases the target's cached
+value and every atom that depends on it (their cleanups run), so the next resolve sees the
+replacement; leaving it restores what was there before and releases them again, so the
+next resolve runs the real factories.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, final
+
+from ._defs import Atom, Flow, preset
+from ._tags import MISSING
+
+if TYPE_CHECKING:
+    from ._scope import Scope
+
+__all__ = ["Override"]
+
+
+@final
+class Override:
+    """The async context manager ``scope.override(target, replacement)`` returns."""
+
+    __slots__ = ("_active", "_previous", "_scope", "replacement", "target")
+
+    def __init__(self, scope: Scope, target: object, replacement: object) -> None:
+        preset(target, replacement)  # type: ignore[arg-type]  # the same checks as a preset
+        self._scope = scope
+        self.target = target
+        self.replacement = replacement
+        self._previous: object = MISSING
+        self._active = False
+
+    def _table(self) -> dict[Any, object]:
+        scope = self._scope
+        return scope._flow_presets if isinstance(self.target, Flow) else scope._presets
+
+    async def __aenter__(self) -> None:
+        name = getattr(self.target, "name", self.target)
+        if self._active:
+            msg = f"scope.override({name!r}) is already active; make a new one to nest"
+            raise RuntimeError(msg)
+        scope = self._scope
+        scope._check_open(f"override {name!r}")
+        table = self._table()
+        self._previous = table.get(self.target, MISSING)
+        table[self.target] = self.replacement
+        try:
+            scope._check_preset_cycles()
+        except BaseException:
+            self._restore()
+            raise
+        scope._rebuild_hooks()  # a flow preset sends execs down the full path
+        self._active = True
+        if isinstance(self.target, Atom):
+            await scope.release(self.target)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._active:
+            return
+        self._active = False
+        scope = self._scope
+        self._restore()
+        if scope.disposed:
+            return
+        scope._rebuild_hooks()
+        if isinstance(self.target, Atom):
+            await scope.release(self.target)
+
+    def _restore(self) -> None:
+        table = self._table()
+        if self._previous is MISSING:
+            table.pop(self.target, None)
+        else:
+            table[self.target] = self._previous
+        self._previous = MISSING
+
+    def __repr__(self) -> str:
+        name = getattr(self.target, "name", self.target)
+        return f"<Override {name!r} {'active' if self._active else 'inactive'}>"

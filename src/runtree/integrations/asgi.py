@@ -1,0 +1,402 @@
+"""ASGI: one runtree boundary per HTTP request or websocket connection.
+
+Install the extra (``pip install 'runtree[asgi]'``) and wrap any ASGI app::
+
+    from runtree.integrations.asgi import RuntreeMiddleware, lifespan
+
+    app = Starlette(routes=..., lifespan=lifespan(make_scope))
+    app.add_middleware(RuntreeMiddleware)
+
+The middleware itself speaks plain ASGI (it imports no framework); ``lifespan`` follows
+the Starlette/FastAPI lifespan protocol. See docs/fastapi.md for the semantics and the
+decisions behind them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Final, TypeAlias, final
+
+from .._context import ExecutionContext, _current
+from .._scope import Scope
+from .._tags import Tag, tag
+from ..errors import Cancelled, RuntreeError
+
+__all__ = [
+    "CONTEXT_KEY",
+    "STATE_KEY",
+    "ErrorResponse",
+    "RuntreeMiddleware",
+    "context_of",
+    "http_route",
+    "lifespan",
+    "request_id",
+]
+
+ASGIScope: TypeAlias = MutableMapping[str, Any]
+Message: TypeAlias = MutableMapping[str, Any]
+Receive: TypeAlias = Callable[[], Awaitable[Message]]
+Send: TypeAlias = Callable[[Message], Awaitable[None]]
+ASGIApp: TypeAlias = Callable[[ASGIScope, Receive, Send], Awaitable[None]]
+
+#: The request's id: the ``X-Request-ID`` header when it holds 1-128 visible ASCII
+#: characters, else a new random id (32 hex digits).
+request_id: Final[Tag[str]] = tag("request_id", serializable=True)
+#: The route template (``/items/{item_id}``) once the framework's router matched one;
+#: the raw path before that, and for requests no route matched.
+http_route: Final[Tag[str]] = tag("http_route", serializable=True)
+
+#: Key of the scope in the lifespan state (and attribute on ``app.state``).
+STATE_KEY: Final = "runtree_scope"
+#: Key of the request's boundary in the ASGI scope dict.
+CONTEXT_KEY: Final = "runtree.context"
+
+_GOOD_ID = re.compile(rb"[\x21-\x7e]{1,128}")
+# Request body bytes the disconnect watcher reads ahead of the app before it waits for
+# the app to catch up (a large upload is not buffered whole).
+_READ_AHEAD = 64 * 1024
+
+
+class ErrorResponse(RuntreeError):
+    """The app answered with a server error status (``fail_status`` or above): the
+    request's boundary closes ``failed`` with this error, so its resources roll back.
+    Never raised to the server: the response was already sent."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+    def __str__(self) -> str:
+        return (
+            f"the app answered HTTP {self.status}: the request's context closes failed "
+            "(its resources roll back); raise fail_status on RuntreeMiddleware to commit"
+        )
+
+
+def context_of(scope: ASGIScope) -> ExecutionContext:
+    """The request's boundary from an ASGI scope dict (``Request.scope``), or raise
+    ``LookupError`` naming the fix."""
+    ctx = scope.get(CONTEXT_KEY)
+    if not isinstance(ctx, ExecutionContext):
+        msg = (
+            "no runtree context for this request: add RuntreeMiddleware to the app "
+            "(app.add_middleware(RuntreeMiddleware))"
+        )
+        raise LookupError(msg)
+    return ctx
+
+
+def lifespan(
+    scope_factory: Callable[[], Scope | Awaitable[Scope]],
+) -> Callable[[object], AbstractAsyncContextManager[dict[str, object]]]:
+    """A Starlette/FastAPI ``lifespan=``: creates the scope at startup and disposes it at
+    shutdown. The scope is in the lifespan state (what :class:`RuntreeMiddleware` uses
+    when given no ``scope=``) and on ``app.state.runtree_scope``."""
+
+    @asynccontextmanager
+    async def run(app: object) -> AsyncIterator[dict[str, object]]:
+        made = scope_factory()
+        scope = await made if inspect.isawaitable(made) else made
+        if not isinstance(scope, Scope):
+            msg = f"lifespan(scope_factory): the factory must return a Scope (got {scope!r})"
+            raise TypeError(msg)
+        state = getattr(app, "state", None)
+        if state is not None:
+            setattr(state, STATE_KEY, scope)
+        try:
+            yield {STATE_KEY: scope}
+        finally:
+            await scope.dispose()
+
+    return run
+
+
+@final
+class RuntreeMiddleware:
+    """Open one boundary (``scope.create_context()``) per HTTP request or websocket
+    connection; inside the app, :func:`runtree.current_context` is that boundary.
+
+    - Tags :data:`request_id` and :data:`http_route` are bound on it; its name is
+      ``"<METHOD> <route>"`` (``"WS <route>"`` for websockets).
+    - It closes after the app returns, that is after the response was sent (a streaming
+      body included) and background tasks ran: ``completed`` normally; ``failed`` when the
+      app raised (the error goes on to the server unchanged) or answered with a status of
+      ``fail_status`` or above; ``cancelled`` when the client disconnected first.
+    - A client disconnect cancels the boundary at once: execs running under it stop with
+      :class:`runtree.Cancelled` and its resources roll back.
+
+    Args:
+        app: The ASGI app to wrap.
+        scope: The scope to open boundaries in; ``None`` takes it from the lifespan state
+            (see :func:`lifespan`).
+        fail_status: Responses with this status or above close the boundary failed.
+        watch_disconnect: Watch for an HTTP client disconnect while the app runs (one
+            task per request); off, a disconnect is only seen when the app reads it.
+    """
+
+    __slots__ = ("app", "fail_status", "scope", "watch_disconnect")
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        scope: Scope | None = None,
+        fail_status: int = 500,
+        watch_disconnect: bool = True,
+    ) -> None:
+        if scope is not None and not isinstance(scope, Scope):
+            msg = f"RuntreeMiddleware(scope=...) takes a runtree Scope (got {scope!r})"
+            raise TypeError(msg)
+        self.app = app
+        self.scope = scope
+        self.fail_status = fail_status
+        self.watch_disconnect = watch_disconnect
+
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+        rt_scope = self.scope if self.scope is not None else _scope_from_state(scope)
+        path = scope.get("path", "")
+        method = scope.get("method", "GET") if kind == "http" else "WS"
+        ctx = rt_scope.create_context(
+            tags=(request_id(_request_id(scope)), http_route(path)), name=f"{method} {path}"
+        )
+        request = _RequestScope(scope)
+        request.ctx = ctx
+        request.method = method
+        request[CONTEXT_KEY] = ctx
+        token = _current.set(ctx)
+        try:
+            if kind == "http":
+                await self._http(ctx, request, receive, send)
+            else:
+                await self._websocket(ctx, request, receive, send)
+        finally:
+            _current.reset(token)
+
+    async def _http(
+        self, ctx: ExecutionContext, request: _RequestScope, receive: Receive, send: Send
+    ) -> None:
+        exchange = _Exchange(ctx, receive, send)
+        watcher = None
+        if self.watch_disconnect:
+            watcher = asyncio.get_running_loop().create_task(exchange.watch())
+            app_receive: Receive = exchange.receive
+        else:
+            app_receive = exchange.receive_direct
+        answered_error = False
+        try:
+            async with ctx:
+                try:
+                    await self.app(request, app_receive, exchange.send)
+                finally:
+                    if watcher is not None:
+                        watcher.cancel()
+                        # Not `await watcher`: that would raise the watcher's CancelledError
+                        # here and hide a cancellation of this very task.
+                        await asyncio.wait((watcher,))
+                if exchange.status >= self.fail_status:
+                    answered_error = True
+                    raise ErrorResponse(exchange.status)
+        except ErrorResponse:
+            # Ours: the response is sent; the boundary closed failed (resources rolled
+            # back, cleanup failures logged by the core). Nothing for the server to do.
+            if not answered_error:
+                raise
+        except Cancelled:
+            if not exchange.gone:
+                raise
+            # The client went away: nobody is left to answer, and the boundary already
+            # closed cancelled (its resources rolled back).
+
+    async def _websocket(
+        self, ctx: ExecutionContext, request: _RequestScope, receive: Receive, send: Send
+    ) -> None:
+        exchange = _Exchange(ctx, receive, send)
+        try:
+            async with ctx:
+                await self.app(request, exchange.receive_direct, exchange.send)
+        except Cancelled:
+            if not exchange.gone:
+                raise
+
+
+def _scope_from_state(scope: ASGIScope) -> Scope:
+    state = scope.get("state")
+    found = state.get(STATE_KEY) if isinstance(state, dict) else None
+    if found is None:
+        # A server that keeps no lifespan state (a test transport, say): the lifespan
+        # also put the scope on app.state, and Starlette puts the app in the scope.
+        found = getattr(getattr(scope.get("app"), "state", None), STATE_KEY, None)
+    if not isinstance(found, Scope):
+        msg = (
+            "RuntreeMiddleware has no scope: pass RuntreeMiddleware(app, scope=...) or "
+            "create the app with lifespan=runtree.integrations.asgi.lifespan(make_scope) "
+            "(the server must run the lifespan)"
+        )
+        raise RuntimeError(msg)
+    return found
+
+
+def _request_id(scope: ASGIScope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            if _GOOD_ID.fullmatch(value):
+                return str(value.decode("ascii"))
+            break
+    return uuid.uuid4().hex
+
+
+class _RequestScope(dict[str, Any]):
+    """The ASGI scope the app sees: a copy that notices when the router stores the
+    matched route (``scope["route"] = route``, as Starlette and FastAPI do) and binds
+    its template as ``http_route``."""
+
+    __slots__ = ("ctx", "method", "prefix")
+
+    ctx: ExecutionContext
+    method: str
+    prefix: str
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        dict.__setitem__(self, key, value)
+        if key == "route":
+            self._matched(value)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        dict.update(self, *args, **kwargs)
+        if args and isinstance(args[0], Mapping) and "route" in args[0]:
+            self._matched(args[0]["route"])
+
+    def _matched(self, route: object) -> None:
+        prefix = getattr(self, "prefix", "")
+        if hasattr(route, "routes"):  # a Mount: its app routes the rest
+            path = getattr(route, "path", None)
+            if isinstance(path, str):
+                self.prefix = prefix + path
+            return
+        path = getattr(route, "path_format", None)
+        if not isinstance(path, str):
+            path = getattr(route, "path", None)
+            if not isinstance(path, str):
+                return
+        template = prefix + path
+        self.ctx.set(http_route, template)
+        self.ctx.name = f"{self.method} {template}"
+
+
+@final
+class _Exchange:
+    """One request's messages: tracks the response status and end, and (HTTP) watches
+    for a client disconnect while the app runs."""
+
+    __slots__ = (
+        "_buffered",
+        "_error",
+        "_messages",
+        "_more",
+        "_receive",
+        "_room",
+        "_send",
+        "closed_by_app",
+        "ctx",
+        "done",
+        "ended",
+        "gone",
+        "status",
+    )
+
+    def __init__(self, ctx: ExecutionContext, receive: Receive, send: Send) -> None:
+        self.ctx = ctx
+        self._receive = receive
+        self._send = send
+        self.status = 0
+        self.done = False  # the response (HTTP) was sent completely
+        self.closed_by_app = False  # the app closed the websocket
+        self.gone = False  # the client disconnected before the app finished
+        self.ended = False  # the watcher saw the disconnect (or receive failed)
+        self._messages: deque[Message] = deque()
+        self._buffered = 0
+        self._error: BaseException | None = None
+        self._more: asyncio.Event | None = None
+        self._room: asyncio.Event | None = None
+
+    def _client_left(self) -> None:
+        if not self.done and not self.closed_by_app:
+            self.gone = True
+            self.ctx.cancel("client disconnected")
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = message["status"]
+        elif kind == "http.response.body":
+            if not message.get("more_body", False):
+                # Complete once handed over: a disconnect seen from now on is the normal
+                # end of the exchange, not a cancellation.
+                self.done = True
+        elif kind == "websocket.close":
+            self.closed_by_app = True
+        elif kind == "websocket.http.response.start":
+            self.status = message["status"]
+        await self._send(message)
+
+    async def receive_direct(self) -> Message:
+        message = await self._receive()
+        kind = message["type"]
+        if kind == "http.disconnect" or kind == "websocket.disconnect":
+            self._client_left()
+        return message
+
+    # -- HTTP with a watcher: the watcher is the only reader of the server's receive ----
+
+    async def watch(self) -> None:
+        try:
+            while True:
+                if self._buffered >= _READ_AHEAD:
+                    room = self._room = asyncio.Event()
+                    await room.wait()
+                message = await self._receive()
+                if message["type"] == "http.disconnect":
+                    self.ended = True
+                    self._client_left()
+                    self._wake()
+                    return
+                self._buffered += len(message.get("body", b""))
+                self._messages.append(message)
+                self._wake()
+        except Exception as exc:
+            # The server's receive failed: the app's next receive raises it.
+            self._error = exc
+            self.ended = True
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._more is not None:
+            self._more.set()
+
+    async def receive(self) -> Message:
+        messages = self._messages
+        while not messages:
+            if self.ended:
+                if self._error is not None:
+                    raise self._error
+                return {"type": "http.disconnect"}
+            more = self._more
+            if more is None:
+                more = self._more = asyncio.Event()
+            more.clear()
+            await more.wait()
+        message = messages.popleft()
+        self._buffered -= len(message.get("body", b""))
+        if self._room is not None and self._buffered < _READ_AHEAD:
+            self._room.set()
+        return message
