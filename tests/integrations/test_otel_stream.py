@@ -79,7 +79,7 @@ def make_flows(t: Traced) -> tuple[rt.Flow[int, AsyncIterator[str]], rt.Flow[Non
 
 
 async def test_the_span_tree_of_a_stream(traced: Traced) -> None:
-    tokens, agent = make_flows(traced)
+    _, agent = make_flows(traced)
     async with rt.create_scope(extensions=[traced.ext]) as scope:
         assert await scope.exec(agent) == ["s0", "s1", "s2"]
     stream = traced.one("tokens")
@@ -139,7 +139,7 @@ async def test_early_stop_and_failure_end_the_span(traced: Traced) -> None:
         async with ctx.exec_stream(tokens, 3) as stream:
             async for _ in stream:
                 break
-        with pytest.raises(ValueError, match="^bad token$"):
+        with pytest.raises(ValueError, match=r"^bad token$"):
             await _drain_ints(ctx.exec_stream(boom))
     stopped = traced.one("tokens")
     assert stopped.attributes is not None
