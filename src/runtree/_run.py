@@ -131,6 +131,8 @@ async def exec_full(
         replays = parent.details.metadata.setdefault("journal_replays", [])
         assert isinstance(replays, list)
         replays.append(key)
+        if scope._recorder is not None:  # run trees: a replayed step is a node too
+            scope._recorder.note_replay(parent, kind, step_name, input, key, journal.entries[key])
     digest = input_digest(input if kind != "fn" else [list(args), kwargs or {}])
     return await journal.run(key, step_name, attempts, parent, timeout, digest)
 

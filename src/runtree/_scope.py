@@ -22,6 +22,7 @@ from ._context import (
 from ._defs import Atom, Dep, Flow, Preset, Resource
 from ._extensions import Extension, ResolveOp, overrides
 from ._journal import Journal, JournalBackend
+from ._recorder import RecordMode, make_recorder
 from ._tags import ALL_VALUES, MISSING, Tag, TagDep, Tagged
 from .errors import (
     Cancelled,
@@ -107,7 +108,11 @@ class Scope:
         extensions: Iterable[Extension] = (),
         presets: Iterable[Preset[Any]] = (),
         store: object = None,
+        record: RecordMode = "durable",
+        record_limit: int = 4096,
+        record_values: bool = True,
     ) -> None:
+        self._recorder = make_recorder(store, record, record_limit, record_values)
         self._tag_view: dict[object, object] = {}
         for item in tags:
             if not isinstance(item, Tagged):
@@ -151,6 +156,8 @@ class Scope:
         self._max_depth = sys.getrecursionlimit() - 120
         self._journal_owner = ""
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop boundaries start with
+        if self._recorder is not None:  # run trees: the outermost wrapper (see _recorder)
+            self._add_extension(self._recorder)
         for ext in extensions:
             self._add_extension(ext)
 
@@ -577,6 +584,14 @@ class Scope:
             self._roots[ctx] = None
         return ctx
 
+    async def recover(self, flows: Iterable[Flow[Any, Any]]) -> list[Execution[Any]]:
+        """Resume every recorded run left ``running`` by a dead process whose flow is one
+        of ``flows`` (see :mod:`runtree.runs`); returns their executions. A run is
+        claimed before it is resumed, so many processes may recover at once."""
+        from .runs import recover
+
+        return await recover(self, flows)
+
     def _forget_root(self, ctx: ExecutionContext) -> None:
         self._roots.pop(ctx, None)
 
@@ -880,6 +895,9 @@ def create_scope(
     extensions: Iterable[Extension] = (),
     presets: Iterable[Preset[Any]] = (),
     store: object = None,
+    record: RecordMode = "durable",
+    record_limit: int = 4096,
+    record_values: bool = True,
 ) -> Scope:
     """Create a :class:`Scope` (the composition root).
 
@@ -888,5 +906,18 @@ def create_scope(
         extensions: Wrap resolution and execution; the first is the outermost.
         presets: ``preset(target, replacement)`` seams; targets never run.
         store: A store from :mod:`runtree.stores` for durable journals.
+        record: Which run trees the store records (:mod:`runtree.runs`): ``"durable"``
+            (roots with an ``id=`` and session commands), ``"all"`` or ``"none"``.
+        record_limit: Bytes of JSON kept of a node's input and output (longer values
+            are cut, with a marker).
+        record_values: ``False`` records no node input or output at all.
     """
-    return Scope(tags=tags, extensions=extensions, presets=presets, store=store)
+    return Scope(
+        tags=tags,
+        extensions=extensions,
+        presets=presets,
+        store=store,
+        record=record,
+        record_limit=record_limit,
+        record_values=record_values,
+    )

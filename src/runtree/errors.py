@@ -21,6 +21,7 @@ attributes, builds its message only when it is read, and pickles (the journal st
     ├── JournalMismatchError    (RuntimeError)
     ├── JournalReentryError     (RuntimeError)
     ├── CommandNotRunningError  (RuntimeError)
+    ├── RunStateError           (RuntimeError)
     └── StoreError
         ├── SessionNotFoundError (KeyError)
         └── RunNotFoundError     (KeyError)
@@ -46,6 +47,7 @@ __all__ = [
     "ParseError",
     "ResolveError",
     "RunNotFoundError",
+    "RunStateError",
     "RuntreeError",
     "ScopeDisposedError",
     "SerializationError",
@@ -323,3 +325,16 @@ class RunNotFoundError(StoreError, KeyError):
             f"No run {self.root_id!r} in this store. List runs with `runtree runs list` "
             "(or Runs(store).list())."
         )
+
+
+class RunStateError(RuntreeError, RuntimeError):
+    """A run operation its state does not allow: resuming a completed run or one a live
+    process runs, forking from a key the run never recorded, a fork id already in use."""
+
+    def __init__(self, root_id: str, reason: str) -> None:
+        super().__init__(root_id, reason)
+        self.root_id = root_id
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"Run {self.root_id!r}: {self.reason}"

@@ -57,6 +57,16 @@ def current_session() -> Session | None:
     return _current.get()
 
 
+def _running_command() -> tuple[str, str, int] | None:
+    """``(session_id, command, command_id)`` of the command ``Session.exec`` runs here
+    (run trees record it as a run of its own)."""
+    found = _command.get()
+    if found is None:
+        return None
+    session, command_id = found
+    return session.session_id, session._started.get(command_id, ""), command_id
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 

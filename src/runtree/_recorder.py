@@ -1,0 +1,695 @@
+"""Recording run trees (DESIGN §7): the recorder a scope with a store installs.
+
+The recorder is an extension that only wraps execution (``wrap_exec``): that keeps a
+recorded scope on the exec path every exec extension takes (one wrapper frame per level,
+no lifecycle hooks), and the operation already carries what a node needs (kind, key,
+attempt, input) while the wrapper sees the outcome. Boundaries (roots made with
+``create_context`` and nested boundaries) are found through the parent links of the
+first exec under them; their closing is seen through an ``on_close`` callback. A replayed
+step never runs, so the journal path reports it (:meth:`Recorder.note_replay`).
+
+Writes: the run row is written when the root starts (one transaction: a crash right after
+still leaves a run to recover). Node rows are buffered and written by a tick every 100 ms
+(with the owner's lease renewal, which also reads cancel requests, every lease / 3) and
+always when the root closes. A recording failure is logged and counted, never raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from functools import partial
+from time import time
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+from ._defs import Flow
+from ._extensions import ExecOp, Extension
+from .errors import Cancelled
+
+if TYPE_CHECKING:
+    from ._context import ExecutionContext
+    from ._scope import Scope
+    from .stores._runs_sql import RunsSql
+
+__all__ = ["RecordMode", "Recorder", "capture", "flow_path", "make_recorder"]
+
+log = logging.getLogger("runtree")
+
+RecordMode: TypeAlias = Literal["durable", "all", "none"]
+NodeKind: TypeAlias = Literal["root", "boundary", "flow", "fn", "parallel", "stream"]
+
+FLUSH_EVERY = 0.1  # seconds: node rows are at most this far behind
+CUT = "<runtree: cut, {size} bytes of JSON> "
+NOT_JSON = "<runtree: not JSON> "
+FAILURES_KEY = "runtree.record_failures"
+
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_SCALARS = (str, int, float, bool)
+# The parallel call whose member tasks run here: (the calling context, the node id).
+_parallel: ContextVar[tuple[ExecutionContext, str] | None] = ContextVar(
+    "runtree.recorder.parallel", default=None
+)
+_paths: dict[Flow[Any, Any], str] = {}
+
+
+def _clean(text: str) -> str:
+    """Text any store accepts: no NUL, no lone surrogate."""
+    if text.isascii():
+        return text.replace("\x00", "\\x00") if "\x00" in text else text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def _repr(value: object) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__} object>"
+    return _clean(text)
+
+
+def capture(value: object, limit: int) -> str | None:
+    """``value`` as stored JSON text: itself when it fits in ``limit`` bytes, else a
+    marker string (cut, or not JSON). ``None`` stays SQL NULL."""
+    if value is None:
+        return None
+    try:
+        text = _encode(value)  # ensure_ascii: bytes == characters
+    except (TypeError, ValueError, RecursionError):
+        marker = NOT_JSON + _repr(value)
+        if len(marker) > limit:
+            marker = marker[: max(limit, len(NOT_JSON) + 16)]
+        return _encode(marker)
+    if len(text) <= limit:
+        return text
+    head = CUT.format(size=len(text))
+    return _encode(head + text[: max(limit - len(head), 16)])
+
+
+def error_fields(exc: BaseException | None) -> tuple[str | None, str | None]:
+    if exc is None:
+        return None, None
+    try:
+        message = str(exc)
+    except Exception:
+        message = f"<unprintable {type(exc).__name__}>"
+    return type(exc).__qualname__, _clean(message)
+
+
+def flow_path(flow: Flow[Any, Any]) -> str:
+    """``module:qualname`` naming the module attribute that holds ``flow``."""
+    found = _paths.get(flow)
+    if found is not None:
+        return found
+    factory = flow.factory
+    module = getattr(factory, "__module__", None) or "__main__"
+    name = getattr(factory, "__qualname__", None) or flow.name
+    mod = sys.modules.get(module)
+    if mod is not None and getattr(mod, name, None) is not flow:
+        for attr, value in list(vars(mod).items()):
+            if value is flow:
+                name = attr
+                break
+    path = _paths[flow] = f"{module}:{name}"
+    return path
+
+
+class _Node:
+    """One recorded context (or a parallel call, or a replayed step)."""
+
+    __slots__ = (
+        "attempt",
+        "completed_at",
+        "ctx",
+        "dirty",
+        "error",
+        "input",
+        "key",
+        "kind",
+        "metadata",
+        "name",
+        "node_id",
+        "output",
+        "parent",
+        "replayed",
+        "run",
+        "seq",
+        "started_at",
+        "status",
+        "tags",
+    )
+
+    def __init__(
+        self,
+        run: _Run,
+        ctx: ExecutionContext | None,
+        parent: ExecutionContext | str | None,
+        kind: NodeKind,
+        key: str | None,
+        attempt: int,
+        input: str | None,
+    ) -> None:
+        self.run = run
+        self.ctx = ctx
+        self.parent = parent
+        self.kind = kind
+        self.key = key
+        self.attempt = attempt
+        self.input = input
+        self.output: str | None = None
+        self.status = "running"
+        self.completed_at: float | None = None
+        self.error: tuple[str | None, str | None] = (None, None)
+        self.replayed = 0
+        self.tags: str | None = None
+        self.metadata: str | None = None
+        self.node_id: str | None = None
+        self.name: str | None = None
+        self.started_at = 0.0
+        run.seq += 1
+        self.seq = run.seq
+        self.dirty = False
+
+    def row(self) -> tuple[object, ...]:
+        ctx = self.ctx
+        if self.node_id is None:
+            assert ctx is not None
+            self.node_id = ctx.id
+            self.name = ctx.name
+            self.started_at = ctx._started_at
+        parent = self.parent
+        if parent is not None and type(parent) is not str:
+            parent = self.parent = parent.id  # type: ignore[union-attr]
+        return (
+            self.run.root_id,
+            self.node_id,
+            self.seq,
+            parent,
+            self.name,
+            self.kind,
+            self.key,
+            self.attempt,
+            self.status,
+            self.started_at,
+            self.completed_at,
+            self.error[0],
+            self.error[1],
+            self.replayed,
+            self.input,
+            self.output,
+            self.tags,
+            self.metadata,
+        )
+
+
+class _Run:
+    __slots__ = (
+        "boundaries",
+        "broken",
+        "command",
+        "first_direct",
+        "flow",
+        "input",
+        "input_ok",
+        "last_direct",
+        "name",
+        "root",
+        "root_id",
+        "root_node",
+        "seq",
+        "session_id",
+        "tree_id",
+    )
+
+    def __init__(self, root: ExecutionContext) -> None:
+        self.root = root
+        self.tree_id = root.id
+        self.root_id = self.tree_id
+        self.name = root.name
+        self.seq = 0
+        self.boundaries: dict[ExecutionContext, _Node] = {}
+        self.broken = False
+        self.flow: str | None = None
+        self.input: str | None = None
+        self.input_ok = 1
+        self.session_id: str | None = None
+        self.command: str | None = None
+        self.last_direct: _Node | None = None
+        self.first_direct: _Node | None = None
+        self.root_node: _Node
+
+
+def _session_command() -> tuple[str, str, int] | None:
+    mod = sys.modules.get("runtree.sessions._session")
+    if mod is None:
+        return None
+    found: tuple[str, str, int] | None = mod._running_command()
+    return found
+
+
+class Recorder(Extension):
+    """Records the run trees of one scope into its store."""
+
+    def __init__(self, store: RunsSql, mode: RecordMode, limit: int, values: bool) -> None:
+        self.store = store
+        self.mode = mode
+        self.limit = limit
+        self.values = values
+        self.runs: dict[ExecutionContext, _Run] = {}
+        self.buffer: list[_Node] = []
+        self.failures = 0
+        self._ticker: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._beat_every = max(min(store.lease / 3, 10.0), 0.01)
+        self._next_beat = 0.0
+
+    # -- what is recorded ----------------------------------------------------------
+
+    def _wants(self, root: ExecutionContext) -> bool:
+        if self.mode == "all":
+            return True
+        return type(getattr(root, "_id", None)) is str
+
+    def _value(self, value: object) -> str | None:
+        if not self.values or value is None:
+            return None
+        if type(value) in _SCALARS and (type(value) is not str or len(value) < 200):
+            try:
+                return _encode(value)
+            except ValueError:
+                pass
+        return capture(value, self.limit)
+
+    # -- the wrapper ---------------------------------------------------------------
+
+    async def wrap_exec(self, next: Callable[[], Awaitable[object]], op: ExecOp) -> object:
+        ctx = op.context
+        kind = op.kind
+        if kind == "execute":
+            return await self._exec_root(next, op)
+        boundary = ctx._boundary or ctx
+        root = boundary._root or boundary
+        run = self.runs.get(root)
+        if run is None:
+            if root.parent is not None or not self._wants(root) or root._status != "running":
+                return await next()
+            run = await self._begin_boundary_root(root, op)
+        if run.broken:
+            return await next()
+        if kind == "parallel":
+            return await self._parallel(next, run, ctx)
+        parent = ctx.parent
+        assert parent is not None
+        node_parent: ExecutionContext | str = parent
+        par = _parallel.get()
+        if par is not None and par[0] is parent:
+            node_parent = par[1]
+        elif parent._boundary is None and parent is not root and parent not in run.boundaries:
+            self._boundary_node(run, parent)
+        node = _Node(
+            run,
+            ctx,
+            node_parent,
+            "fn" if kind == "fn" else "flow",
+            op.key,
+            op.attempt,
+            None if op.input is None else self._value(op.input),
+        )
+        if parent is root:
+            run.last_direct = node
+            if run.first_direct is None:
+                run.first_direct = node
+        node.dirty = True
+        self.buffer.append(node)
+        try:
+            result = await next()
+        except BaseException as exc:
+            self._close_node(node, ctx, exc, None)
+            raise
+        self._close_node(node, ctx, None, result)
+        return result
+
+    def _close_node(
+        self, node: _Node, ctx: ExecutionContext, exc: BaseException | None, result: object
+    ) -> None:
+        status = ctx._status
+        if status == "running":  # an inner extension failed before the body ran
+            status = (
+                "cancelled"
+                if isinstance(exc, (Cancelled, asyncio.CancelledError))
+                else ("failed" if exc is not None else "completed")
+            )
+        node.status = status
+        node.completed_at = getattr(ctx, "_completed_at", None) or time()
+        if exc is not None:
+            node.error = error_fields(exc)
+        elif result is not None:
+            node.output = self._value(result)
+        x = ctx._x
+        if x is not None:
+            self._extras(node, x)
+        if not node.dirty:
+            node.dirty = True
+            self.buffer.append(node)
+
+    def _extras(self, node: _Node, x: Any) -> None:
+        own = x.own_tags
+        if own:
+            tags = {t.label: v for t, v in own.items() if t.serializable}
+            if tags:
+                node.tags = self._map(tags)
+        if x.metadata:
+            meta = {str(k): v for k, v in x.metadata.items() if k != "journal_replays"}
+            if meta:
+                node.metadata = self._map(meta)
+
+    def _map(self, values: dict[str, object]) -> str:
+        """A JSON object; a value that is not JSON (or too long) becomes its marker."""
+        try:
+            text = _encode(values)
+        except (TypeError, ValueError, RecursionError):
+            text = ""
+        if text and len(text) <= self.limit:
+            return text
+        each = max(self.limit // max(len(values), 1), 64)
+        return _encode({k: json.loads(capture(v, each) or "null") for k, v in values.items()})
+
+    async def _parallel(
+        self, next: Callable[[], Awaitable[object]], run: _Run, ctx: ExecutionContext
+    ) -> object:
+        if ctx._boundary is None and ctx is not run.root and ctx not in run.boundaries:
+            self._boundary_node(run, ctx)
+        node = _Node(run, None, ctx, "parallel", None, 1, None)
+        node.node_id = f"{ctx.id}/parallel-{next_id()}"
+        node.name = "parallel"
+        node.started_at = time()
+        node.dirty = True
+        self.buffer.append(node)
+        token = _parallel.set((ctx, node.node_id))
+        try:
+            result = await next()
+        except BaseException as exc:
+            node.status = (
+                "cancelled" if isinstance(exc, (Cancelled, asyncio.CancelledError)) else "failed"
+            )
+            node.error = error_fields(exc)
+            raise
+        else:
+            node.status = "completed"
+        finally:
+            _parallel.reset(token)
+            node.completed_at = time()
+            if not node.dirty:
+                node.dirty = True
+                self.buffer.append(node)
+        return result
+
+    def _boundary_node(self, run: _Run, b: ExecutionContext) -> _Node:
+        parent = b.parent
+        assert parent is not None
+        if parent._boundary is None and parent is not run.root and parent not in run.boundaries:
+            self._boundary_node(run, parent)
+        node = _Node(run, b, parent, "boundary", None, 1, None)
+        run.boundaries[b] = node
+        node.dirty = True
+        self.buffer.append(node)
+        b.on_close(partial(self._boundary_closed, node, b))
+        return node
+
+    def _boundary_closed(self, node: _Node, b: ExecutionContext) -> None:
+        x = b._x
+        node.status = b._status
+        node.completed_at = time()
+        if x is not None:
+            node.error = error_fields(x.error)
+            self._extras(node, x)
+        if not node.dirty:
+            node.dirty = True
+            self.buffer.append(node)
+
+    def note_replay(
+        self,
+        parent: ExecutionContext,
+        kind: str,
+        name: str,
+        input: object,
+        key: str,
+        entry: Any,
+    ) -> None:
+        """A keyed step replayed from the journal (it never ran, so no wrapper saw it)."""
+        root = parent.root
+        run = self.runs.get(root)
+        if run is None or run.broken:
+            return
+        par = _parallel.get()
+        node_parent: ExecutionContext | str = parent
+        if par is not None and par[0] is parent:
+            node_parent = par[1]
+        elif parent._boundary is None and parent is not root and parent not in run.boundaries:
+            self._boundary_node(run, parent)
+        node = _Node(
+            run,
+            None,
+            node_parent,
+            "fn" if kind == "fn" else "flow",
+            key,
+            1,
+            None if input is None else self._value(input),
+        )
+        node.node_id = f"{parent.id}/replay-{next_id()}"
+        node.name = name
+        node.started_at = node.completed_at = time()
+        node.replayed = 1
+        if getattr(entry, "ok", False):
+            node.status = "completed"
+            node.output = self._value(entry.value)
+        else:
+            node.status = "failed"
+            node.error = error_fields(getattr(entry, "error", None))
+        node.dirty = True
+        self.buffer.append(node)
+
+    # -- runs ----------------------------------------------------------------------
+
+    async def _exec_root(self, next: Callable[[], Awaitable[object]], op: ExecOp) -> object:
+        root = op.context
+        if not self._wants(root) or root in self.runs:
+            return await next()
+        run = _Run(root)
+        if isinstance(op.target, Flow):
+            run.flow = flow_path(op.target)
+        run.input, run.input_ok = self._run_input(op.input)
+        node = run.root_node = _Node(run, root, None, "root", None, 1, self._value(op.input))
+        self.runs[root] = run
+        await self._start(run, node)
+        try:
+            result = await next()
+        except BaseException as exc:
+            await self._end(run, root._status, exc, None)
+            raise
+        await self._end(run, root._status, None, result)
+        return result
+
+    async def _begin_boundary_root(self, root: ExecutionContext, op: ExecOp) -> _Run:
+        run = _Run(root)
+        command = _session_command()
+        if command is not None:
+            run.session_id, run.command, command_id = command
+            run.root_id = f"{run.tree_id}/{command_id}"
+            run.name = run.command
+        if op.kind == "subflow" and isinstance(op.target, Flow):
+            run.flow = flow_path(op.target)
+            run.input, run.input_ok = self._run_input(op.input)
+        node = run.root_node = _Node(run, root, None, "root", None, 1, None)
+        self.runs[root] = run
+        root.on_close(partial(self._boundary_root_closed, run))
+        await self._start(run, node)
+        return run
+
+    def _run_input(self, value: object) -> tuple[str | None, int]:
+        if value is None:
+            return None, 1
+        try:
+            return _encode(value), 1
+        except (TypeError, ValueError, RecursionError):
+            return capture(value, self.limit), 0
+
+    async def _start(self, run: _Run, node: _Node) -> None:
+        root = run.root
+        try:
+            await self.store.runs_start(
+                (
+                    run.root_id,
+                    run.tree_id,
+                    run.name,
+                    run.flow,
+                    run.input,
+                    run.input_ok,
+                    root._started_at,
+                    run.session_id,
+                    run.command,
+                )
+            )
+        except Exception:
+            run.broken = True
+            self._failed(1, [run], "starting run")
+            return
+        node.dirty = True
+        self.buffer.append(node)
+        self._ensure_ticker()
+
+    async def _boundary_root_closed(self, run: _Run) -> None:
+        root = run.root
+        x = root._x
+        error = None if x is None else x.error
+        status = root._status
+        last = run.last_direct
+        if status == "completed" and last is not None and last.status in ("failed", "cancelled"):
+            # The error of the last step left the boundary (``async with`` closes it as
+            # completed): the run ends as that step did.
+            await self._end(run, last.status, None, None, last.error, last.output)
+            return
+        first = run.first_direct
+        output = first.output if first is not None and run.flow is not None else None
+        await self._end(run, status, error, None, None, output)
+
+    async def _end(
+        self,
+        run: _Run,
+        status: str,
+        exc: BaseException | None,
+        result: object,
+        error: tuple[str | None, str | None] | None = None,
+        output: str | None = None,
+    ) -> None:
+        root = run.root
+        self.runs.pop(root, None)
+        if not self.runs:
+            self._stop_ticker()
+        if run.broken:
+            return
+        if status == "running":
+            status = "failed" if exc is not None else "completed"
+        if status == "failed" and isinstance(exc, Cancelled):
+            status = "cancelled"
+        node = run.root_node
+        node.status = status
+        node.completed_at = time()
+        if error is None:
+            error = error_fields(exc)
+        node.error = error
+        if output is None and exc is None and result is not None:
+            output = self._value(result)
+        node.output = output
+        x = root._x
+        if x is not None:
+            self._extras(node, x)
+        if not node.dirty:
+            node.dirty = True
+            self.buffer.append(node)
+        task = self._task
+        if task is not None and not task.done():
+            await asyncio.shield(task)  # rows in flight first: the final state lands last
+        rows, runs = self._take()
+        finished = [(status, error[0], error[1], output, node.completed_at, run.root_id)]
+        try:
+            await self.store.runs_write(rows, finished, False)
+        except Exception:
+            self._failed(len(rows) + 1, [*runs, run], "writing run")
+
+    # -- the tick: buffered rows, lease renewal, cancel requests -------------------
+
+    def _ensure_ticker(self) -> None:
+        if self._ticker is None:
+            loop = self._loop = asyncio.get_running_loop()
+            self._next_beat = loop.time() + self._beat_every
+            self._ticker = loop.call_later(FLUSH_EVERY, self._tick)
+
+    def _stop_ticker(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+
+    def _tick(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        self._ticker = loop.call_later(FLUSH_EVERY, self._tick) if self.runs else None
+        if self._task is not None and not self._task.done():
+            return
+        beat = loop.time() >= self._next_beat
+        if beat:
+            self._next_beat = loop.time() + self._beat_every
+        if self.buffer or beat:
+            self._task = loop.create_task(self._flush(beat), name="runtree:record")
+
+    def _take(self) -> tuple[list[tuple[object, ...]], list[_Run]]:
+        nodes, self.buffer = self.buffer, []
+        rows = []
+        runs: dict[int, _Run] = {}
+        for node in nodes:
+            node.dirty = False
+            rows.append(node.row())
+            runs[id(node.run)] = node.run
+        return rows, list(runs.values())
+
+    async def _flush(self, beat: bool) -> None:
+        rows, runs = self._take()
+        try:
+            cancels = await self.store.runs_write(rows, (), beat)
+        except Exception:
+            self._failed(len(rows), runs, "writing nodes")
+            return
+        if cancels:
+            by_id = {run.root_id: run for run in self.runs.values()}
+            for root_id, reason in cancels:
+                run = by_id.get(root_id)
+                if run is not None:
+                    run.root.cancel(reason or "cancelled by runs.cancel")
+
+    def _failed(self, count: int, runs: list[_Run], what: str) -> None:
+        self.failures += count
+        log.warning("run trees: %s failed; %d record(s) lost", what, count, exc_info=True)
+        for run in runs:
+            try:
+                meta = run.root.details.metadata
+                meta[FAILURES_KEY] = int(meta.get(FAILURES_KEY, 0)) + count  # type: ignore[call-overload]
+            except Exception:  # pragma: no cover - a closed root's metadata stays writable
+                log.debug("cannot count a recording failure", exc_info=True)
+
+    async def dispose(self, scope: Scope) -> None:
+        """Write what is left (runs whose roots never closed stay ``running``)."""
+        self._stop_ticker()
+        task = self._task
+        if task is not None and not task.done():
+            await asyncio.shield(task)
+        if self.buffer:
+            rows, runs = self._take()
+            try:
+                await self.store.runs_write(rows, (), False)
+            except Exception:
+                self._failed(len(rows), runs, "writing nodes")
+
+
+_ids = itertools.count(1)
+
+
+def next_id() -> int:
+    return next(_ids)
+
+
+def make_recorder(store: object, mode: str, limit: int, values: bool) -> Recorder | None:
+    """The recorder for ``create_scope(store=..., record=...)``, or ``None``."""
+    if mode not in ("durable", "all", "none"):
+        msg = f"create_scope(record=...) must be 'durable', 'all' or 'none' (got {mode!r})"
+        raise ValueError(msg)
+    if type(limit) is not int or limit < 64:
+        msg = f"create_scope(record_limit=...) must be an int of at least 64 bytes (got {limit!r})"
+        raise ValueError(msg)
+    if mode == "none" or store is None or not hasattr(store, "runs_write"):
+        return None
+    return Recorder(store, mode, limit, bool(values))  # type: ignore[arg-type]

@@ -1,0 +1,399 @@
+"""The SQL behind run trees (DESIGN §7): one ``runs`` row per recorded root and one
+``run_nodes`` row per recorded context.
+
+Written like :mod:`runtree.stores._sql` (``?`` placeholders, ``{t}``/``{i}`` prefixes, one
+coroutine per operation over a :class:`Tx`); :class:`RunsSql` is mixed into every SQL store.
+A run's owner is the store instance that runs it (its row in ``procs``): the owner is alive
+while that process lives (same machine, checked by pid) or while its lease is renewed
+(elsewhere). A ``running`` run whose owner is dead reads as ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
+
+from ._base import loads, proc_alive
+
+if TYPE_CHECKING:
+    from ._sql import Tx
+
+__all__ = ["RUNS_MIGRATION", "RUNS_QUERIES", "NodeRow", "RunRow", "RunsSql"]
+
+T = TypeVar("T")
+
+RUNS_MIGRATION: tuple[str, ...] = (
+    "CREATE TABLE {t}runs (root_id TEXT PRIMARY KEY, tree_id TEXT NOT NULL, "
+    "name TEXT NOT NULL, flow TEXT, input TEXT, input_ok INTEGER NOT NULL, "
+    "status TEXT NOT NULL, error_type TEXT, error_message TEXT, output TEXT, owner TEXT, "
+    "created_at {real} NOT NULL, updated_at {real} NOT NULL, completed_at {real}, "
+    "session_id TEXT, command TEXT, cancel_reason TEXT)",
+    "CREATE INDEX {i}runs_created ON {t}runs (created_at)",
+    "CREATE INDEX {i}runs_status ON {t}runs (status, created_at)",
+    "CREATE INDEX {i}runs_flow ON {t}runs (flow, created_at)",
+    "CREATE INDEX {i}runs_owner ON {t}runs (owner, status)",
+    "CREATE INDEX {i}runs_session ON {t}runs (session_id)",
+    "CREATE TABLE {t}run_nodes (root_id TEXT NOT NULL, node_id TEXT NOT NULL, "
+    "seq {bigint} NOT NULL, parent_id TEXT, name TEXT NOT NULL, kind TEXT NOT NULL, "
+    "key TEXT, attempt INTEGER NOT NULL, status TEXT NOT NULL, started_at {real} NOT NULL, "
+    "completed_at {real}, error_type TEXT, error_message TEXT, replayed INTEGER NOT NULL, "
+    "input TEXT, output TEXT, tags TEXT, metadata TEXT, PRIMARY KEY (root_id, node_id))",
+    "CREATE INDEX {i}run_nodes_seq ON {t}run_nodes (root_id, seq)",
+)
+
+_RUN_COLS = (
+    "l.root_id, l.tree_id, l.name, l.flow, l.input, l.input_ok, l.status, l.error_type, "
+    "l.error_message, l.output, l.owner, l.created_at, l.updated_at, l.completed_at, "
+    "l.session_id, l.command, l.cancel_reason, p.host, p.pid, p.pid_start, p.expires_at"
+)
+_RUN_FROM = "FROM {t}runs l LEFT JOIN {t}procs p ON p.proc = l.owner"
+_NODE_COLS = (
+    "node_id, parent_id, name, kind, key, attempt, status, started_at, completed_at, "
+    "error_type, error_message, replayed, input, output, tags, metadata"
+)
+
+
+def _list_queries() -> dict[str, str]:
+    """One query per combination of filters (status, flow, since), so each can use an
+    index: ``r_list_<s><f><d>`` with 1 where the filter is given."""
+    out: dict[str, str] = {}
+    for s in (0, 1):
+        for f in (0, 1):
+            for d in (0, 1):
+                where = [
+                    c
+                    for c, on in (
+                        ("l.status = ?", s),
+                        ("l.flow = ?", f),
+                        ("l.created_at >= ?", d),
+                    )
+                    if on
+                ]
+                clause = (" WHERE " + " AND ".join(where)) if where else ""
+                out[f"r_list_{s}{f}{d}"] = (
+                    f"SELECT {_RUN_COLS} {_RUN_FROM}{clause} "
+                    "ORDER BY l.created_at DESC, l.root_id DESC LIMIT ?"
+                )
+    return out
+
+
+RUNS_QUERIES: dict[str, str] = {
+    "r_start": "INSERT INTO {t}runs AS r (root_id, tree_id, name, flow, input, input_ok, "
+    "status, owner, created_at, updated_at, session_id, command) "
+    "VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?) ON CONFLICT (root_id) DO UPDATE SET "
+    "tree_id = excluded.tree_id, name = excluded.name, flow = excluded.flow, "
+    "input = excluded.input, input_ok = excluded.input_ok, status = 'running', "
+    "error_type = NULL, error_message = NULL, output = NULL, owner = excluded.owner, "
+    "updated_at = excluded.updated_at, completed_at = NULL, "
+    "session_id = excluded.session_id, command = excluded.command, cancel_reason = NULL",
+    "r_nodes_clear": "DELETE FROM {t}run_nodes WHERE root_id = ?",
+    "r_node_put": "INSERT INTO {t}run_nodes AS n (root_id, node_id, seq, parent_id, name, "
+    "kind, key, attempt, status, started_at, completed_at, error_type, error_message, "
+    "replayed, input, output, tags, metadata) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (root_id, node_id) DO UPDATE SET status = excluded.status, "
+    "completed_at = excluded.completed_at, error_type = excluded.error_type, "
+    "error_message = excluded.error_message, output = excluded.output, "
+    "tags = excluded.tags, metadata = excluded.metadata",
+    "r_finish": "UPDATE {t}runs SET status = ?, error_type = ?, error_message = ?, "
+    "output = ?, updated_at = ?, completed_at = ?, cancel_reason = NULL "
+    "WHERE root_id = ? AND owner = ? AND status = 'running'",
+    "r_cancels": "SELECT root_id, cancel_reason FROM {t}runs WHERE owner = ? "
+    "AND status = 'running' AND cancel_reason IS NOT NULL",
+    "r_row": f"SELECT {_RUN_COLS} {_RUN_FROM} WHERE l.root_id = ?",
+    "r_row_lock": f"SELECT {_RUN_COLS} {_RUN_FROM} WHERE l.root_id = ?{{lock}}",
+    "r_exists": "SELECT 1 FROM {t}runs WHERE root_id = ?",
+    "r_nodes": f"SELECT {_NODE_COLS} FROM {{t}}run_nodes WHERE root_id = ? ORDER BY seq",
+    "r_cancel_req": "UPDATE {t}runs SET cancel_reason = ?, updated_at = ? "
+    "WHERE root_id = ? AND status = 'running'",
+    "r_cancel_now": "UPDATE {t}runs SET status = 'cancelled', error_type = 'Cancelled', "
+    "error_message = ?, updated_at = ?, completed_at = ?, cancel_reason = NULL "
+    "WHERE root_id = ? AND status = 'running'",
+    "r_claim": "UPDATE {t}runs SET owner = ?, status = 'running', error_type = NULL, "
+    "error_message = NULL, cancel_reason = NULL, updated_at = ?, completed_at = NULL "
+    "WHERE root_id = ?",
+    "r_running": f"SELECT {_RUN_COLS} {_RUN_FROM} WHERE l.status = 'running' ORDER BY l.created_at",
+    "r_prunable": "SELECT root_id FROM {t}runs WHERE status = ? AND updated_at < ? "
+    "ORDER BY updated_at LIMIT ?",
+    "r_delete": "DELETE FROM {t}runs WHERE root_id = ?",
+    "r_fork_insert": "INSERT INTO {t}runs (root_id, tree_id, name, flow, input, input_ok, "
+    "status, owner, created_at, updated_at, error_type, error_message) "
+    "VALUES (?, ?, ?, ?, ?, ?, 'running', NULL, ?, ?, NULL, NULL)",
+    "j_failed_del": "DELETE FROM {t}journal WHERE tree_id = ? AND ok = 0",
+    "j_ordered": "SELECT key, name, ok, value, error_type, error_message, owner, recorded_at "
+    "FROM {t}journal WHERE tree_id = ? ORDER BY recorded_at, key",
+    "j_copy": "INSERT INTO {t}journal (tree_id, key, name, ok, value, error_type, "
+    "error_message, owner, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    **_list_queries(),
+}
+
+RunRow: TypeAlias = tuple[Any, ...]
+"""A ``runs`` row as :data:`RUNS_QUERIES` selects it, with ``alive`` appended."""
+NodeRow: TypeAlias = tuple[Any, ...]
+"""A ``run_nodes`` row in ``_NODE_COLS`` order."""
+
+ClaimState: TypeAlias = Literal["claimed", "missing", "running", "completed"]
+CancelState: TypeAlias = Literal["missing", "requested", "cancelled", "finished"]
+
+
+def _with_alive(row: Sequence[Any], now: float) -> RunRow:
+    """The run columns, then whether the owner is alive (the proc columns dropped)."""
+    return (*row[:17], proc_alive(row[17:21], now))
+
+
+class RunsSql:
+    """Run-tree operations of a SQL store (mixed into ``SqlStore``)."""
+
+    _q: dict[str, str]
+    _proc: str
+    _where: str
+
+    if TYPE_CHECKING:
+
+        @property
+        def lease(self) -> float: ...
+
+        async def _upsert_proc(self, tx: Tx, now: float) -> None: ...
+
+        async def _read(self, op: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T: ...
+
+        async def _write(self, op: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T: ...
+
+    @property
+    def runs_owner(self) -> str:
+        """This store instance as the owner of the runs it records."""
+        return self._proc
+
+    # -- recording -----------------------------------------------------------------
+
+    async def runs_start(self, run: Sequence[object]) -> None:
+        """Insert (or restart) a run owned by this store: ``(root_id, tree_id, name,
+        flow, input, input_ok, created_at, session_id, command)``. A restarted run loses
+        the nodes of its earlier attempt (its journal stays)."""
+        await self._write(self._op_runs_start, run)
+
+    async def _op_runs_start(self, tx: Tx, run: Sequence[object]) -> None:
+        now = time.time()
+        await self._upsert_proc(tx, now)
+        root_id, tree_id, name, flow, input, input_ok, created_at, session_id, command = run
+        await tx.execute(self._q["r_nodes_clear"], (root_id,))
+        await tx.execute(
+            self._q["r_start"],
+            (
+                root_id,
+                tree_id,
+                name,
+                flow,
+                input,
+                input_ok,
+                self._proc,
+                created_at,
+                now,
+                session_id,
+                command,
+            ),
+        )
+
+    async def runs_write(
+        self,
+        nodes: Sequence[NodeRow],
+        finished: Sequence[Sequence[object]] = (),
+        beat: bool = False,
+    ) -> list[tuple[str, str]]:
+        """Write buffered node rows (``root_id`` first), then final run states
+        ``(status, error_type, error_message, output, completed_at, root_id)``; with
+        ``beat``, renew this owner's lease. One transaction. Returns the cancel requests
+        ``(root_id, reason)`` for runs this store owns."""
+        return await self._write(self._op_runs_write, nodes, finished, beat)
+
+    async def _op_runs_write(
+        self,
+        tx: Tx,
+        nodes: Sequence[NodeRow],
+        finished: Sequence[Sequence[object]],
+        beat: bool,
+    ) -> list[tuple[str, str]]:
+        q = self._q
+        for row in nodes:
+            await tx.execute(q["r_node_put"], row)
+        now = time.time()
+        for status, etype, emsg, output, completed_at, root_id in finished:
+            await tx.execute(
+                q["r_finish"], (status, etype, emsg, output, now, completed_at, root_id, self._proc)
+            )
+        if not beat:
+            return []
+        await self._upsert_proc(tx, now)
+        rows = await tx.all(q["r_cancels"], (self._proc,))
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    # -- reading -------------------------------------------------------------------
+
+    async def runs_list(
+        self, status: str | None, flow: str | None, since: float | None, limit: int
+    ) -> list[RunRow]:
+        """Runs newest first; ``status`` may be ``running`` or ``interrupted`` (both are
+        ``running`` rows, told apart by the owner's liveness)."""
+        return await self._read(self._op_runs_list, status, flow, since, limit)
+
+    async def _op_runs_list(
+        self, tx: Tx, status: str | None, flow: str | None, since: float | None, limit: int
+    ) -> list[RunRow]:
+        live = status in ("running", "interrupted")
+        stored = "running" if live else status
+        name = f"r_list_{int(stored is not None)}{int(flow is not None)}{int(since is not None)}"
+        params: list[object] = [p for p in (stored, flow, since) if p is not None]
+        now = time.time()
+        if not live:
+            rows = await tx.all(self._q[name], (*params, limit))
+            return [_with_alive(r, now) for r in rows]
+        # Liveness is decided here, not in SQL: read running rows until enough match.
+        want_alive = status == "running"
+        out: list[RunRow] = []
+        batch = max(limit, 50)
+        while True:
+            rows = await tx.all(self._q[name], (*params, batch))
+            out = [r for r in (_with_alive(row, now) for row in rows) if r[17] == want_alive]
+            if len(out) >= limit or len(rows) < batch:
+                return out[:limit]
+            batch *= 4
+
+    async def runs_get(self, root_id: str) -> tuple[RunRow, list[NodeRow]] | None:
+        return await self._read(self._op_runs_get, root_id)
+
+    async def _op_runs_get(self, tx: Tx, root_id: str) -> tuple[RunRow, list[NodeRow]] | None:
+        row = await tx.one(self._q["r_row"], (root_id,))
+        if row is None:
+            return None
+        nodes = await tx.all(self._q["r_nodes"], (root_id,))
+        return _with_alive(row, time.time()), nodes
+
+    async def runs_orphans(self) -> list[RunRow]:
+        """``running`` runs whose owner is dead, oldest first."""
+        rows = await self._read(_op_all, self._q["r_running"], ())
+        now = time.time()
+        return [r for r in (_with_alive(row, now) for row in rows) if not r[17]]
+
+    # -- operating -----------------------------------------------------------------
+
+    async def runs_cancel(self, root_id: str, reason: str) -> CancelState:
+        """Ask the live owner to cancel the run (it reads the request when it renews its
+        lease), or mark a run whose owner is dead ``cancelled`` at once."""
+        return await self._write(self._op_runs_cancel, root_id, reason)
+
+    async def _op_runs_cancel(self, tx: Tx, root_id: str, reason: str) -> CancelState:
+        q = self._q
+        row = await tx.one(q["r_row_lock"], (root_id,))
+        if row is None:
+            return "missing"
+        now = time.time()
+        run = _with_alive(row, now)
+        if run[6] != "running":
+            return "finished"
+        if run[17]:
+            await tx.execute(q["r_cancel_req"], (reason, now, root_id))
+            return "requested"
+        await tx.execute(q["r_cancel_now"], (reason, now, now, root_id))
+        return "cancelled"
+
+    async def runs_claim(self, root_id: str, *, orphan_only: bool) -> tuple[ClaimState, RunRow]:
+        """Make this store the run's owner so that it can run it again: refused while a
+        live owner runs it, and for a completed run. Failed journal entries of the run's
+        tree are forgotten (they run again). ``orphan_only``: claim only a ``running``
+        run whose owner is dead (what recovery takes)."""
+        return await self._write(self._op_runs_claim, root_id, orphan_only)
+
+    async def _op_runs_claim(
+        self, tx: Tx, root_id: str, orphan_only: bool
+    ) -> tuple[ClaimState, RunRow]:
+        q = self._q
+        row = await tx.one(q["r_row_lock"], (root_id,))
+        if row is None:
+            return "missing", ()
+        now = time.time()
+        run = _with_alive(row, now)
+        status = run[6]
+        if status == "running" and run[17]:
+            return "running", run
+        if status == "completed" or (orphan_only and status != "running"):
+            return "completed" if status == "completed" else "running", run
+        await self._upsert_proc(tx, now)
+        await tx.execute(q["r_claim"], (self._proc, now, root_id))
+        if run[1] == root_id:
+            await tx.execute(q["j_failed_del"], (root_id,))
+        return "claimed", run
+
+    async def runs_fork(
+        self, root_id: str, from_key: str, new_id: str, name: str
+    ) -> tuple[Literal["forked", "missing", "no_key", "exists"], int]:
+        """Copy the run (flow, input) under ``new_id`` with the journal entries recorded
+        before ``from_key``; returns the state and how many entries were copied."""
+        return await self._write(self._op_runs_fork, root_id, from_key, new_id, name)
+
+    async def _op_runs_fork(
+        self, tx: Tx, root_id: str, from_key: str, new_id: str, name: str
+    ) -> tuple[Literal["forked", "missing", "no_key", "exists"], int]:
+        q = self._q
+        row = await tx.one(q["r_row"], (root_id,))
+        if row is None:
+            return "missing", 0
+        if await tx.one(q["r_exists"], (new_id,)) is not None:
+            return "exists", 0
+        entries = await tx.all(q["j_ordered"], (row[1],))
+        keys = [e[0] for e in entries]
+        if from_key not in keys:
+            return "no_key", 0
+        kept = entries[: keys.index(from_key)]
+        now = time.time()
+        await tx.execute(
+            q["r_fork_insert"], (new_id, new_id, name, row[3], row[4], row[5], now, now)
+        )
+        for e in kept:
+            await tx.execute(q["j_copy"], (new_id, *e))
+        return "forked", len(kept)
+
+    async def runs_prune(self, cutoff: float, statuses: Iterable[str]) -> int:
+        """Delete runs (nodes, journal) last updated before ``cutoff``, one transaction
+        per run; a ``running`` run with a live owner is never deleted."""
+        count = 0
+        for status in statuses:
+            stored = "running" if status == "interrupted" else status
+            if status == "running":
+                continue
+            while True:
+                ids = [
+                    str(r[0])
+                    for r in await self._read(_op_all, self._q["r_prunable"], (stored, cutoff, 500))
+                ]
+                done = 0
+                for root_id in ids:
+                    if await self._write(self._op_prune_one, root_id, stored, cutoff):
+                        done += 1
+                count += done
+                if len(ids) < 500 or not done:
+                    break
+        return count
+
+    async def _op_prune_one(self, tx: Tx, root_id: str, status: str, cutoff: float) -> bool:
+        q = self._q
+        row = await tx.one(q["r_row_lock"], (root_id,))
+        if row is None:
+            return False
+        run = _with_alive(row, time.time())
+        if run[6] != status or run[12] >= cutoff or (status == "running" and run[17]):
+            return False
+        await tx.execute(q["r_nodes_clear"], (root_id,))
+        if run[1] == root_id:  # a session command's journal is the session's: keep it
+            await tx.execute(q["j_del_all"], (root_id,))
+        await tx.execute(q["r_delete"], (root_id,))
+        return True
+
+
+async def _op_all(tx: Tx, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+    return await tx.all(sql, params)
+
+
+def decode(text: str | None) -> object:
+    """A stored JSON column."""
+    return loads(text)
