@@ -212,42 +212,52 @@ class FlowStream(Generic[Y]):
             raise (x.error if x is not None and x.error else Cancelled(child.name, "closed"))
         source = await self._start()
         nxt = source.__anext__
+        task_of = _task_of
         loop = asyncio.get_running_loop()
-        current = _current
+        set_current = _current.set
+        reset_current = _current.reset
         items = self._items
         count = 0
         try:
             while True:
                 node: ExecutionContext | None = child
-                while node is not None:  # an ancestor cancelled between two items
-                    if node._cancelled:
-                        raise await self._stop_cancelled(node)
+                while node is not None and not node._cancelled:
                     node = node.parent
-                task = _task_of(loop)
+                if node is not None:  # cancelled (the child or an ancestor) between items
+                    raise await self._stop_cancelled(node)
+                task = task_of(loop)
                 # While the step runs, the child's work is this task: a cancel or timeout
                 # is delivered into the generator; between steps it only flags the child.
                 child._task = task
-                foreign = task is not parent._task
-                if foreign:
+                if task is parent._task:
+                    attached = False
+                elif parent._running is None:  # (parent._attach, inlined: per item)
+                    parent._running = child
+                    attached = True
+                else:
                     parent._attach(child)
-                token = current.set(child)
+                    attached = True
+                token = set_current(child)
                 try:
                     item = await nxt()
                 except StopAsyncIteration:
-                    current.reset(token)
+                    reset_current(token)
                     self._count(count)
                     await self._complete()
                     return
                 except BaseException as exc:
-                    current.reset(token)
+                    reset_current(token)
                     self._count(count)
-                    raise await self._failed(exc)  # noqa: B904 - the error to raise, exc itself or its conversion
-                current.reset(token)
+                    raise await self._failed(exc)  # noqa: B904 - exc itself, or its conversion
+                reset_current(token)
                 child._task = None
-                if foreign:
-                    parent._detach(child)
+                if attached:
+                    if parent._running is child and parent._x is None:
+                        parent._running = None  # (parent._detach, inlined)
+                    else:
+                        parent._detach(child)
                 if child._cancelled:
-                    # The step swallowed its cancellation: take the request back, the
+                    # The step swallowed its cancellation: take the request back; the
                     # check above stops the stream at the next item.
                     _cancel.discard(task, child)
                 count += 1
