@@ -1,0 +1,209 @@
+"""Operating on runs: cancel, resume, fork, prune, recover — across real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import jobs_module as jobs
+import pytest
+
+import runtree
+from runtree.errors import RunNotFoundError, RunStateError
+from runtree.runs import Runs
+from runtree.stores import Store
+
+StoreFactory = Callable[..., Store]
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+
+CRASHING_RUN = """
+import asyncio, sys
+import runtree
+from runtree.stores import from_url
+import jobs_module as jobs
+
+async def main():
+    async with from_url(sys.argv[1]) as store:
+        async with runtree.create_scope(store=store) as scope:
+            await scope.exec(jobs.job, None, id=sys.argv[2])
+
+asyncio.run(main())
+"""
+
+
+@pytest.fixture
+def log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "steps.log"
+    monkeypatch.setenv("RUNTREE_TEST_LOG", str(path))
+    return path
+
+
+def ran(log: Path) -> list[str]:
+    return log.read_text().split("\n")[:-1] if log.exists() else []
+
+
+def python_path() -> str:
+    """This folder (for ``jobs_module``) before what the tests run with."""
+    return os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
+
+
+def crash_run(url: str, root_id: str, crash_at: str) -> None:
+    """Run ``jobs.job`` in a child process that dies before step ``crash_at``."""
+    env = dict(os.environ, RUNTREE_TEST_CRASH=crash_at, PYTHONPATH=python_path())
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASHING_RUN, url, root_id], env=env, capture_output=True
+    )
+    assert proc.returncode == 17, proc.stderr.decode()
+
+
+class TestInterruptedAndResume:
+    async def test_a_crashed_run_is_interrupted_and_resume_completes_it(
+        self, open_durable: StoreFactory, log: Path
+    ) -> None:
+        async with open_durable() as store:
+            crash_run(store.url, "job-x", "s2")
+            runs = Runs(store)
+            info = (await runs.get("job-x")).run
+            assert info.status == "interrupted"
+            assert [r.root_id for r in await runs.list(status="interrupted")] == ["job-x"]
+            assert await runs.list(status="running") == []
+            assert ran(log) == ["ran s1"]
+            async with runtree.create_scope(store=store) as scope:
+                result = await (await runs.resume("job-x", scope))
+            assert result == ["S1", "S2", "S3"]
+            assert ran(log) == ["ran s1", "ran s2", "ran s3"]  # s1 replayed
+            tree = await runs.get("job-x")
+            assert tree.run.status == "completed" and tree.run.output == result
+            assert [(n.key, n.replayed) for n in tree.nodes if n.key] == [
+                ("s1", True),
+                ("s2", False),
+                ("s3", False),
+            ]
+            async with runtree.create_scope(store=store) as scope:
+                with pytest.raises(RunStateError, match=r"^Run 'job-x': it completed"):
+                    await runs.resume("job-x", scope)
+                with pytest.raises(RunNotFoundError):
+                    await runs.resume("nope", scope)
+
+    async def test_resume_runs_failed_steps_again(
+        self, open_durable: StoreFactory, log: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        async with open_durable() as store:
+            monkeypatch.setenv("RUNTREE_TEST_FAIL", "s2")
+            async with runtree.create_scope(store=store) as scope:
+                with pytest.raises(RuntimeError, match=r"^step s2 failed$"):
+                    await scope.exec(jobs.job, None, id="job-f")
+            assert (await Runs(store).get("job-f")).run.status == "failed"
+            monkeypatch.delenv("RUNTREE_TEST_FAIL")  # the cause is fixed
+            async with runtree.create_scope(store=store) as scope:
+                assert await (await Runs(store).resume("job-f", scope)) == ["S1", "S2", "S3"]
+        assert ran(log) == ["ran s1", "ran s2", "ran s2", "ran s3"]
+
+    async def test_resume_refuses_a_live_run(self, open_durable: StoreFactory, log: Path) -> None:
+        async with open_durable() as store, runtree.create_scope(store=store) as scope:
+            running = asyncio.Event()
+            execution = scope.exec(jobs.forever, None, id="live", tags=[jobs.started(running)])
+            await running.wait()
+            with pytest.raises(RunStateError, match=r"it is running in a live process"):
+                await Runs(store).resume("live", scope)
+            execution.cancel()
+            with pytest.raises(runtree.Cancelled):
+                await execution
+
+
+class TestCancel:
+    async def test_the_owner_cancels_within_one_renewal(
+        self, open_durable: StoreFactory, log: Path
+    ) -> None:
+        async with open_durable(lease=0.3) as owner, open_durable() as other:
+            async with runtree.create_scope(store=owner) as scope:
+                running = asyncio.Event()
+                execution = scope.exec(jobs.forever, None, id="c-1", tags=[jobs.started(running)])
+                await running.wait()
+                info = await Runs(other).cancel("c-1", "operator said so")
+                assert info.status == "running" and info.cancel_requested == "operator said so"
+                with pytest.raises(runtree.Cancelled, match="operator said so"):
+                    await asyncio.wait_for(asyncio.shield(execution), 5)
+            info = (await Runs(other).get("c-1")).run
+        assert info.status == "cancelled"
+
+    async def test_a_dead_owners_run_is_cancelled_at_once(
+        self, open_durable: StoreFactory, log: Path
+    ) -> None:
+        async with open_durable() as store:
+            crash_run(store.url, "c-2", "s1")
+            info = await Runs(store).cancel("c-2")
+            assert info.status == "cancelled"
+            assert info.error is not None and info.error.type == "Cancelled"
+            assert (await Runs(store).cancel("c-2")).status == "cancelled"  # idempotent
+            with pytest.raises(RunNotFoundError):
+                await Runs(store).cancel("nope")
+
+
+class TestFork:
+    async def test_fork_keeps_the_entries_before_the_key(
+        self, open_durable: StoreFactory, log: Path
+    ) -> None:
+        async with open_durable() as store:
+            async with runtree.create_scope(store=store) as scope:
+                await scope.exec(jobs.job, None, id="f-1")
+            runs = Runs(store)
+            new_id = await runs.fork("f-1", from_key="s2")
+            assert new_id.startswith("f-1-fork-")
+            assert (await runs.get(new_id)).run.status == "interrupted"
+            async with runtree.create_scope(store=store) as scope:
+                assert await (await runs.resume(new_id, scope)) == ["S1", "S2", "S3"]
+            assert ran(log) == ["ran s1", "ran s2", "ran s3", "ran s2", "ran s3"]
+            assert await runs.fork("f-1", from_key="s1", new_id="mine") == "mine"
+            with pytest.raises(RunStateError, match=r"^Run 'f-1': its journal has no key 'zz'"):
+                await runs.fork("f-1", from_key="zz")
+            with pytest.raises(RunStateError, match=r"^Run 'mine': a run with this id exists"):
+                await runs.fork("f-1", from_key="s1", new_id="mine")
+            with pytest.raises(RunNotFoundError):
+                await runs.fork("nope", from_key="s1")
+
+
+class TestPrune:
+    async def test_prune_never_deletes_a_running_run(
+        self, open_durable: StoreFactory, log: Path
+    ) -> None:
+        async with open_durable() as store, runtree.create_scope(store=store) as scope:
+            for i in range(3):
+                await scope.exec(jobs.job, None, id=f"p-{i}")
+            running = asyncio.Event()
+            execution = scope.exec(jobs.forever, None, id="p-live", tags=[jobs.started(running)])
+            await running.wait()
+            runs = Runs(store)
+            assert await runs.prune(older_than=3600) == 0
+            assert await runs.prune(older_than=0, status=("completed", "running")) == 3
+            assert [r.root_id for r in await runs.list()] == ["p-live"]
+            with pytest.raises(RunNotFoundError):
+                await runs.get("p-0")
+            async with runtree.create_scope(store=store) as again:  # journal went too
+                await again.exec(jobs.job, None, id="p-0")
+            assert ran(log).count("ran s1") == 4
+            execution.cancel()
+            with pytest.raises(runtree.Cancelled):
+                await execution
+
+
+class TestRecover:
+    async def test_recover_resumes_orphans_of_the_given_flows(
+        self, open_durable: StoreFactory, log: Path
+    ) -> None:
+        async with open_durable() as store:
+            crash_run(store.url, "o-1", "s3")
+            crash_run(store.url, "o-2", "s1")
+            async with runtree.create_scope(store=store) as scope:
+                assert await scope.recover([jobs.forever]) == []
+                executions = await scope.recover([jobs.job])
+                assert sorted(e.id for e in executions) == ["o-1", "o-2"]
+                assert [await e for e in executions] == [["S1", "S2", "S3"]] * 2
+                assert await scope.recover([jobs.job]) == []
+            statuses = {r.root_id: r.status for r in await Runs(store).list()}
+        assert statuses == {"o-1": "completed", "o-2": "completed"}
