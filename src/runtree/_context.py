@@ -869,6 +869,9 @@ class ExecutionContext:
         failures: list[Exception] = []
         interrupted: BaseException | None = None
         reopened = False
+        # Callbacks, resource cleanups and close hooks run with this context current: what
+        # they log (runtree.logging) carries the ids of the context that is closing.
+        token = _current.set(self)
         try:
             if self._running:
                 try:
@@ -923,6 +926,7 @@ class ExecutionContext:
                 except Exception as exc:
                     failures.append(exc)
         finally:
+            _current.reset(token)
             if not reopened:
                 self._finish_close(x)
         if interrupted is not None:

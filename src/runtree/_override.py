@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, final
 
 from ._defs import Atom, Flow, preset
 from ._tags import MISSING
+from .errors import DependencyCycleError
 
 if TYPE_CHECKING:
     from ._scope import Scope
@@ -29,6 +30,9 @@ class Override:
 
     def __init__(self, scope: Scope, target: object, replacement: object) -> None:
         preset(target, replacement)  # type: ignore[arg-type]  # the same checks as a preset
+        if replacement is target:
+            name = getattr(target, "name", repr(target))
+            raise DependencyCycleError((name, name))
         self._scope = scope
         self.target = target
         self.replacement = replacement

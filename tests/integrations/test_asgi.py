@@ -1,0 +1,261 @@
+"""runtree.integrations.asgi: the middleware with plain Starlette (httpx's ASGI transport and
+uvicorn) and speaking raw ASGI, where each message's timing is in the test's hands."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import pytest
+
+import runtree as rt
+
+pytest.importorskip("starlette")
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+
+from runtree.integrations.asgi import (
+    ErrorResponse,
+    RuntreeMiddleware,
+    context_of,
+    http_route,
+    lifespan,
+    request_id,
+)
+
+Serve = Callable[[Any], AbstractAsyncContextManager[str]]
+RawGet = Callable[[str, str, dict[str, str]], Awaitable[tuple[int, bytes]]]
+
+
+class Tx:
+    """A boundary resource that records whether it committed or rolled back."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[str] = []
+        outcomes = self.outcomes
+
+        @rt.resource
+        async def tx(ctx: rt.ResolveContext) -> AsyncIterator[str]:
+            try:
+                yield "tx"
+            except BaseException as exc:
+                outcomes.append(f"rollback {type(exc).__name__}")
+                raise
+            else:
+                outcomes.append("commit")
+
+        self.resource = tx
+
+
+def starlette_app(scope: rt.Scope, tx: Tx, seen: list[rt.ExecutionContext]) -> Starlette:
+    async def item(request: Request) -> Response:
+        ctx = rt.current_context()
+        assert ctx is not None and ctx is context_of(request.scope)
+        seen.append(ctx)
+        await ctx.resolve(tx.resource)
+        return JSONResponse({"route": ctx.get(http_route), "name": ctx.name})
+
+    async def unavailable(request: Request) -> Response:
+        ctx = context_of(request.scope)
+        seen.append(ctx)
+        await ctx.resolve(tx.resource)
+        return PlainTextResponse("down", status_code=503)
+
+    async def missing(request: Request) -> Response:
+        return PlainTextResponse("no", status_code=404)
+
+    api = Mount("/api", routes=[Route("/items/{item_id}", item)])
+    app = Starlette(
+        routes=[api, Route("/down", unavailable), Route("/missing", missing)],
+        lifespan=lifespan(lambda: scope),
+    )
+    app.add_middleware(RuntreeMiddleware)
+    return app
+
+
+class TestStarlette:
+    async def test_routes_inside_mounts_and_error_statuses(self) -> None:
+        scope, tx = rt.create_scope(), Tx()
+        seen: list[rt.ExecutionContext] = []
+        app = starlette_app(scope, tx, seen)
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://t") as c,
+        ):
+            item = (await c.get("/api/items/7")).json()
+            down = await c.get("/down")
+            nowhere = await c.get("/nowhere")
+        assert item == {"route": "/api/items/{item_id}", "name": "GET /api/items/{item_id}"}
+        assert down.status_code == 503 and nowhere.status_code == 404
+        assert tx.outcomes == ["commit", "rollback ErrorResponse"]
+        assert [c.details.status for c in seen] == ["completed", "failed"]
+        error = seen[1].details.error
+        assert isinstance(error, ErrorResponse) and error.status == 503
+        assert str(error).startswith("the app answered HTTP 503")
+        assert scope.disposed
+
+    async def test_under_uvicorn(self, serve: Serve, raw_get: RawGet) -> None:
+        scope, tx = rt.create_scope(), Tx()
+        seen: list[rt.ExecutionContext] = []
+        async with serve(starlette_app(scope, tx, seen)) as host:
+            status, body = await raw_get(host, "/api/items/3", {"X-Request-ID": "abc"})
+        assert status == 200 and b"/api/items/{item_id}" in body
+        assert seen[0].get(request_id) == "abc"
+        assert tx.outcomes == ["commit"]
+
+    async def test_no_scope_names_the_fix(self) -> None:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            raise AssertionError("not reached")
+
+        asgi = RuntreeMiddleware(app)
+        with pytest.raises(RuntimeError, match=r"^RuntreeMiddleware has no scope: pass"):
+            await asgi({"type": "http", "path": "/", "headers": []}, _never, _drop)
+
+    def test_scope_must_be_a_scope(self) -> None:
+        with pytest.raises(TypeError, match=r"^RuntreeMiddleware\(scope=\.\.\.\) takes a runtree"):
+            RuntreeMiddleware(_drop, scope="nope")  # type: ignore[arg-type]
+
+
+async def _never() -> dict[str, Any]:
+    await asyncio.Event().wait()
+    raise AssertionError
+
+
+async def _drop(message: Any) -> None:
+    return None
+
+
+class Client:
+    """The server side of one raw ASGI HTTP exchange, driven by the test."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.sent: list[dict[str, Any]] = []
+        self.inbox.put_nowait({"type": "http.request", "body": b"", "more_body": False})
+        self.disconnect_read = asyncio.Event()
+
+    async def receive(self) -> dict[str, Any]:
+        message = await self.inbox.get()
+        if message["type"] == "http.disconnect":
+            self.disconnect_read.set()
+        return message
+
+    async def send(self, message: Any) -> None:
+        self.sent.append(dict(message))
+
+    def disconnect(self) -> None:
+        self.inbox.put_nowait({"type": "http.disconnect"})
+
+
+def http_scope(path: str = "/") -> dict[str, Any]:
+    return {"type": "http", "method": "GET", "path": path, "headers": []}
+
+
+class TestRawASGI:
+    async def test_a_disconnect_cancels_running_work_and_rolls_back(self) -> None:
+        tx, started, closed = Tx(), asyncio.Event(), asyncio.Event()
+        outcome: list[str] = []
+
+        @rt.flow(deps={"tx": tx.resource})
+        async def wait_forever(ctx: rt.ExecutionContext, tx: str) -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            ctx = rt.current_context()
+            assert ctx is not None
+            ctx.on_close(closed.set)
+            try:
+                await ctx.exec(wait_forever)
+            except rt.Cancelled as exc:
+                outcome.append(f"handler saw {exc.reason}")
+                raise
+
+        async with rt.create_scope() as scope:
+            client = Client()
+            call = asyncio.ensure_future(
+                RuntreeMiddleware(app, scope=scope)(http_scope(), client.receive, client.send)
+            )
+            await started.wait()
+            client.disconnect()
+            await call  # the client is gone: nothing is raised to the server
+            assert closed.is_set()
+        assert outcome == ["handler saw client disconnected"]
+        assert tx.outcomes == ["rollback Cancelled"]
+        assert client.sent == []
+
+    async def test_a_disconnect_after_the_response_is_not_a_cancel(self) -> None:
+        contexts: list[rt.ExecutionContext] = []
+        after_response = asyncio.Event()
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            contexts.append(context_of(scope))
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+            await after_response.wait()  # a background task after the response
+
+        async with rt.create_scope() as scope:
+            client = Client()
+            call = asyncio.ensure_future(
+                RuntreeMiddleware(app, scope=scope)(http_scope(), client.receive, client.send)
+            )
+            client.disconnect()
+            await client.disconnect_read.wait()  # the watcher has it (and ignores it)
+            after_response.set()
+            await call
+        assert contexts[0].details.status == "completed"
+
+    async def test_the_app_reads_the_body_through_the_watcher(self) -> None:
+        bodies: list[bytes] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            chunks = []
+            while True:
+                message = await receive()
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    break
+            bodies.append(b"".join(chunks))
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        async with rt.create_scope() as scope:
+            client = Client()
+            client.inbox = asyncio.Queue()
+            big = b"x" * (200 * 1024)  # more than the watcher reads ahead
+            for i in range(0, len(big), 16 * 1024):
+                more = i + 16 * 1024 < len(big)
+                client.inbox.put_nowait(
+                    {"type": "http.request", "body": big[i : i + 16 * 1024], "more_body": more}
+                )
+            await RuntreeMiddleware(app, scope=scope)(http_scope(), client.receive, client.send)
+        assert bodies == [big]
+
+    async def test_an_app_error_closes_failed_and_reaches_the_server(self) -> None:
+        tx = Tx()
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await context_of(scope).resolve(tx.resource)
+            raise KeyError("lost")
+
+        async with rt.create_scope() as scope:
+            client = Client()
+            with pytest.raises(KeyError):
+                await RuntreeMiddleware(app, scope=scope)(http_scope(), client.receive, client.send)
+        assert tx.outcomes == ["rollback KeyError"]
+
+    async def test_lifespan_and_other_scope_types_pass_through(self) -> None:
+        seen: list[str] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            seen.append(scope["type"])
+
+        await RuntreeMiddleware(app)({"type": "lifespan"}, _never, _drop)
+        assert seen == ["lifespan"]

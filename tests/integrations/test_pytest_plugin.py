@@ -1,0 +1,321 @@
+"""runtree.testing, the pytest plugin, run through ``pytester`` under pytest-asyncio and
+under anyio's plugin; and ``scope.override`` on a live scope."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+
+import runtree as rt
+from runtree.testing import TreeRecorder, assert_tree
+
+pytest_plugins = ["pytester"]
+
+COMMON = """
+import asyncio
+import pytest
+import runtree as rt
+from runtree.testing import assert_tree
+
+EVENTS = []
+tenant = rt.tag("tenant")
+
+@rt.atom
+async def db(ctx):
+    loop = asyncio.get_running_loop()
+    EVENTS.append(("open", id(loop)))
+    yield {"acme": ["alice"], "globex": ["bob"]}
+    assert asyncio.get_running_loop() is loop  # cleanup in the loop that opened it
+    EVENTS.append(("close", id(loop)))
+
+@rt.flow(deps={"db": db, "who": rt.tags.required(tenant)})
+async def users(ctx, db, who):
+    return db[who]
+
+@rt.flow(deps={"users": users})
+async def report(ctx, users):
+    return len(await users())
+"""
+
+
+def run(pytester: pytest.Pytester, body: str, *args: str) -> pytest.RunResult:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_it=COMMON + textwrap.dedent(body))
+    return pytester.runpytest("-p", "no:cacheprovider", *args)
+
+
+class TestUnderPytestAsyncio:
+    def test_fixtures_marker_and_dispose_in_the_tests_loop(self, pytester: pytest.Pytester) -> None:
+        result = run(
+            pytester,
+            """
+            @pytest.mark.asyncio
+            @pytest.mark.runtree(tags=[tenant("acme")])
+            async def test_scope(rt_scope):
+                assert await rt_scope.exec(users) == ["alice"]
+                assert not rt_scope.disposed
+
+            @pytest.mark.asyncio
+            @pytest.mark.runtree(presets=[rt.preset(db, {"acme": ["fake"]})], tags=[tenant("acme")])
+            async def test_ctx_with_presets(rt_ctx):
+                assert await rt_ctx.exec(report) == 1
+                assert rt_ctx.name == "test_ctx_with_presets"
+                assert_tree(rt_ctx, ("test_ctx_with_presets", "running", [
+                    ("report", "completed", [("users", "completed")]),
+                ]))
+
+            def test_afterwards():
+                opened = [e for e in EVENTS if e[0] == "open"]
+                closed = [e for e in EVENTS if e[0] == "close"]
+                assert len(opened) == 1 and closed == [("close", opened[0][1])]
+            """,
+        )
+        result.assert_outcomes(passed=3)
+
+    def test_a_failing_test_still_disposes(self, pytester: pytest.Pytester) -> None:
+        result = run(
+            pytester,
+            """
+            @pytest.mark.asyncio
+            @pytest.mark.runtree(tags=[tenant("globex")])
+            async def test_fails(rt_scope):
+                await rt_scope.resolve(db)
+                assert False, "on purpose"
+
+            def test_afterwards():
+                assert [e[0] for e in EVENTS] == ["open", "close"]
+            """,
+        )
+        result.assert_outcomes(passed=1, failed=1)
+        result.stdout.fnmatch_lines(["*on purpose*"])
+
+
+class TestUnderAnyio:
+    def test_fixtures_and_dispose(self, pytester: pytest.Pytester) -> None:
+        result = run(
+            pytester,
+            """
+            @pytest.fixture
+            def anyio_backend():
+                return "asyncio"
+
+            @pytest.mark.anyio
+            @pytest.mark.runtree(tags=[tenant("globex")], store="memory")
+            async def test_ctx(rt_ctx, rt_scope):
+                assert rt_scope.store is not None
+                assert await rt_ctx.exec(users, key="u") == ["bob"]
+                assert rt_ctx.journal_keys() == ["u"]
+
+            def test_afterwards():
+                assert [e[0] for e in EVENTS] == ["open", "close"]
+            """,
+        )
+        result.assert_outcomes(passed=2)
+
+
+class TestPlugin:
+    def test_sync_tests_and_sqlite_store(self, pytester: pytest.Pytester) -> None:
+        result = run(
+            pytester,
+            """
+            SCOPES = []
+
+            @pytest.mark.runtree(store="sqlite")
+            def test_sync(rt_scope, tmp_path):
+                SCOPES.append(rt_scope)
+                assert (tmp_path / "runtree.db").exists() or rt_scope.store is not None
+
+            def test_afterwards():
+                assert SCOPES[0].disposed
+            """,
+        )
+        result.assert_outcomes(passed=2)
+
+    def test_the_closest_marker_wins_and_bad_options_are_named(
+        self, pytester: pytest.Pytester
+    ) -> None:
+        result = run(
+            pytester,
+            """
+            pytestmark = pytest.mark.runtree(tags=[tenant("acme")])
+
+            @pytest.mark.asyncio
+            @pytest.mark.runtree(tags=[tenant("globex")])
+            async def test_closest(rt_scope):
+                assert await rt_scope.exec(users) == ["bob"]
+
+            @pytest.mark.runtree(preset=[])
+            def test_typo(rt_scope):
+                pass
+
+            @pytest.mark.runtree(store="mongo")
+            def test_bad_store(rt_scope):
+                pass
+            """,
+        )
+        result.assert_outcomes(passed=1, errors=2)
+        result.stdout.fnmatch_lines(
+            ["*unknown option(s)*preset*", "*store='mongo'*use 'memory', 'sqlite'*"]
+        )
+
+    def test_assert_tree_names_the_difference(self, pytester: pytest.Pytester) -> None:
+        result = run(
+            pytester,
+            """
+            @pytest.mark.asyncio
+            @pytest.mark.runtree(tags=[tenant("acme")])
+            async def test_mismatch(rt_ctx):
+                await rt_ctx.exec(report)
+                assert_tree(rt_ctx, (..., ..., [("report", "failed", ...)]))
+            """,
+        )
+        result.assert_outcomes(failed=1)
+        result.stdout.fnmatch_lines(
+            ["*at test_mismatch > report: expected status 'failed', got 'completed'*"]
+        )
+
+
+# -- assert_tree in this process ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    node_id: str
+    parent_id: str | None
+    name: str
+    status: str
+
+
+@dataclass
+class RunTree:
+    nodes: list[Node] = field(default_factory=list)
+
+    def children(self, node: Node) -> list[Node]:
+        return [n for n in self.nodes if n.parent_id == node.node_id]
+
+
+class TestAssertTree:
+    def test_a_run_tree_shape(self) -> None:
+        tree = RunTree(
+            [
+                Node("1", None, "job", "failed"),
+                Node("2", "1", "fetch", "completed"),
+                Node("3", "1", "store", "failed"),
+            ]
+        )
+        assert_tree(tree, ("job", "failed", [("fetch", "completed"), ("store", "failed")]))
+        with pytest.raises(AssertionError, match=r"^at job: expected 1 children, got 2"):
+            assert_tree(tree, ("job", "failed", [("fetch", "completed")]))
+
+    async def test_a_context_of_a_recorded_scope(self) -> None:
+        @rt.flow
+        async def leaf(ctx: rt.ExecutionContext) -> int:
+            return 1
+
+        @rt.flow
+        async def fails(ctx: rt.ExecutionContext) -> int:
+            raise ValueError("no")
+
+        async with rt.create_scope(extensions=[TreeRecorder()]) as scope:
+            async with scope.create_context(name="job") as job:
+                await job.parallel(job.exec(leaf), job.exec(leaf, name="second"))
+                await job.parallel_settled(job.exec(fails))
+            assert_tree(
+                job,
+                ("job", "completed", [("leaf", ...), ("second", "completed"), ("fails", "failed")]),
+            )
+
+    async def test_a_scope_without_a_recorder_is_refused(self) -> None:
+        async with rt.create_scope() as scope:
+            ctx = scope.create_context()
+            with pytest.raises(TypeError, match=r"^assert_tree needs the context's scope to"):
+                assert_tree(ctx, ("root", "running"))
+
+
+# -- scope.override -------------------------------------------------------------------
+
+
+class TestOverride:
+    async def test_releases_dependents_and_restores(self) -> None:
+        log: list[str] = []
+
+        @rt.atom
+        async def config(ctx: rt.ResolveContext) -> AsyncIterator[str]:
+            log.append("config up")
+            yield "real"
+            log.append("config down")
+
+        @rt.atom(deps={"config": config})
+        async def client(ctx: rt.ResolveContext, config: str) -> AsyncIterator[str]:
+            log.append(f"client up {config}")
+            yield f"client({config})"
+            log.append(f"client down {config}")
+
+        @rt.flow(deps={"client": client})
+        async def use(ctx: rt.ExecutionContext, client: str) -> str:
+            return client
+
+        async with rt.create_scope() as scope:
+            assert await scope.exec(use) == "client(real)"
+            async with scope.override(config, "fake"):
+                assert await scope.exec(use) == "client(fake)"
+            assert await scope.exec(use) == "client(real)"
+        assert log == [
+            "config up",
+            "client up real",
+            "client down real",
+            "config down",
+            "client up fake",
+            "client down fake",
+            "config up",
+            "client up real",
+            "client down real",
+            "config down",
+        ]
+
+    async def test_flows_and_resources(self) -> None:
+        @rt.flow
+        async def greet(ctx: rt.ExecutionContext) -> str:
+            return "real"
+
+        @rt.flow
+        async def fake_greet(ctx: rt.ExecutionContext) -> str:
+            return "fake"
+
+        @rt.resource
+        def session(ctx: rt.ResolveContext) -> str:
+            return "real session"
+
+        async with rt.create_scope() as scope:
+            async with scope.override(greet, fake_greet), scope.override(session, "fake session"):
+                ctx = scope.create_context()
+                assert await ctx.exec(greet) == "fake"
+                assert await ctx.resolve(session) == "fake session"
+                await ctx.close()
+            ctx = scope.create_context()
+            assert await ctx.exec(greet) == "real"
+            assert await ctx.resolve(session) == "real session"
+            await ctx.close()
+
+    async def test_mistakes_are_refused(self) -> None:
+        @rt.atom
+        def a(ctx: rt.ResolveContext) -> int:
+            return 1
+
+        @rt.flow
+        async def f(ctx: rt.ExecutionContext) -> int:
+            return 1
+
+        async with rt.create_scope() as scope:
+            with pytest.raises(TypeError, match=r"^preset\('f'\): a flow can be replaced by"):
+                scope.override(f, a)
+            with pytest.raises(rt.DependencyCycleError):
+                async with scope.override(a, a):
+                    pass
+            assert await scope.resolve(a) == 1  # the refused override left nothing behind
+        with pytest.raises(rt.ScopeDisposedError):
+            async with scope.override(a, 2):
+                pass
