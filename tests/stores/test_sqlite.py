@@ -94,7 +94,7 @@ class TestFiles:
         conn.commit()
         conn.close()
         before = digest(path)
-        with pytest.raises(StoreError, match=r"app\.db.* another application \(tables: users\)"):
+        with pytest.raises(StoreError, match=r"app\.db.* another application \(objects: users\)"):
             SqliteStore(path)
         assert digest(path) == before
         assert not Path(f"{path}-wal").exists()

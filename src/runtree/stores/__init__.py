@@ -21,6 +21,7 @@ from ._base import SessionRecord as SessionRecord
 from ._base import Store as Store
 from ._memory import InMemoryStore as InMemoryStore
 from ._postgres import PostgresStore as PostgresStore
+from ._secrets import redact as redact
 from ._sqlite import Durability as Durability
 from ._sqlite import SqliteStore as SqliteStore
 
@@ -37,6 +38,7 @@ __all__ = [
     "Store",
     "default_url",
     "from_url",
+    "redact",
 ]
 
 for _name in ("InMemoryStore", "SqliteStore", "PostgresStore", "Store"):
@@ -51,7 +53,9 @@ _FORMS = (
     "postgresql://user:password@host:5432/dbname"
 )
 _SQLITE_OPTIONS = ("durability", "synchronous", "lease", "timeout", "offload")
-_PG_OPTIONS = ("schema", "lease")
+_PG_OPTIONS = ("schema", "lease", "timeout", "connect_timeout", "reconnect")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
 def default_url() -> str:
@@ -60,17 +64,28 @@ def default_url() -> str:
 
 
 def _bad(url: str, why: str) -> StoreError:
-    return StoreError(f"Cannot open store URL {url!r}: {why}. Write one of: {_FORMS}")
+    shown = redact(url)
+    return StoreError(f"Cannot open store URL {shown!r}: {why}. Write one of: {_FORMS}")
 
 
-def _number(url: str, name: str, text: str) -> float:
+def _number(url: str, name: str, text: str, *, positive: bool = False) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise _bad(url, f"{name}={text!r} is not a number of seconds") from None
-    if not value >= 0:
-        raise _bad(url, f"{name}={text!r} must be >= 0")
+        raise _bad(url, f"option {name}={text!r} is not a number of seconds") from None
+    if positive and not value > 0:
+        raise _bad(url, f"option {name}={text!r} must be a number of seconds > 0")
+    if not value >= 0 or value == float("inf"):
+        raise _bad(url, f"option {name}={text!r} must be a finite number of seconds >= 0")
     return value
+
+
+def _flag(url: str, name: str, text: str) -> bool:
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise _bad(url, f"option {name}={text!r} must be one of 1, 0, true, false, yes, no, on, off")
 
 
 def from_url(url: str | None = None) -> Store:
@@ -107,13 +122,13 @@ def from_url(url: str | None = None) -> Store:
     try:
         params = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
     except ValueError:
-        raise _bad(url, f"its query {query!r} is malformed") from None
+        raise _bad(url, f"its query {redact('?' + query)[1:]!r} is malformed") from None
     if scheme == "memory":
         unknown = set(params) - {"lease"}
         if body or unknown:
             raise _bad(url, "memory:// takes no path and only ?lease=")
         if "lease" in params:
-            return InMemoryStore(lease=_number(url, "lease", params["lease"]))
+            return InMemoryStore(lease=_number(url, "lease", params["lease"], positive=True))
         return InMemoryStore()
     if scheme in ("sqlite", "sqlite3", "sqlite+pysqlite"):
         return _open_sqlite(url, body, params)
@@ -129,15 +144,19 @@ def _open_sqlite(url: str, body: str, params: dict[str, str]) -> Store:
     if not body.startswith("/") and body:
         raise _bad(url, "a sqlite URL has a host part; write sqlite:///path (three slashes)")
     path = unquote(body[1:])
-    lease = _number(url, "lease", params["lease"]) if "lease" in params else None
-    if path in ("", ":memory:"):
+    if not path.strip():
+        # What sqlite:///$UNSET expands to: never a silent in-memory (non-durable) store.
+        raise _bad(
+            url,
+            "its path is empty; write sqlite:///relative.db, or memory:// for a store in memory",
+        )
+    lease = _number(url, "lease", params["lease"], positive=True) if "lease" in params else None
+    if path == ":memory:":
         return InMemoryStore() if lease is None else InMemoryStore(lease=lease)
     durability = (params.get("durability") or params.get("synchronous") or "normal").lower()
     if durability not in ("normal", "full"):
         raise _bad(url, f"durability={durability!r} must be normal or full")
-    offload = False
-    if "offload" in params:
-        offload = params["offload"].lower() in ("1", "true", "yes", "on")
+    offload = _flag(url, "offload", params["offload"]) if "offload" in params else False
     timeout = _number(url, "timeout", params["timeout"]) if "timeout" in params else 10.0
     return SqliteStore(
         path,
@@ -153,5 +172,15 @@ def _open_postgres(url: str, body: str, params: dict[str, str]) -> Store:
         raise _bad(url, "a postgresql URL needs a host or a database")
     ours = {k: params.pop(k) for k in _PG_OPTIONS if k in params}
     dsn = "postgresql://" + body + (("?" + urlencode(params)) if params else "")
-    lease = _number(url, "lease", ours["lease"]) if "lease" in ours else 30.0
-    return PostgresStore(dsn, schema=ours.get("schema", "runtree"), lease=lease)
+
+    def seconds(name: str, default: float, positive: bool = True) -> float:
+        return _number(url, name, ours[name], positive=positive) if name in ours else default
+
+    return PostgresStore(
+        dsn,
+        schema=ours.get("schema", "runtree"),
+        lease=seconds("lease", 30.0),
+        timeout=seconds("timeout", 30.0),
+        connect_timeout=seconds("connect_timeout", 10.0),
+        reconnect=seconds("reconnect", 15.0, positive=False),
+    )

@@ -11,13 +11,15 @@ import asyncio
 import hashlib
 import logging
 import re
+import select
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import StoreError
 from ._base import DEFAULT_LEASE
+from ._secrets import passwords, redact
 from ._sql import MIGRATIONS, QUERIES, SqlStore, Tx, prepare, schema_version
 
 if TYPE_CHECKING:
@@ -55,16 +57,31 @@ class _PgTx:
         return [tuple(r) for r in await cur.fetchall()]
 
 
-def _redact(dsn: str) -> str:
-    """The DSN without its password, for messages."""
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_RECONNECT = 15.0
+
+
+def _without_password(dsn: str) -> str:
+    """The DSN with its password left out (libpq then reads PGPASSWORD or ~/.pgpass)."""
+    text = re.sub(r"(?i)^([a-z][a-z0-9+.\-]*://[^:/@?#]*):[^@/?#]*@", r"\1@", dsn)
+    text = re.sub(r"(?i)([?&])password=[^&#]*&?", r"\1", text).rstrip("?&")
+    if "://" not in text:
+        text = re.sub(r"(?i)\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S*)\s*", "", text).strip()
+    return text
+
+
+def _alive(conn: AsyncConnection[Any]) -> bool:
+    """Is an idle connection still usable? A server that restarted or terminated the
+    backend has closed the socket (or sent a final error): it reads as ready."""
+    if conn.closed:
+        return False
     try:
-        parts = urlsplit(dsn)
-    except ValueError:
-        return "<dsn>"
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+        fd = conn.pgconn.socket
+        ready, _, _ = select.select([fd], [], [], 0)
+    except (OSError, ValueError, Exception):
+        return False
+    return not ready
 
 
 class PostgresStore(SqlStore):
@@ -76,7 +93,17 @@ class PostgresStore(SqlStore):
         lease: Seconds a claim on a context tree lives without renewal; a holder on
             another machine that died is taken over after it.
         pool_size: Idle connections kept for reuse.
-        connect_timeout: Seconds to wait for a connection.
+        connect_timeout: Seconds to wait for one connection attempt (default 10).
+        timeout: Seconds one store operation (one transaction: a claim, a record, a
+            session write) may take, waiting for row locks included (default 30). Past it
+            the connection is dropped and a :class:`StoreError` names the operation; a
+            frozen server never hangs a step.
+        reconnect: Seconds to keep trying to connect (with backoff: 0.1 s doubling to 2 s)
+            when the server refuses connections, e.g. while it restarts (default 15; 0:
+            one attempt). Idle connections the server closed are replaced first.
+
+    The password is never shown: ``repr``, :attr:`dsn`, :attr:`url`, errors and logs
+    mask it in every form a DSN takes (URL, ``?password=``, ``password=`` conninfo).
 
     Raises:
         StoreError: psycopg is missing (``pip install 'runtree[postgres]'``), the schema
@@ -99,9 +126,20 @@ class PostgresStore(SqlStore):
         schema: str = "runtree",
         lease: float = DEFAULT_LEASE,
         pool_size: int = 4,
-        connect_timeout: float = 10.0,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        timeout: float = DEFAULT_TIMEOUT,
+        reconnect: float = DEFAULT_RECONNECT,
     ) -> None:
         super().__init__(lease=lease)
+        for name, value, low in (
+            ("connect_timeout", connect_timeout, 0.0),
+            ("timeout", timeout, 0.0),
+            ("reconnect", reconnect, -1.0),
+        ):
+            if not isinstance(value, (int, float)) or not value > low:
+                bound = ">= 0" if low < 0 else "> 0"
+                msg = f"PostgresStore {name}= must be a number of seconds {bound} (got {value!r})"
+                raise StoreError(msg)
         try:
             import psycopg
         except ImportError as exc:
@@ -114,9 +152,10 @@ class PostgresStore(SqlStore):
                 f"got {schema!r})"
             )
             raise StoreError(msg)
-        self.dsn = dsn
+        self._dsn = dsn
+        self._secrets = passwords(dsn)
         self.schema = schema
-        self._where = f"PostgreSQL schema {schema!r} at {_redact(dsn)}"
+        self._where = f"PostgreSQL schema {schema!r} at {redact(dsn)}"
         self._q = prepare(
             QUERIES,
             prefix=f'"{schema}".',
@@ -125,25 +164,41 @@ class PostgresStore(SqlStore):
             lock=" FOR UPDATE OF l",
         )
         self._pool_size = pool_size
-        self._connect_timeout = connect_timeout
+        self._connect_timeout = float(connect_timeout)
+        self._timeout = float(timeout)
+        self._reconnect = float(reconnect)
         self._idle: list[AsyncConnection[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = False
 
     @property
+    def dsn(self) -> str:
+        """The connection string with its password masked."""
+        return redact(self._dsn)
+
+    @property
+    def timeout(self) -> float:
+        """Seconds one store operation may take (see the class docs)."""
+        return self._timeout
+
+    @property
     def url(self) -> str:
-        base = self.dsn
+        """A URL for :func:`runtree.stores.from_url`, without the password (supply it
+        with ``PGPASSWORD`` or ``~/.pgpass``)."""
+        base = _without_password(self._dsn)
         extra = []
         if self.schema != "runtree":
             extra.append(f"schema={self.schema}")
         if self._lease != DEFAULT_LEASE:
             extra.append(f"lease={self._lease:g}")
+        if self._timeout != DEFAULT_TIMEOUT:
+            extra.append(f"timeout={self._timeout:g}")
         if extra and "://" in base:
             base += ("&" if "?" in base else "?") + "&".join(extra)
         return base
 
     def __repr__(self) -> str:
-        return f"PostgresStore({_redact(self.dsn)!r}, schema={self.schema!r})"
+        return f"PostgresStore({redact(self._dsn)!r}, schema={self.schema!r})"
 
     def _ddl(self, version: int) -> list[str]:
         prefix = f'"{self.schema}".'
@@ -151,17 +206,49 @@ class PostgresStore(SqlStore):
 
     # -- connections -------------------------------------------------------------------
 
+    def _scrub(self, text: str) -> str:
+        text = redact(text)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
     async def _connect(self) -> AsyncConnection[Any]:
-        try:
-            return await self._psycopg.AsyncConnection.connect(
-                self.dsn, autocommit=True, connect_timeout=max(1, int(self._connect_timeout))
-            )
-        except self._psycopg.Error as exc:
-            msg = (
-                f"Cannot connect to PostgreSQL at {_redact(self.dsn)}: {exc}. Check the DSN "
-                "(host, port, user, database) and that the server is running."
-            )
-            raise StoreError(msg) from exc
+        """A new connection; while the server refuses (a restart), try again with backoff
+        for up to ``reconnect`` seconds."""
+        deadline = time.monotonic() + self._reconnect
+        delay = 0.1
+        while True:
+            try:
+                async with asyncio.timeout(self._connect_timeout):
+                    return await self._psycopg.AsyncConnection.connect(
+                        self._dsn,
+                        autocommit=True,
+                        connect_timeout=max(1, int(self._connect_timeout + 0.999)),
+                    )
+            except (self._psycopg.Error, TimeoutError) as exc:
+                left = deadline - time.monotonic()
+                if left <= 0 or not _transient(exc, self._psycopg):
+                    detail = (
+                        f"no answer within {self._connect_timeout:g}s (connect_timeout=)"
+                        if isinstance(exc, TimeoutError)
+                        else self._scrub(str(exc).strip())
+                    )
+                    tried = (
+                        f" (tried for {self._reconnect:g}s, reconnect=)" if self._reconnect else ""
+                    )
+                    msg = (
+                        f"Cannot connect to PostgreSQL at {redact(self._dsn)}: {detail}{tried}. "
+                        "Check the DSN (host, port, user, database) and that the server is "
+                        "running."
+                    )
+                    raise StoreError(msg) from None
+                log.warning(
+                    "PostgreSQL at %s refused a connection; retrying in %.1fs",
+                    redact(self._dsn),
+                    min(delay, left),
+                )
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, 2.0)
 
     async def _take(self) -> AsyncConnection[Any]:
         loop = asyncio.get_running_loop()
@@ -173,8 +260,9 @@ class PostgresStore(SqlStore):
             self._loop = loop
         while self._idle:
             conn = self._idle.pop()
-            if not conn.closed:
+            if _alive(conn):
                 return conn
+            conn.pgconn.finish()  # the server closed it (a restart, a terminated backend)
         conn = await self._connect()
         if not self._ready:
             await self._migrate(conn)
@@ -189,25 +277,83 @@ class PostgresStore(SqlStore):
         else:
             conn.pgconn.finish()
 
-    async def _execute(self, fn: Callable[[Tx], Awaitable[T]], write: bool, tx: bool) -> T:
-        conn = await self._take()
+    async def _execute(
+        self, fn: Callable[[Tx], Awaitable[T]], write: bool, tx: bool, what: object = None
+    ) -> T:
+        deadline = time.monotonic() + self._reconnect
+        while True:
+            conn = await self._take()
+            try:
+                return await self._attempt(conn, fn, tx, what)
+            except _Lost as lost:
+                # The connection broke under the operation. Run it again on a new one
+                # when that is safe (it changes nothing twice) and time remains.
+                doing, safe = self._describe(what)
+                if not safe or time.monotonic() > deadline:
+                    outcome = "" if safe else " Its outcome is unknown (it may have committed)."
+                    msg = (
+                        f"{self._where}: the connection was lost while {doing} "
+                        f"({lost.detail}).{outcome} Check the server; the step runs again "
+                        "on a re-run unless it was recorded."
+                    )
+                    raise StoreError(msg) from None
+                log.warning("%s: connection lost while %s; retrying", self._where, doing)
+
+    async def _attempt(
+        self, conn: AsyncConnection[Any], fn: Callable[[Tx], Awaitable[T]], tx: bool, what: object
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        expired = False
+
+        def expire() -> None:
+            # Close the socket first: psycopg then sees a dead connection at once instead
+            # of waiting for a cancel request a frozen server never answers.
+            nonlocal expired
+            expired = True
+            conn.pgconn.finish()
+            if task is not None:
+                task.cancel()
+
+        timer = loop.call_later(self._timeout, expire)
         try:
             if tx:
                 async with conn.transaction():
                     result = await fn(_PgTx(conn))
             else:
                 result = await fn(_PgTx(conn))
-        except self._psycopg.Error as exc:
-            conn.pgconn.finish()
-            msg = f"{self._where}: {type(exc).__name__}: {exc}"
-            raise StoreError(msg) from exc
-        except Exception:
-            self._give(conn)  # the operation's own error: the transaction rolled back
+        except BaseException as exc:
+            timer.cancel()
+            if expired:
+                if (
+                    task is not None
+                    and task.uncancel() > 0
+                    and isinstance(exc, asyncio.CancelledError)
+                ):
+                    raise  # cancelled from outside as well: that wins
+                doing = self._describe(what)[0]
+                msg = (
+                    f"{self._where}: no answer within {self._timeout:g}s while {doing} "
+                    "(timeout=); the connection was dropped. The server may be frozen or "
+                    "overloaded, or a lock is held too long; raise PostgresStore(timeout=...) "
+                    "if the operation is legitimately slow."
+                )
+                raise StoreError(msg) from None
+            if isinstance(exc, self._psycopg.OperationalError) and (
+                conn.closed or conn.pgconn.status != self._psycopg.pq.ConnStatus.OK
+            ):
+                conn.pgconn.finish()
+                raise _Lost(self._scrub(str(exc).strip())) from None
+            if isinstance(exc, self._psycopg.Error):
+                conn.pgconn.finish()
+                msg = f"{self._where}: {type(exc).__name__}: {self._scrub(str(exc))}"
+                raise StoreError(msg) from None
+            if isinstance(exc, Exception):
+                self._give(conn)  # the operation's own error: the transaction rolled back
+            else:
+                conn.pgconn.finish()  # cancelled mid-statement: the state is unknown
             raise
-        except BaseException:
-            # Cancelled mid-statement: the connection's state is unknown.
-            conn.pgconn.finish()
-            raise
+        timer.cancel()
         self._give(conn)
         return result
 
@@ -241,8 +387,8 @@ class PostgresStore(SqlStore):
                     await self._op_migrate(_PgTx(conn), found)
         except self._psycopg.Error as exc:
             conn.pgconn.finish()
-            msg = f"{self._where}: cannot create or check runtree's tables: {exc}"
-            raise StoreError(msg) from exc
+            msg = f"{self._where}: cannot create or check runtree's tables: {self._scrub(str(exc))}"
+            raise StoreError(msg) from None
         except BaseException:
             conn.pgconn.finish()
             raise
@@ -277,3 +423,31 @@ class PostgresStore(SqlStore):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+class _Lost(Exception):
+    """The connection broke under an operation (internal)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def _transient(exc: BaseException, psycopg: Any) -> bool:
+    """A connection failure worth retrying (refused, reset, timed out, the server starting
+    or shutting down), not a wrong password, database or DSN."""
+    if isinstance(exc, TimeoutError):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    text = str(exc).lower()
+    permanent = (
+        "password authentication failed",
+        "authentication",
+        "does not exist",
+        "no pg_hba.conf entry",
+        "invalid connection option",
+        "could not translate host name",
+        "role ",
+    )
+    return not any(p in text for p in permanent)

@@ -33,7 +33,6 @@ from ._base import (
     loads,
     proc_alive,
 )
-from ._runs_sql import RUNS_MIGRATION, RUNS_QUERIES, RunsSql
 
 __all__ = ["MIGRATIONS", "SqlStore", "Tx", "schema_version"]
 
@@ -84,7 +83,6 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE {t}journal ADD COLUMN input_digest TEXT",
     ),
 }
-MIGRATIONS[2] = RUNS_MIGRATION  # run trees (see _runs_sql)
 
 
 def schema_version() -> int:
@@ -168,7 +166,6 @@ QUERIES: dict[str, str] = {
     "ci_all": "SELECT i.command_id, i.kind, i.item FROM {t}command_items i "
     "JOIN {t}commands c ON c.id = i.command_id WHERE c.session_id = ? ORDER BY i.n",
 }
-QUERIES.update(RUNS_QUERIES)
 
 _NO_LIMIT = 2**62
 _json_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
@@ -244,7 +241,7 @@ def _add_items(commands: dict[int, CommandRecord], rows: list[tuple[Any, ...]]) 
             cast("list[str]", record[_ITEM_FIELD[kind]]).append(item)  # type: ignore[literal-required]
 
 
-class SqlStore(RunsSql):
+class SqlStore:
     """The journal and session backends over SQL; dialects subclass it.
 
     A subclass provides :meth:`_execute` (run ``fn(tx)`` in a transaction, or as one
@@ -276,8 +273,23 @@ class SqlStore(RunsSql):
 
     # -- to be provided by a dialect ---------------------------------------------------
 
-    async def _execute(self, fn: Callable[[Tx], Awaitable[T]], write: bool, tx: bool) -> T:
+    async def _execute(
+        self, fn: Callable[[Tx], Awaitable[T]], write: bool, tx: bool, what: object = None
+    ) -> T:
+        """Run ``fn``; ``what`` is the operation (an ``_op_*`` function, or the SQL text of
+        a one-statement operation), described by :meth:`_describe` only when it fails."""
         raise NotImplementedError
+
+    def _describe(self, what: object) -> tuple[str, bool]:
+        """What an operation does, for messages, and whether running it again after a
+        lost connection is safe (it changes nothing a second time)."""
+        if isinstance(what, str):
+            name = next((k for k, v in self._q.items() if v == what), "")
+            return _QUERY_TEXT.get(name, "a query"), name not in _NOT_RETRYABLE
+        name = getattr(what, "__name__", "")
+        return _OP_TEXT.get(name, name.removeprefix("_op_").replace("_", " ") or "an operation"), (
+            name not in _NOT_RETRYABLE
+        )
 
     # -- running operations ------------------------------------------------------------
 
@@ -290,26 +302,30 @@ class SqlStore(RunsSql):
         self, op: Callable[Concatenate[Tx, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         self._check_open()
-        return await self._execute(lambda tx: op(tx, *args, **kwargs), False, True)
+        what = args[0] if op in _GENERIC else op
+        return await self._execute(lambda tx: op(tx, *args, **kwargs), False, True, what)
 
     async def _write(
         self, op: Callable[Concatenate[Tx, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         self._check_open()
-        return await self._execute(lambda tx: op(tx, *args, **kwargs), True, True)
+        what = args[0] if op in _GENERIC else op
+        return await self._execute(lambda tx: op(tx, *args, **kwargs), True, True, what)
 
     async def _write1(
         self, op: Callable[Concatenate[Tx, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """A write whose statements need no common transaction (each commits alone)."""
         self._check_open()
-        return await self._execute(lambda tx: op(tx, *args, **kwargs), True, False)
+        what = args[0] if op in _GENERIC else op
+        return await self._execute(lambda tx: op(tx, *args, **kwargs), True, False, what)
 
     async def _read1(
         self, op: Callable[Concatenate[Tx, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         self._check_open()
-        return await self._execute(lambda tx: op(tx, *args, **kwargs), False, False)
+        what = args[0] if op in _GENERIC else op
+        return await self._execute(lambda tx: op(tx, *args, **kwargs), False, False, what)
 
     def journal_backend(self) -> SqlStore:
         """The journal's view of this store (this object)."""
@@ -772,6 +788,14 @@ class SqlStore(RunsSql):
             record = _command(found)
             _add_items({record["id"]: record}, await tx.all(q["ci_of"], (command_id,)))
             return record
+        if command_id is not None:
+            # Run again after a lost connection whose first attempt did commit: the same
+            # outcome, not "it is not running".
+            found = await tx.one(q["c_row"], (command_id,))
+            if found is not None and found[2] == status and found[4] == completed_at:
+                record = _command(found)
+                _add_items({record["id"]: record}, await tx.all(q["ci_of"], (command_id,)))
+                return record
         last = await tx.one(q["c_last"], (session_id, command))
         if last is None:
             return "it was never started"
@@ -839,3 +863,33 @@ def _check_session(session_id: str, project_name: str, project_type: str | None)
     check_name(project_name, "project name")
     if project_type is not None:
         check_name(project_type, "project type")
+
+
+_GENERIC = frozenset((_op_exec, _op_one, _op_all))
+# Operations that must not run twice when a connection is lost mid-way (the outcome of the
+# first attempt is unknown): each inserts a row or counts.
+_NOT_RETRYABLE = frozenset(("_op_start", "_op_create", "n_add", "c_insert"))
+_OP_TEXT: dict[str, str] = {
+    "_op_acquire": "claiming a journal key",
+    "_op_record": "recording a journal entry",
+    "_op_delete": "deleting journal entries",
+    "_op_renew": "renewing the lease",
+    "_op_goodbye": "releasing claims on close",
+    "_op_create": "creating a session",
+    "_op_get_or_create": "getting or creating a session",
+    "_op_load": "loading a session",
+    "_op_start": "starting a command",
+    "_op_complete": "completing a command",
+    "_op_previous": "reading the previous command",
+}
+_QUERY_TEXT: dict[str, str] = {
+    "j_load": "loading a journal",
+    "l_release": "releasing a tree's lease",
+    "s_list": "listing sessions",
+    "s_list_project": "listing sessions",
+    "s_end": "ending a session",
+    "i_put": "storing a session item",
+    "i_get": "reading a session item",
+    "n_add": "counting a cache hit or miss",
+    "ci_add": "noting what a command used",
+}

@@ -39,11 +39,18 @@ T = TypeVar("T")
 Durability: TypeAlias = Literal["normal", "full"]
 
 _HEADER = b"SQLite format 3\x00"
+# PRAGMA application_id of a runtree database ("RTre"): stamped when runtree creates the
+# file; any other non-zero id is another application's file.
+APPLICATION_ID = 0x52547265
+# Existing files up to this size get a full PRAGMA quick_check when opened (≈ 10 ms per
+# MiB); larger ones only the cheap checks (header, size, schema).
+QUICK_CHECK_MAX_BYTES = 16 * 1024 * 1024
 _PREFIX = "runtree_"
 # Loop-connection writes between two checkpoints run on the thread (SQLite's own
 # auto-checkpoint would run one inside a commit on the loop every ~1000 pages).
 _CHECKPOINT_EVERY = 500
 _BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (primary codes)
+_PERM, _READONLY, _IOERR, _FULL, _CANTOPEN = 3, 8, 10, 13, 14
 # Direct calls on the loop hand it back to other tasks at least this often (seconds).
 _YIELD_AFTER = 0.001
 
@@ -149,22 +156,51 @@ class _SqliteEngine(SqlStore):
 
     def _open_schema(self, conn: sqlite3.Connection) -> int:
         """The runtree schema version of the database (0: empty), or a StoreError when it
-        belongs to another application or a newer runtree."""
-        tables = {
-            row[0]
-            for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            if not str(row[0]).startswith("sqlite_")
+        belongs to another application or a newer runtree. Reads only."""
+        app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+        user_version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        objects = {
+            (str(row[0]), str(row[1]))
+            for row in conn.execute("SELECT type, name FROM sqlite_master")
+            if not str(row[1]).startswith("sqlite_")
         }
-        if tables and f"{_PREFIX}meta" not in tables:
-            shown = ", ".join(sorted(tables)[:5])
+        foreign = sorted(name for kind, name in objects if not name.startswith(_PREFIX))
+        if app_id not in (0, APPLICATION_ID) or user_version or foreign:
+            shown = f"application_id {app_id:#x}" if app_id not in (0, APPLICATION_ID) else ""
+            if user_version:
+                shown += f"{', ' if shown else ''}user_version {user_version}"
+            if foreign:
+                shown += f"{', ' if shown else ''}objects: {', '.join(foreign[:5])}"
             msg = (
-                f"{self._where} is a SQLite database of another application (tables: "
-                f"{shown}); runtree will not change it. Use another file for the store."
+                f"{self._where} is a SQLite database of another application ({shown}); "
+                "runtree will not change it. Use another file for the store."
             )
             raise StoreError(msg)
-        if not tables:
+        if not objects:
+            if app_id == APPLICATION_ID:
+                msg = (
+                    f"{self._where} is stamped as a runtree database but holds none of its "
+                    "tables; runtree will not change it. Move it away to start afresh."
+                )
+                raise StoreError(msg)
             return 0
-        return self._check_meta(dict(conn.execute(self._q["meta_all"]).fetchall()))
+        tables = {name for kind, name in objects if kind == "table"}
+        if f"{_PREFIX}meta" not in tables:
+            msg = (
+                f"{self._where} holds runtree-named objects but no {_PREFIX}meta table; "
+                "runtree will not change it. Move it away to start afresh."
+            )
+            raise StoreError(msg)
+        version = self._check_meta(dict(conn.execute(self._q["meta_all"]).fetchall()))
+        missing = sorted(_v1_tables() - tables)
+        if missing:
+            msg = (
+                f"{self._where} claims runtree schema version {version} but lacks the "
+                f"table(s) {', '.join(missing)}; runtree will not change it. Move it away "
+                "to start afresh."
+            )
+            raise StoreError(msg)
+        return version
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Create or migrate the schema under the write lock (another process may be
@@ -174,6 +210,7 @@ class _SqliteEngine(SqlStore):
             found = self._open_schema(conn)
             if found < schema_version():
                 _drive(conn, lambda tx: self._op_migrate(tx, found), True, False)
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -182,21 +219,44 @@ class _SqliteEngine(SqlStore):
 
     # -- running operations ------------------------------------------------------------
 
-    def _error(self, exc: sqlite3.Error) -> StoreError:
-        if _is_busy(exc):
+    def _error(self, exc: sqlite3.Error, what: object = None) -> StoreError:
+        doing = f" while {self._describe(what)[0]}" if what is not None else ""
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code in _BUSY:
             msg = (
                 f"{self._where} stayed locked by another connection for more than "
-                f"{self._timeout:g}s ({exc}); raise SqliteStore(timeout=...) or find the "
-                "process holding a long write transaction"
+                f"{self._timeout:g}s{doing} ({exc}); raise SqliteStore(timeout=...) or find "
+                "the process holding a long write transaction"
+            )
+        elif code in (_READONLY, _PERM):
+            msg = (
+                f"{self._where} cannot be written{doing} ({exc}): the file, its -wal/-shm "
+                "files or its folder are read-only for this process, or the file system is "
+                "mounted read-only. Give this user write access to the file and its folder, "
+                "or point RUNTREE_STORE at a writable place."
+            )
+        elif code == _FULL:
+            msg = (
+                f"{self._where}: the disk is full{doing} ({exc}); nothing was half-written "
+                "(the transaction rolled back). Free space on that file system, then run "
+                "again: recorded steps replay."
+            )
+        elif code in (_IOERR, _CANTOPEN):
+            msg = (
+                f"{self._where}: the operating system refused a read or write{doing} "
+                f"({exc}); check the disk, the file's permissions and free space."
             )
         else:
             msg = (
-                f"{self._where}: {exc}. The file may be corrupt or not a runtree database; "
-                "runtree does not repair or overwrite it: move it away to start afresh."
+                f"{self._where}: {exc}{doing}. The file may be corrupt or not a runtree "
+                "database; runtree does not repair or overwrite it: move it away to start "
+                "afresh."
             )
         return StoreError(msg)
 
-    async def _execute(self, fn: Callable[[Tx], Awaitable[T]], write: bool, tx: bool) -> T:
+    async def _execute(
+        self, fn: Callable[[Tx], Awaitable[T]], write: bool, tx: bool, what: object = None
+    ) -> T:
         conn = self._conn
         if conn is None:
             self._check_open()
@@ -206,7 +266,7 @@ class _SqliteEngine(SqlStore):
                 result = _drive(conn, fn, write, tx)
             except sqlite3.Error as exc:
                 if not (_is_busy(exc) and self._can_thread()):
-                    raise self._error(exc) from exc
+                    raise self._error(exc, what) from exc
                 # Locked by another connection: wait for it on the thread, not here.
             else:
                 if write:
@@ -220,7 +280,7 @@ class _SqliteEngine(SqlStore):
                     self._yielded = perf_counter()
                 return result
         return await asyncio.get_running_loop().run_in_executor(
-            self._thread(), self._in_thread, fn, write, tx
+            self._thread(), self._in_thread, fn, write, tx, what
         )
 
     async def _insert_record(self, params: tuple[object, ...]) -> StepRecord | None:
@@ -231,7 +291,7 @@ class _SqliteEngine(SqlStore):
                 inserted = conn.execute(self._insert_sql, params).rowcount
             except sqlite3.Error as exc:
                 if not (_is_busy(exc) and self._can_thread()):
-                    raise self._error(exc) from exc
+                    raise self._error(exc, self._insert_sql) from exc
             else:
                 self._writes += 1
                 if self._writes >= _CHECKPOINT_EVERY:
@@ -252,12 +312,14 @@ class _SqliteEngine(SqlStore):
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="runtree-sqlite")
         return self._executor
 
-    def _in_thread(self, fn: Callable[[Tx], Awaitable[T]], write: bool, tx: bool) -> T:
+    def _in_thread(
+        self, fn: Callable[[Tx], Awaitable[T]], write: bool, tx: bool, what: object = None
+    ) -> T:
         conn = self._thread_conn()
         try:
             return _drive(conn, fn, write, tx)
         except sqlite3.Error as exc:
-            raise self._error(exc) from exc
+            raise self._error(exc, what) from exc
 
     def _thread_conn(self) -> sqlite3.Connection:
         raise NotImplementedError
@@ -386,10 +448,13 @@ class SqliteStore(_SqliteEngine):
             _check_header(self.path, self._where)
         try:
             conn = self._conn = self._connect(str(self.path))
-            # Look before changing anything: a foreign or corrupt file stays as it is.
+            # Look before changing anything: a foreign or corrupt file stays as it is (no
+            # WAL switch, no table, no stamp before every check passed).
             conn.execute("BEGIN")
             try:
                 found = self._open_schema(conn)
+                if not created and found:
+                    self._check_integrity(conn)
             finally:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -404,11 +469,45 @@ class SqliteStore(_SqliteEngine):
             conn.execute("PRAGMA journal_size_limit = 67108864")
             if found < schema_version():  # only then take the write lock
                 self._migrate(conn)
+            elif not conn.execute("PRAGMA application_id").fetchone()[0]:
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")  # made by 0.1
             self._pragmas(conn, loop=True)
             self._purge()
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         _fix_side_files(self.path)
+
+    def _check_integrity(self, conn: sqlite3.Connection) -> None:
+        """A bounded integrity check of an existing file: the size the header announces
+        is there, and small files (≤ QUICK_CHECK_MAX_BYTES) pass ``PRAGMA quick_check``."""
+        with open(self.path, "rb") as f:
+            head = f.read(100)
+        size = os.path.getsize(self.path)
+        page_size = int.from_bytes(head[16:18], "big")
+        page_size = 65536 if page_size == 1 else page_size
+        # The header's page count is valid when its "valid-for" counter matches the change
+        # counter; in WAL mode it is the file as of the last checkpoint.
+        pages = int.from_bytes(head[28:32], "big")
+        valid = len(head) == 100 and head[92:96] == head[24:28]
+        problem = ""
+        if valid and size < page_size * pages:
+            problem = f"it is {size} bytes, shorter than its {pages} pages of {page_size}"
+        elif size <= QUICK_CHECK_MAX_BYTES:
+            try:
+                rows = conn.execute("PRAGMA quick_check(3)").fetchall()
+            except sqlite3.DatabaseError as exc:
+                if _is_busy(exc):
+                    raise
+                rows = [(str(exc),)]
+            if rows != [("ok",)]:
+                problem = "; ".join(str(r[0]) for r in rows)
+        if problem:
+            msg = (
+                f"{self._where} is corrupt ({problem}); runtree did not change it. Restore "
+                "it from a backup, or move it away to start afresh (recorded steps would "
+                "run again)."
+            )
+            raise StoreError(msg)
 
     def _purge(self) -> None:
         """Forget lease holders gone for a day (their claims were taken over long ago)."""
@@ -428,6 +527,10 @@ class SqliteStore(_SqliteEngine):
             conn = self._tconn = self._connect(str(self.path))
             self._pragmas(conn, loop=False)
         return conn
+
+
+def _v1_tables() -> set[str]:
+    return {f"{_PREFIX}{t}" for t in ("meta", "procs", "leases", "journal", "sessions", "commands")}
 
 
 def _make_dirs(folder: Path) -> None:
