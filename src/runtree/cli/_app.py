@@ -18,6 +18,7 @@ from .. import _scope
 from .._defs import Flow
 from ..errors import RuntreeError, StoreError
 from ._render import TreeRecorder, render_tree, tree_data
+from ._runs import register as _register_runs
 
 T = TypeVar("T")
 
@@ -52,6 +53,7 @@ def _main(
 
 session_app = typer.Typer(help="Sessions: one context tree across commands.", no_args_is_help=True)
 app.add_typer(session_app, name="session")
+_register_runs(app)  # `runtree runs ...` and `runtree worker` (cli/_runs.py)
 
 out = Console()
 err = Console(stderr=True)
