@@ -20,15 +20,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 # Blocks that fail today because of a known library typing bug, with the reason shown in
 # the test report. Keep this list short and remove an entry as soon as its fix lands.
-KNOWN_FAILURES: dict[str, str] = {
-    "README.md#0": "Flow is invariant in its output: scope.exec(Flow[Any, list[str]])",
-    "guide.md#0": "a tag with parse=int rejects the raw str its parse accepts",
-    "guide.md#2": "ctx.input is object even with parse=int",
-    "guide.md#3": "ctx.input is object even with parse=",
-    "otel.md#0": "ctx.input is object even with parse=",
-    "otel.md#1": "Flow is invariant in its output: scope.exec(Flow[Any, str])",
-    "sessions.md#0": "Flow is invariant in its output: a helper taking Flow[None, object]",
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 
 @dataclass(frozen=True)

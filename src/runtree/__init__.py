@@ -30,6 +30,7 @@ from ._scope import ResolveContext as ResolveContext
 from ._scope import Scope as Scope
 from ._scope import create_scope as create_scope
 from ._stream import FlowStream as FlowStream
+from ._tags import ParsedTag as ParsedTag
 from ._tags import Tag as Tag
 from ._tags import TagDep as TagDep
 from ._tags import Tagged as Tagged
@@ -95,6 +96,7 @@ __all__ = [
     "Settled",
     "StepFailedError",
     "StoreError",
+    "ParsedTag",
     "Tag",
     "TagDep",
     "Tagged",

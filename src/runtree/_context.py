@@ -15,13 +15,14 @@ import itertools
 import logging
 import os
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from functools import partial
 from time import time
 from typing import (
     TYPE_CHECKING,
     Any,
+    Generic,
     TypeVar,
     Unpack,
     final,
@@ -39,7 +40,7 @@ from ._details import (
     StreamOptions,
 )
 from ._extensions import ExecOp
-from ._tags import ALL_VALUES, MISSING, Tag, Tagged
+from ._tags import ALL_VALUES, MISSING, ParsedTag, Tag, Tagged
 from .errors import (
     Cancelled,
     ContextClosedError,
@@ -69,6 +70,15 @@ T = TypeVar("T")
 In = TypeVar("In")
 Out = TypeVar("Out")
 R = TypeVar("R")
+if TYPE_CHECKING:
+    # PEP 696 default: a bare ``ExecutionContext`` means ``ExecutionContext[object]`` (no
+    # "missing type parameters" under --strict); the stdlib TypeVar has no default before
+    # 3.13, and this module imports nothing outside the standard library at run time.
+    from typing_extensions import TypeVar as _TypeVarDefault
+
+    InputT = _TypeVarDefault("InputT", default=object, covariant=True)
+else:
+    InputT = TypeVar("InputT", covariant=True)
 Y = TypeVar("Y")
 
 
@@ -139,7 +149,7 @@ class _Callback:
 
 
 @final
-class ExecutionContext:
+class ExecutionContext(Generic[InputT]):
     """One node of the execution tree: the context of a request, job, command or step.
 
     Made by ``scope.create_context()`` / ``scope.exec()`` (a *boundary*) or by
@@ -192,7 +202,7 @@ class ExecutionContext:
     name: str
     parent: ExecutionContext | None
     scope: Scope
-    input: object
+    input: InputT  # the parsed input; annotate ``ctx: ExecutionContext[int]`` to type it
 
     # -- identity and plain fields ---------------------------------------------------
 
@@ -287,7 +297,11 @@ class ExecutionContext:
                 return None
         return value  # type: ignore[return-value]
 
-    def set(self, tag: Tag[T], value: T) -> None:
+    @overload
+    def set(self, tag: ParsedTag[T], value: object) -> None: ...
+    @overload
+    def set(self, tag: Tag[T], value: T) -> None: ...
+    def set(self, tag: Tag[T], value: object) -> None:
         """Bind ``tag`` on this context only: children created afterwards see it, the
         parent and siblings do not. ``parse``/serializable checks run first."""
         value = tag.check(value)
@@ -343,8 +357,19 @@ class ExecutionContext:
 
     # -- running work ----------------------------------------------------------------
 
+    @overload
     async def exec(
-        self, flow: Flow[In, Out], input: In | None = None, **options: Unpack[ExecOptions]
+        self,
+        flow: Flow[object, AsyncIterator[Y]],
+        input: object = None,
+        **options: Unpack[ExecOptions],
+    ) -> list[Y]: ...
+    @overload
+    async def exec(
+        self, flow: Flow[object, Out], input: object = None, **options: Unpack[ExecOptions]
+    ) -> Out: ...
+    async def exec(
+        self, flow: Flow[object, Out], input: object = None, **options: Unpack[ExecOptions]
     ) -> Out:
         """Run ``flow`` in a new child context and close the child when it finishes.
 
@@ -484,23 +509,12 @@ class ExecutionContext:
             await child._succeed()
         return result  # type: ignore[no-any-return]
 
-    @overload
     def exec_stream(
         self,
-        flow: Flow[In, AsyncIterator[Y]],
-        input: In | None = None,
+        flow: Flow[object, AsyncIterator[Y]],
+        input: object = None,
         **options: Unpack[StreamOptions],
-    ) -> FlowStream[Y]: ...
-    @overload
-    def exec_stream(
-        self,
-        flow: Flow[In, AsyncGenerator[Y, Any]],
-        input: In | None = None,
-        **options: Unpack[StreamOptions],
-    ) -> FlowStream[Y]: ...
-    def exec_stream(
-        self, flow: Flow[In, Any], input: In | None = None, **options: Unpack[StreamOptions]
-    ) -> FlowStream[Any]:
+    ) -> FlowStream[Y]:
         """Stream the items of ``flow`` (an async-generator flow) from a new child context.
 
         ``async for item in ctx.exec_stream(flow, input):`` runs the generator in the
@@ -584,7 +598,7 @@ class ExecutionContext:
             (retry_delay, retry_backoff, retry_jitter, retry_on),
         )
 
-    async def parallel(self, *aws: Awaitable[Any]) -> list[Any]:
+    async def parallel(self, *aws: Awaitable[T]) -> list[T]:
         """Await ``aws`` concurrently; results in order.
 
         The first failure cancels the others, waits for them to finish (their
@@ -592,7 +606,7 @@ class ExecutionContext:
         """
         return await _run.parallel(self, aws, settled=False)
 
-    async def parallel_settled(self, *aws: Awaitable[Any]) -> list[Settled[Any]]:
+    async def parallel_settled(self, *aws: Awaitable[T]) -> list[Settled[T]]:
         """Await ``aws`` concurrently; a :class:`Settled` for each, in order. A member's
         failure never raises here."""
         return await _run.parallel(self, aws, settled=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Generic, Literal, TypeAlias, TypeVar, final
+from typing import TYPE_CHECKING, Generic, Literal, TypeAlias, TypeVar, final
 
 from ._tags import Tag, TagDep
 from .errors import ParseError
@@ -19,6 +19,10 @@ __all__ = ["Atom", "Flow", "Preset", "Resource", "preset"]
 T = TypeVar("T")
 In = TypeVar("In")
 Out = TypeVar("Out")
+# A flow only produces its output and only hands its (parsed) input to its own factory:
+# Flow[In, str] is usable wherever Flow[In, object] is asked for.
+In_co = TypeVar("In_co", covariant=True)
+Out_co = TypeVar("Out_co", covariant=True)
 
 FactoryKind: TypeAlias = Literal["sync", "async", "gen", "agen"]
 Ownership: TypeAlias = Literal["boundary", "current"]
@@ -183,7 +187,7 @@ class Resource(Generic[T]):
 
 
 @final
-class Flow(Generic[In, Out]):
+class Flow(Generic[In_co, Out_co]):
     """A unit of work. ``await ctx.exec(flow, input)`` runs it in a new child context."""
 
     __slots__ = ("deps", "factory", "is_async", "is_stream", "name", "parse", "plain")
@@ -192,7 +196,7 @@ class Flow(Generic[In, Out]):
         self,
         factory: Callable[..., object],
         deps: Mapping[str, object] | None = None,
-        parse: Callable[[object], In] | type | None = None,
+        parse: Callable[[object], In_co] | type | None = None,
         name: str | None = None,
     ) -> None:
         self.name: str = name or default_name(factory)
@@ -222,6 +226,16 @@ class Flow(Generic[In, Out]):
             raise
         except Exception as exc:
             raise ParseError("input of flow", self.name, _reason(exc)) from exc
+
+    if not TYPE_CHECKING:  # type checkers report the call itself: a Flow is not callable
+
+        def __call__(self, *args: object, **kwargs: object) -> None:
+            msg = (
+                f"flow {self.name!r} is not called directly: run it with "
+                f"await ctx.exec({self.name}, input) inside a flow, await scope.exec("
+                f"{self.name}, input) or await runtree.execute({self.name}, input)"
+            )
+            raise TypeError(msg)
 
     def __repr__(self) -> str:
         return f"<Flow {self.name}>"

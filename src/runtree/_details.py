@@ -141,12 +141,12 @@ class FlowHandle(Generic[In, Out]):
         self._ctx = ctx
         self.flow = flow
 
-    def __call__(self, input: In | None = None, **options: Unpack[ExecOptions]) -> Awaitable[Out]:
+    def __call__(self, input: object = None, **options: Unpack[ExecOptions]) -> Awaitable[Out]:
         return self._ctx.exec(self.flow, input, **options)
 
     def stream(
         self: FlowHandle[In, AsyncIterator[Y]],
-        input: In | None = None,
+        input: object = None,
         **options: Unpack[StreamOptions],
     ) -> FlowStream[Y]:
         """Stream a streaming flow dependency as a child of the calling context

@@ -211,7 +211,7 @@ class Execution(Generic[T]):
 @overload
 async def execute(
     flow: Flow[In, Out],
-    input: In | None = None,
+    input: object = None,
     *,
     scope: Scope,
     execution_tags: Iterable[Tagged[Any]] = (),
@@ -220,7 +220,7 @@ async def execute(
 @overload
 async def execute(
     flow: Flow[In, Out],
-    input: In | None = None,
+    input: object = None,
     *,
     scope: Scope,
     execution_tags: Iterable[Tagged[Any]] = (),
@@ -229,7 +229,7 @@ async def execute(
 @overload
 async def execute(
     flow: Flow[In, Out],
-    input: In | None = None,
+    input: object = None,
     *,
     scope: None = None,
     execution_tags: Iterable[Tagged[Any]] = (),
@@ -241,7 +241,7 @@ async def execute(
 @overload
 async def execute(
     flow: Flow[In, Out],
-    input: In | None = None,
+    input: object = None,
     *,
     scope: None = None,
     execution_tags: Iterable[Tagged[Any]] = (),
@@ -252,7 +252,7 @@ async def execute(
 ) -> ExecutionDetails[Out]: ...
 async def execute(
     flow: Flow[In, Out],
-    input: In | None = None,
+    input: object = None,
     *,
     scope: Scope | None = None,
     execution_tags: Iterable[Tagged[Any]] = (),

@@ -599,7 +599,7 @@ class Scope:
     def exec(
         self,
         flow: Flow[In, Out],
-        input: In | None = None,
+        input: object = None,
         *,
         tags: Iterable[Tagged[Any]] = (),
         timeout: float | None = None,
@@ -610,7 +610,7 @@ class Scope:
     def exec(
         self,
         flow: Flow[In, Out],
-        input: In | None = None,
+        input: object = None,
         *,
         tags: Iterable[Tagged[Any]] = (),
         timeout: float | None = None,
@@ -621,7 +621,7 @@ class Scope:
     def exec(
         self,
         flow: Flow[In, Out],
-        input: In | None = None,
+        input: object = None,
         *,
         tags: Iterable[Tagged[Any]] = (),
         timeout: float | None = None,
@@ -631,7 +631,7 @@ class Scope:
     def exec(
         self,
         flow: Flow[In, Out],
-        input: In | None = None,
+        input: object = None,
         *,
         tags: Iterable[Tagged[Any]] = (),
         timeout: float | None = None,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from typing import Any, Generic, Literal, TypeAlias, TypeVar, final, overload
 
+from ._json import problem as _problem
 from .errors import ParseError, SerializationError
 
 __all__ = ["Tag", "TagDep", "Tagged", "tag", "tags"]
@@ -26,7 +26,6 @@ MISSING = _Missing()
 ALL_VALUES = _Missing()
 
 
-@final
 class Tag(Generic[T]):
     """A typed key for an ambient value. Create with :func:`runtree.tag`.
 
@@ -78,6 +77,17 @@ class Tag(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Tag({self.label!r})"
+
+
+@final
+class ParsedTag(Tag[T]):
+    """A tag with ``parse=``: binding it takes the raw value its parse accepts
+    (``retries("5")`` for ``tag("retries", parse=int)``) and stores the parsed one."""
+
+    __slots__ = ()
+
+    def __call__(self, value: object) -> Tagged[T]:  # what parse accepts, checked by it
+        return Tagged(self, self.check(value))
 
 
 @final
@@ -133,13 +143,21 @@ tags = _TagsNamespace()
 
 
 @overload
-def tag(label: str, *, parse: Callable[[Any], T], serializable: bool = False) -> Tag[T]: ...
+def tag(label: str, *, parse: Callable[[Any], T], serializable: bool = False) -> ParsedTag[T]: ...
 @overload
 def tag(
     label: str,
     *,
     default: T,
-    parse: Callable[[Any], T] | None = None,
+    parse: Callable[[Any], T],
+    serializable: bool = False,
+) -> ParsedTag[T]: ...
+@overload
+def tag(
+    label: str,
+    *,
+    default: T,
+    parse: None = None,
     serializable: bool = False,
 ) -> Tag[T]: ...
 @overload
@@ -166,7 +184,7 @@ def tag(
     if not isinstance(label, str) or not label:
         msg = f"tag() needs a non-empty str label (got {label!r})"
         raise TypeError(msg)
-    t: Tag[Any] = Tag(label, MISSING, parse, serializable)
+    t: Tag[Any] = (ParsedTag if parse is not None else Tag)(label, MISSING, parse, serializable)
     if not isinstance(default, _Missing):
         t._default = t.check(default)
     return t
@@ -179,32 +197,9 @@ def check_json(value: object, what: str) -> None:
         raise SerializationError(what, reason)
 
 
-def _json_problem(value: object, depth: int) -> str | None:
-    if depth > 200:
-        return "nested too deeply"
-    if isinstance(value, int) and value.bit_length() >= 14_000:
-        from ._json import problem  # an int too long for str(): json.dumps raises on it
-
-        return problem(value)
-    if value is None or isinstance(value, (str, bool, int)):
-        return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else f"{value!r} is not a finite number"
-    if isinstance(value, (list, tuple)):
-        for item in value:
-            problem = _json_problem(item, depth + 1)
-            if problem is not None:
-                return problem
-        return None
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                return f"dict key {k!r} is not a str"
-            problem = _json_problem(v, depth + 1)
-            if problem is not None:
-                return problem
-        return None
-    return f"{type(value).__name__} value {value!r:.80} is not JSON"
+def _json_problem(value: object, depth: int = 0) -> str | None:
+    """Why ``value`` is not strict JSON, or ``None`` (one policy: :mod:`runtree._json`)."""
+    return _problem(value, depth)
 
 
 def dumps(value: object, what: str) -> str:

@@ -10,7 +10,8 @@ import runtree as rt
 tenant: rt.Tag[str] = rt.tag("tenant")
 retries = rt.tag("retries", parse=int)
 region = rt.tag("region", default="eu")
-assert_type(retries, rt.Tag[int])
+assert_type(retries, rt.ParsedTag[int])
+assert_type(retries("5"), rt.Tagged[int])  # parse takes the raw value
 assert_type(region, rt.Tag[str])
 assert_type(tenant("acme"), rt.Tagged[str])
 assert_type(rt.tags.required(tenant), rt.TagDep[str])
@@ -85,9 +86,10 @@ async def uses(scope: rt.Scope, ctx: rt.ExecutionContext) -> None:
         return b""
 
     assert_type(await ctx.run(fetch, 1), bytes)
-    assert_type(await ctx.parallel(ctx.exec(greet)), list[Any])
+    assert_type(await ctx.parallel(ctx.exec(greet)), list[str])
+    assert_type(await ctx.parallel(ctx.exec(greet), ctx.exec(double, 1)), list[object])
     settled = await ctx.parallel_settled(ctx.exec(greet))
-    assert_type(settled, list[rt.Settled[Any]])
+    assert_type(settled, list[rt.Settled[str]])
     execution = scope.exec(double, 1)
     assert_type(execution, rt.Execution[int])
     assert_type(await execution, int)
@@ -101,7 +103,7 @@ async def uses(scope: rt.Scope, ctx: rt.ExecutionContext) -> None:
     # execute(scope=...) with scope options is rejected by the overloads:
     await rt.execute(greet, None, scope=scope, extensions=[])  # type: ignore[call-overload]
     # options are checked too
-    await ctx.exec(greet, key=1)  # type: ignore[arg-type]
+    await ctx.exec(greet, key=1)  # type: ignore[call-overload]
 
 
 async def uses_sessions() -> None:
@@ -118,3 +120,36 @@ async def uses_sessions() -> None:
         assert_type(await session.exec(double, 1, command="build"), int)
         assert_type(await session.get_previous_command(), CommandExecution | None)
         assert_type(current_session(), Session | None)
+
+
+# -- what users write ------------------------------------------------------------------
+
+
+@rt.flow(parse=int)
+async def triple(ctx: rt.ExecutionContext[int]) -> int:
+    assert_type(ctx.input, int)  # the parsed input, typed by the annotation
+    return ctx.input * 3
+
+
+def untyped_input(ctx: rt.ExecutionContext) -> None:
+    assert_type(ctx.input, object)  # a bare context: annotate it to type the input
+
+
+async def run_any(scope: rt.Scope, flow: rt.Flow[Any, object]) -> object:
+    return await scope.exec(flow)
+
+
+async def sinks(scope: rt.Scope, ctx: rt.ExecutionContext) -> None:
+    # Flow is covariant in its output: a Flow[..., str] goes where Flow[..., object] is asked.
+    await run_any(scope, greet)
+    y: object = await ctx.exec(greet)
+    print(await scope.exec(greet), y)
+    flows: list[rt.Flow[Any, object]] = [greet, double, triple]
+    assert flows
+    # raw input for a parsed flow is whatever parse accepts
+    assert_type(await ctx.exec(triple, "7"), int)
+    ctx.set(retries, "3")  # a parsed tag takes the raw value
+    ctx.set(tenant, "acme")
+    ctx.set(tenant, 1)  # type: ignore[misc]
+    tenant(1)  # type: ignore[arg-type]
+    greet(ctx)  # type: ignore[operator]  # flows are exec'd, not called
