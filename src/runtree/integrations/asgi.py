@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import re
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -252,7 +252,7 @@ def _request_id(scope: ASGIScope) -> str:
             if _GOOD_ID.fullmatch(value):
                 return str(value.decode("ascii"))
             break
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # 128 random bits, as uuid4 (at a quarter of its cost)
 
 
 class _RequestScope(dict[str, Any]):

@@ -1,0 +1,137 @@
+"""A FastAPI request through RuntreeMiddleware with one ``Resolve`` dependency, against the
+same app with a hand-written ``Depends`` and no middleware (budget: ≤ 1.2x).
+
+Both apps are called as ASGI apps directly, with a minimal ``receive``/``send`` pair: no
+server and no HTTP client, whose costs would be the same on both sides and hide the
+difference. Batches alternate (bare, runtree, bare, …); each runtree batch is divided by
+the mean of the bare batches on either side; the figure is the median of those samples.
+
+Run: ``python bench/bench_asgi.py`` (``--quick`` for a smoke run, ``--no-watch`` for the
+middleware without its disconnect watcher).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import statistics
+import sys
+import time
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI
+
+import runtree as rt
+from runtree.integrations.fastapi import Resolve, RuntreeMiddleware
+
+CONFIG = {"greeting": "hello"}
+
+
+@rt.atom
+def config(ctx: rt.ResolveContext) -> dict[str, str]:
+    return CONFIG
+
+
+async def get_config() -> dict[str, str]:
+    # async, as Resolve's dependency is: FastAPI runs a sync dependency in a worker thread,
+    # which would cost the baseline far more than anything measured here.
+    return CONFIG
+
+
+def bare_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/hello/{name}")
+    async def hello(name: str, cfg: Annotated[dict[str, str], Depends(get_config)]) -> str:
+        return f"{cfg['greeting']} {name}"
+
+    return app
+
+
+def runtree_app(scope: rt.Scope, *, watch: bool = True) -> FastAPI:
+    app = FastAPI()
+    app.add_middleware(RuntreeMiddleware, scope=scope, watch_disconnect=watch)
+
+    @app.get("/hello/{name}")
+    async def hello(name: str, cfg: Annotated[dict[str, str], Resolve(config)]) -> str:
+        return f"{cfg['greeting']} {name}"
+
+    return app
+
+
+REQUEST: dict[str, Any] = {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def receive() -> dict[str, Any]:
+    return REQUEST
+
+
+async def send(message: Any) -> None:
+    return None
+
+
+def scope_for() -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/hello/alice",
+        "raw_path": b"/hello/alice",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"bench")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+
+
+async def batch(app: Any, n: int) -> float:
+    gc.collect()
+    gc.disable()
+    try:
+        t0 = time.perf_counter_ns()
+        for _ in range(n):
+            await app(scope_for(), receive, send)
+        return (time.perf_counter_ns() - t0) / n
+    finally:
+        gc.enable()
+
+
+async def main(quick: bool, watch: bool) -> None:
+    async with rt.create_scope() as scope:
+        bare, wrapped = bare_app(), runtree_app(scope, watch=watch)
+        n, rounds = (200, 5) if quick else (1000, 15)
+        for app in (bare, wrapped):
+            await batch(app, n)  # warm up (FastAPI builds its middleware stack on first call)
+        ratios: list[float] = []
+        bare_ns: list[float] = []
+        wrapped_ns: list[float] = []
+        before = await batch(bare, n)
+        for _ in range(rounds):
+            subject = await batch(wrapped, n)
+            after = await batch(bare, n)
+            ratios.append(subject / ((before + after) / 2))
+            bare_ns.append(before)
+            wrapped_ns.append(subject)
+            before = after
+    ratio = statistics.median(ratios)
+    verdict = "PASS" if ratio <= 1.2 else "FAIL"
+    print(f"CPython {sys.version.split()[0]}, {rounds} rounds of {n} requests")
+    print(f"bare FastAPI + Depends            {statistics.median(bare_ns) / 1000:7.1f} µs")
+    label = "RuntreeMiddleware + Resolve" if watch else "... watch_disconnect=False"
+    print(f"{label:33} {statistics.median(wrapped_ns) / 1000:7.1f} µs")
+    print(
+        f"ratio {ratio:.3f}x (spread {min(ratios):.3f}-{max(ratios):.3f})"
+        f"    budget <= 1.2x: {verdict}"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-watch", action="store_true", help="watch_disconnect=False")
+    args = parser.parse_args()
+    asyncio.run(main(args.quick, not args.no_watch))
