@@ -215,6 +215,7 @@ async def execute(
     *,
     scope: Scope,
     execution_tags: Iterable[Tagged[Any]] = (),
+    tags: Iterable[Tagged[Any]] = (),
     details: Literal[False] = False,
 ) -> Out: ...
 @overload
@@ -224,6 +225,7 @@ async def execute(
     *,
     scope: Scope,
     execution_tags: Iterable[Tagged[Any]] = (),
+    tags: Iterable[Tagged[Any]] = (),
     details: Literal[True],
 ) -> ExecutionDetails[Out]: ...
 @overload
@@ -233,6 +235,7 @@ async def execute(
     *,
     scope: None = None,
     execution_tags: Iterable[Tagged[Any]] = (),
+    tags: Iterable[Tagged[Any]] = (),
     details: Literal[False] = False,
     extensions: Iterable[Extension] = (),
     presets: Iterable[Preset[Any]] = (),
@@ -245,6 +248,7 @@ async def execute(
     *,
     scope: None = None,
     execution_tags: Iterable[Tagged[Any]] = (),
+    tags: Iterable[Tagged[Any]] = (),
     details: Literal[True],
     extensions: Iterable[Extension] = (),
     presets: Iterable[Preset[Any]] = (),
@@ -256,6 +260,7 @@ async def execute(
     *,
     scope: Scope | None = None,
     execution_tags: Iterable[Tagged[Any]] = (),
+    tags: Iterable[Tagged[Any]] = (),
     details: bool = False,
     extensions: Iterable[Extension] = (),
     presets: Iterable[Preset[Any]] = (),
@@ -264,11 +269,23 @@ async def execute(
     """Run ``flow`` once: in ``scope`` if given, else in a temporary scope that is
     disposed afterwards (also on failure).
 
+    ``tags=`` (like ``scope.exec``'s) and ``execution_tags=`` are the same thing: tags of
+    this execution's root context; ``scope_tags=`` configure the temporary scope.
+
     Raises:
         TypeError: ``scope`` together with ``extensions``, ``presets`` or ``scope_tags``
-            (configure the scope itself instead).
+            (configure the scope itself instead); both ``tags`` and ``execution_tags``.
     """
     from ._scope import create_scope
+
+    if tags:
+        if execution_tags:
+            msg = (
+                "execute() takes tags= or execution_tags= (the same thing: tags of this "
+                "execution), not both"
+            )
+            raise TypeError(msg)
+        execution_tags = tags
 
     if scope is not None:
         extras = [

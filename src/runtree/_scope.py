@@ -7,6 +7,7 @@ import asyncio
 import inspect
 import itertools
 import sys
+import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterable
 from time import time as _time
 from types import TracebackType
@@ -22,6 +23,7 @@ from ._context import (
 from ._defs import Atom, Dep, Flow, Preset, Resource
 from ._extensions import Extension, ResolveOp, overrides
 from ._journal import Journal, JournalBackend
+from ._json import check_name
 from ._recorder import RecordMode, make_recorder
 from ._tags import ALL_VALUES, MISSING, Tag, TagDep, Tagged
 from .errors import (
@@ -155,6 +157,7 @@ class Scope:
         # Each plain exec level costs 2 frames; keep headroom for the caller and cleanups.
         self._max_depth = sys.getrecursionlimit() - 120
         self._journal_owner = ""
+        self._warned_id = False
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop boundaries start with
         if self._recorder is not None:  # run trees: the outermost wrapper (see _recorder)
             self._add_extension(self._recorder)
@@ -574,9 +577,8 @@ class Scope:
                 raise TypeError(msg)
             if parent.closed:
                 parent._refuse("create a nested context")
-        elif id is not None and (not isinstance(id, str) or not id):
-            msg = f"create_context(id=...) takes a non-empty str (got {id!r})"
-            raise TypeError(msg)
+        else:
+            self._check_root_id(id, "create_context")
         ctx = boundary_context(self, name or ("root" if parent is None else "boundary"), id, parent)
         if tags:
             ctx._bind_tags(tags)
@@ -649,7 +651,28 @@ class Scope:
         if not isinstance(flow, Flow):
             msg = f"scope.exec() takes a flow (got {flow!r}); use ctx.run() for plain callables"
             raise TypeError(msg)
+        self._check_root_id(id, "scope.exec")
         return Execution(self, flow, input, tags=tags, timeout=timeout, details=details, id=id)
+
+    def _check_root_id(self, id: object, what: str) -> None:
+        """One rule for root ids, whichever call names the root: a non-empty ``str``
+        (and, with a store, one the store can keep: no NUL, no lone surrogate)."""
+        if id is None:
+            return
+        if not isinstance(id, str) or not id:
+            msg = f"{what}(id=...) takes a non-empty str (got {id!r})"
+            raise TypeError(msg)
+        if self.store is not None:
+            check_name(id, "root id")
+        elif not self._warned_id:
+            self._warned_id = True
+            msg = (
+                f"{what}(id={id!r}) on a scope without a store: the tree's journal lives "
+                "only as long as this root, so a second root with this id runs its keyed "
+                "steps again. Pass store= to create_scope (InMemoryStore within one "
+                "process, SqliteStore to survive a restart) to replay them."
+            )
+            warnings.warn(msg, UserWarning, stacklevel=3)
 
     def _journal_of(self, root: ExecutionContext) -> Journal:
         x = root._extra()
@@ -724,6 +747,19 @@ class Scope:
     def __repr__(self) -> str:
         state = "disposed" if self._disposed else f"{len(self._cache)} atoms"
         return f"<Scope {state}>"
+
+    def __del__(self) -> None:
+        # Like an unclosed file: a scope dropped with cleanups still owed never runs them.
+        if getattr(self, "_disposed", True):
+            return
+        owed = [r.atom.name for r in self._resolved.values() if r.cleanups or r.finish]
+        if owed:
+            msg = (
+                f"Scope was never disposed; cleanups of {', '.join(map(repr, owed[:5]))} "
+                "never ran. Use `async with create_scope() as scope:` or await "
+                "scope.dispose()."
+            )
+            warnings.warn(msg, ResourceWarning, stacklevel=2, source=self)
 
     def override(
         self,
