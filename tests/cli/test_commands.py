@@ -1,74 +1,57 @@
-"""The `runtree` command line, run as a subprocess on a real SQLite store."""
+"""`runtree session ...` and `runtree run` when things go right, on a real SQLite store."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+import re
 from pathlib import Path
 
-import pytest
-
-FLOWS = """
-import runtree as rt
-from runtree.sessions import current_session
-
-@rt.flow
-async def add(ctx):
-    session = current_session()
-    total = ctx.input["a"] + ctx.input["b"]
-    if session is not None:
-        await session.set_shared_data("total", total)
-    return await ctx.exec(rt.flow(lambda c: c.input * 10, name="scale"), total, key="scale")
-
-@rt.flow
-async def broken(ctx):
-    raise ValueError("broken on purpose")
-
-not_a_flow = 42
-"""
+from cli_support import Run, clean_env, one_error_line, run_cli, run_many
 
 
-@pytest.fixture
-def cli(tmp_path: Path):  # type: ignore[no-untyped-def]
-    (tmp_path / "myflows.py").write_text(FLOWS)
-    env = {**os.environ, "RUNTREE_STORE": f"sqlite:///{tmp_path / 'store.db'}"}
-
-    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [sys.executable, "-m", "runtree", *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        if ok:
-            assert done.returncode == 0, done.stderr
-        return done
-
-    return run
-
-
-def test_session_lifecycle(cli) -> None:  # type: ignore[no-untyped-def]
+def test_session_lifecycle(cli: Run) -> None:
     sid = cli("session", "start", "shop", "--type", "python").stdout.strip()
     listed = json.loads(cli("session", "list", "--json").stdout)
     assert [s["session_id"] for s in listed] == [sid]
     assert listed[0]["project_type"] == "python"
     cli("session", "set", sid, "plan", '{"steps": [1, 2]}')
     assert json.loads(cli("session", "get", sid, "plan").stdout) == {"steps": [1, 2]}
-    missing = cli("session", "get", sid, "nope", ok=False)
-    assert missing.returncode == 1
-    assert "has no shared data 'nope'" in missing.stderr
-    cli("session", "end", sid)
+    missing = cli("session", "get", sid, "nope", code=1)
+    assert "has no shared data 'nope'" in one_error_line(missing)
+
+    ended = cli("session", "end", sid).stdout
+    assert ended.startswith(f"ended session {sid} (project shop, 0 commands)")
+    again = cli("session", "end", sid).stdout
+    when = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+    assert re.fullmatch(rf"session {sid} already ended at {when}\n", again)
+
     shown = json.loads(cli("session", "show", sid, "--json").stdout)
     assert shown["active"] is False
     assert shown["shared_data"] == {"plan": {"steps": [1, 2]}}
-    assert "shop" in cli("session", "show", sid).stdout
+    # --json keeps ISO 8601 with the offset; people get one format everywhere.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+\+00:00", shown["started_at"])
+    human = cli("session", "show", sid).stdout
+    assert "shop (python)" in human
+    assert re.search(r"started   \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\n", human)
+    assert re.search(r"state     ended \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\n", human)
+    assert "T" not in re.sub(r"[^\d:T -]", "", human.split("commands")[0])
+    table = cli("session", "list").stdout
+    assert re.search(rf"{sid}  ended     \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d     0  shop", table)
 
 
-def test_run_as_a_session_command_keeps_history_and_journal(cli) -> None:  # type: ignore[no-untyped-def]
+def test_ended_sessions_refuse_writes_and_commands(cli: Run) -> None:
+    sid = cli("session", "start", "shop").stdout.strip()
+    cli("session", "end", sid)
+    refused = one_error_line(cli("session", "set", sid, "k", "1", code=1))
+    assert f"session {sid} ended at " in refused
+    assert "takes no more writes; start a new one with: runtree session start shop" in refused
+    run = cli("run", "myflows:add", "--input", '{"a": 1, "b": 2}', "--session", sid, code=1)
+    assert "takes no more commands" in one_error_line(run)
+    shown = json.loads(cli("session", "show", sid, "--json").stdout)
+    assert shown["shared_data"] == {} and shown["command_history"] == []
+
+
+def test_run_as_a_session_command_keeps_history_and_journal(cli: Run) -> None:
     sid = cli("session", "start", "math").stdout.strip()
     first = json.loads(
         cli(
@@ -76,10 +59,11 @@ def test_run_as_a_session_command_keeps_history_and_journal(cli) -> None:  # typ
             "--command", "sum", "--json",
         ).stdout
     )  # fmt: skip
-    assert first["result"] == 30
+    assert first["ok"] is True and first["result"] == 30 and first["session_id"] == sid
     tree = first["tree"][0]
     assert tree["children"][0]["name"] == "add"
     assert tree["children"][0]["children"][0]["name"] == "scale"
+    assert tree["started_at"].endswith("+00:00")
     again = json.loads(
         cli("run", "myflows:add", "--input", '{"a": 1, "b": 2}', "--session", sid, "--json").stdout
     )
@@ -92,59 +76,83 @@ def test_run_as_a_session_command_keeps_history_and_journal(cli) -> None:  # typ
     assert shown["command_history"][0]["inputs"] == {"input": {"a": 1, "b": 2}}
     assert shown["command_history"][0]["outputs"] == {"result": 30}
     assert shown["shared_data"]["total"] == 3
-    human = cli("run", "myflows:add", "--input", '{"a": 2, "b": 2}').stdout
-    assert "add" in human and "result 40" in human
+    human = cli("run", "myflows:add", "--input", '{"a": 2, "b": 2}')
+    assert "add  completed" in human.stdout and "result 40" in human.stdout
+    assert human.stderr == ""
 
 
-def test_bad_input_gets_clear_errors(cli) -> None:  # type: ignore[no-untyped-def]
-    bad_json = cli("run", "myflows:add", "--input", "{nope", ok=False)
-    assert bad_json.returncode == 2
-    assert "--input is not valid JSON" in bad_json.stderr
-    not_flow = cli("run", "myflows:not_a_flow", ok=False)
-    assert "is not a runtree flow" in not_flow.stderr
-    no_colon = cli("run", "myflows", ok=False)
-    assert "is not MODULE:FLOW" in no_colon.stderr
-    missing = cli("session", "show", "no-such-session", ok=False)
-    assert missing.returncode == 1
-    assert "'no-such-session'" in missing.stderr
-    assert "Traceback" not in missing.stderr
-    failing = cli("run", "myflows:broken", ok=False)
-    assert failing.returncode != 0
-    assert "broken on purpose" in failing.stderr
+def test_json_output_is_one_document_even_when_the_flow_prints(cli: Run) -> None:
+    done = cli("run", "myflows:chatty", "--json")
+    doc = json.loads(done.stdout)  # the whole of stdout is one document
+    assert doc["ok"] is True
+    assert doc["result"] == {"text": "[/b] [bold]not bold[/bold]"}
+    assert done.stderr == "the flow prints this\n"
 
 
-def test_demo_runs_the_chain_in_separate_processes(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    report = json.loads(cli("demo", "--json").stdout)
-    commands = [c["command"] for c in report["session"]["command_history"]]
-    assert commands == ["brainstorm", "implement", "test", "test"]
-    assert all(c["status"] == "success" for c in report["session"]["command_history"])
-    assert report["session"]["shared_data"]["test_report"] == {"passed": 3, "failed": 0}
-    implement = report["runs"][1]["tree"][0]["children"][0]
-    assert "product:vision hit" in implement["metadata"]["context"]
-    rerun = report["runs"][3]["tree"][0]["children"][0]
-    assert len(rerun["metadata"]["journal_replays"]) == 3
-    assert (tmp_path / "store.db").stat().st_mode & 0o777 == 0o600
+def test_user_data_prints_as_text_never_as_markup(cli: Run) -> None:
+    human = cli("run", "myflows:chatty").stdout
+    assert 'result {"text": "[/b] [bold]not bold[/bold]"}' in human
+    sid = cli("session", "start", "[/b]shop[bold]").stdout.strip()
+    cli("session", "set", sid, "[/b]", '"[red]x[/red]"')
+    shown = cli("session", "show", sid).stdout
+    assert "project   [/b]shop[bold]" in shown
+    assert '[/b]  "[red]x[/red]"' in shown
+    assert "[/b]shop[bold]" in cli("session", "list").stdout
+    ran = cli("run", "myflows:chatty", "--session", sid).stdout
+    assert "session [/b]shop[bold]  completed" in ran
 
 
-def test_demo_on_the_default_store_keeps_runtree_folder_private(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "RUNTREE_STORE"}
-    done = subprocess.run(
-        [sys.executable, "-m", "runtree", "demo"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "the session after the chain" in done.stdout
-    folder = tmp_path / ".runtree"
-    assert folder.stat().st_mode & 0o777 == 0o700
-    assert (folder / "runtree.db").stat().st_mode & 0o777 == 0o600
-
-
-def test_version_and_help(cli) -> None:  # type: ignore[no-untyped-def]
+def test_help_shows_flags_as_flags(cli: Run) -> None:
     import runtree
 
-    assert cli("--version").stdout.strip() == f"runtree {runtree.__version__}"
-    assert "session" in cli("--help").stdout
+    assert cli("--version").stdout == f"runtree {runtree.__version__}\n"
+    top = cli("--help").stdout
+    assert re.search(r"^  --version +Print the version\.$", top, re.M)
+    run = cli("run", "--help").stdout
+    assert "Usage: runtree run [OPTIONS] MODULE:FLOW\n" in run
+    assert re.search(r"^  --json +Print one JSON document", run, re.M)
+    assert re.search(r"^  --debug +Print the traceback", run, re.M)
+    assert re.search(r"^  --input JSON +The flow's input", run, re.M)
+    for text in (top, run, cli("session", "show", "--help").stdout):
+        assert "<bool>" not in text and "{" not in text and "<str>" not in text
+    # A flag takes no value: a usage error in one line, exit 2.
+    line = one_error_line(cli("run", "myflows:add", "--json=false", code=2))
+    assert "'--json' does not take a value" in line
+    assert "session" in cli().stdout  # no arguments: the help
+
+
+def test_reading_commands_create_nothing_and_name_the_store(tmp_path: Path) -> None:
+    env = clean_env()
+    listed = run_cli("session", "list", cwd=tmp_path, env=env)
+    assert "no sessions in the store" in listed.stdout
+    assert json.loads(run_cli("session", "list", "--json", cwd=tmp_path, env=env).stdout) == []
+    shown = run_cli("session", "show", "abc", cwd=tmp_path, env=env, code=1)
+    line = one_error_line(shown)
+    store = tmp_path / ".runtree" / "runtree.db"
+    assert f"no session 'abc' in the store {store}, which does not exist" in line
+    assert "set RUNTREE_STORE to use another store" in line
+    writers = [
+        ["session", "get", "abc", "k"],
+        ["session", "end", "abc"],
+        ["session", "set", "abc", "k", "1"],
+        ["run", "runtree.cli.demo:test", "--session", "abc"],
+    ]
+    for done in run_many([(args, tmp_path, env) for args in writers]):
+        assert "no session 'abc' in the store" in one_error_line(done), done.args
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_store_is_found_in_parent_folders(tmp_path: Path) -> None:
+    env = clean_env()
+    sid = run_cli("session", "start", "p", cwd=tmp_path, env=env).stdout.strip()
+    deeper = tmp_path / "a" / "b"
+    deeper.mkdir(parents=True)
+    shown = run_cli("session", "show", sid, cwd=deeper, env=env).stdout
+    assert f"store     {tmp_path}/.runtree/runtree.db" in shown
+    assert not (deeper / ".runtree").exists()
+    missing = one_error_line(run_cli("session", "show", "nope", cwd=deeper, env=env, code=1))
+    assert f"in the store {tmp_path}/.runtree/runtree.db;" in missing
+    other = tmp_path / "elsewhere.db"
+    env_store = clean_env(RUNTREE_STORE=f"sqlite:///{other}")
+    line = one_error_line(run_cli("session", "show", sid, cwd=deeper, env=env_store, code=1))
+    assert f"in the store {other} (from RUNTREE_STORE)" in line

@@ -15,7 +15,7 @@ __all__ = ["main"]
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``runtree`` console script and ``python -m runtree``."""
     try:
-        from ._app import app
+        from ._app import run_app
     except ImportError as exc:  # typer/rich missing
         missing = getattr(exc, "name", None) or str(exc)
         print(
@@ -24,4 +24,4 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         raise SystemExit(2) from None
-    app(args=argv, prog_name="runtree")
+    run_app(argv)

@@ -1,43 +1,119 @@
-"""The typer application behind ``runtree``."""
+"""The typer application behind ``runtree``.
+
+Every failure is one line on stderr (``error: ...``) and an exit status: 1 when something
+failed, 2 when the command line is wrong, 130 after Ctrl-C. ``--json`` output is one JSON
+document on stdout, on failure too.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import os
+import shlex
+import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Annotated, Any, TypeVar
+import traceback
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from typer.core import TyperCommand
 
-from .. import _scope
 from .._defs import Flow
-from ..errors import RuntreeError, StoreError
-from ._render import TreeRecorder, render_tree, tree_data
+from ..errors import RuntreeError, SessionNotFoundError
+from ._common import (
+    STORE_DIR,
+    STORE_FILE,
+    CliError,
+    StoreRef,
+    error_line,
+    error_object,
+    find_store,
+    human_time,
+    json_text,
+    message_of,
+    print_error,
+    require_text,
+    usage_error,
+)
+from ._render import (
+    TreeRecorder,
+    failing_context,
+    print_to,
+    render_session,
+    render_session_list,
+    render_tree,
+    tree_data,
+)
 from ._runs import register as _register_runs
 
 T = TypeVar("T")
 
-DEFAULT_STORE = "sqlite:///.runtree/runtree.db"
+_HELP = (
+    "runtree: hierarchical, durable execution contexts. The store is RUNTREE_STORE, "
+    f"else the nearest {STORE_DIR}/{STORE_FILE} in this folder or a parent, "
+    f"else {STORE_DIR}/{STORE_FILE} here."
+)
+
+
+class _Command(TyperCommand):
+    """Help that reads like a man page: flags as flags, arguments by their metavar."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = param.metavar or (param.name or "").upper()
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        args: list[tuple[str, str]] = []
+        opts: list[tuple[str, str]] = []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = param.metavar or (param.name or "").upper()
+                args.append((name, getattr(param, "help", None) or ""))
+            else:
+                record = param.get_help_record(ctx)
+                if record is not None:
+                    opts.append(record)
+        for title, rows in (("Arguments", args), ("Options", opts)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
 
 app = typer.Typer(
-    help="runtree: hierarchical, durable execution contexts. "
-    f"The store comes from RUNTREE_STORE (default {DEFAULT_STORE}).",
+    help=_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
+session_app = typer.Typer(
+    help="Sessions: one context tree across commands.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(session_app, name="session")
+_register_runs(app)  # `runtree runs ...` and `runtree worker` (cli/_runs.py)
+
+
+def _out() -> Console:
+    # Made at print time: `--json` runs swap sys.stdout while a flow runs.
+    return Console(highlight=False, soft_wrap=False)
 
 
 def _version(value: bool) -> None:
     if value:
         from .. import __version__
 
-        out.print(f"runtree {__version__}")
+        sys.stdout.write(f"runtree {__version__}\n")
         raise typer.Exit()
 
 
@@ -51,300 +127,519 @@ def _main(
     """runtree: hierarchical, durable execution contexts."""
 
 
-session_app = typer.Typer(help="Sessions: one context tree across commands.", no_args_is_help=True)
-app.add_typer(session_app, name="session")
-_register_runs(app)  # `runtree runs ...` and `runtree worker` (cli/_runs.py)
-
-out = Console()
-err = Console(stderr=True)
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
-
-
-def store_url() -> str:
-    return os.environ.get("RUNTREE_STORE") or DEFAULT_STORE
-
-
-def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine; turn runtree's errors into a message and exit code 1."""
-    try:
-        return asyncio.run(make())
-    except RuntreeError as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        raise typer.Exit(1) from None
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document for programs.")]
+SessionId = Annotated[str, typer.Argument(metavar="ID", help="Session id.", show_default=False)]
+Key = Annotated[str, typer.Argument(metavar="KEY", help="Shared data key.", show_default=False)]
 
 
 def _parse_json(text: str, what: str) -> object:
+    def reject(name: str) -> object:
+        msg = f"{name} is not JSON"
+        raise ValueError(msg)
+
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        err.print(
-            f"[red]error:[/red] {what} is not valid JSON ({exc.msg} at position {exc.pos}); "
-            f'quote it for the shell, e.g. --input \'{{"topic": "x"}}\'',
-            highlight=False,
-        )
-        raise typer.Exit(2) from None
+        return json.loads(text, parse_constant=reject)
+    except ValueError as exc:  # JSONDecodeError is a ValueError
+        why = f"{exc.msg} at position {exc.pos}" if isinstance(exc, json.JSONDecodeError) else exc
+        raise usage_error(
+            f"{what} is not valid JSON ({why}); quote it for the shell, "
+            f"e.g. '{{\"topic\": \"x\"}}', '[1, 2]', '\"text\"' or 42"
+        ) from None
 
 
 def _print_json(value: object) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+    sys.stdout.write(json_text(value) + "\n")
+    sys.stdout.flush()
 
 
-async def _with_sessions(fn: Callable[[Any], Awaitable[T]]) -> T:
-    from ..sessions import Sessions
-    from ..stores import from_url
+# -- the store and sessions ----------------------------------------------------------------
 
-    async with from_url(store_url()) as store:
-        return await fn(Sessions(store))
+
+def _where(ref: StoreRef) -> str:
+    if ref.how == "RUNTREE_STORE":
+        return f"the store {ref.shown} (from RUNTREE_STORE)"
+    if ref.missing:
+        return (
+            f"the store {ref.shown}, which does not exist "
+            f"(no {STORE_DIR}/{STORE_FILE} in this folder or a parent; "
+            "set RUNTREE_STORE to use another store)"
+        )
+    return f"the store {ref.shown}"
+
+
+def _not_found(session_id: str, ref: StoreRef) -> CliError:
+    return CliError(
+        f"no session {session_id!r} in {_where(ref)}; list sessions with: runtree session list",
+        kind="SessionNotFoundError",
+    )
+
+
+def _with_sessions(
+    fn: Callable[[Any], Awaitable[T]], *, ref: StoreRef, session_id: str | None = None
+) -> T:
+    """Open the store, run ``fn(Sessions(store))``, close it; runtree errors become one line.
+
+    Reading commands pass ``session_id`` and never open (so never create) a store file
+    that does not exist.
+    """
+    if session_id is not None and ref.missing:
+        raise _not_found(session_id, ref)
+
+    async def go() -> T:
+        from ..sessions import Sessions
+        from ..stores import from_url
+
+        async with from_url(ref.url) as store:
+            return await fn(Sessions(store))
+
+    try:
+        return asyncio.run(go())
+    except SessionNotFoundError as exc:
+        raise _not_found(exc.session_id, ref) from None
+    except RuntreeError as exc:
+        raise CliError(message_of(exc), kind=type(exc).__name__) from None
+
+
+def _refuse_ended(session: Any, doing: str) -> None:
+    if not session.active and session.ended_at:
+        raise CliError(
+            f"session {session.session_id} ended at {human_time(session.ended_at)} and takes "
+            f"no more {doing}; start a new one with: "
+            f"runtree session start {shlex.quote(session.project_name)}",
+            kind="SessionEndedError",
+        )
 
 
 def _session_dict(session: Any) -> dict[str, Any]:
+    """A session for ``--json``: times stay ISO 8601."""
     return {
         "session_id": session.session_id,
         "project_name": session.project_name,
         "project_type": session.project_type,
         "started_at": session.started_at,
+        "ended_at": getattr(session, "ended_at", None),
         "active": getattr(session, "active", None),
         "loaded_context": sorted(session.loaded_context),
         "loaded_memory": sorted(session.loaded_memory),
         "shared_data": session.shared_data,
-        "command_history": [_command_dict(c) for c in session.command_history],
+        "command_history": [c.to_dict() for c in session.command_history],
     }
 
 
-def _command_dict(cmd: Any) -> dict[str, Any]:
-    return {
-        "command": cmd.command,
-        "status": cmd.status,
-        "started_at": cmd.started_at,
-        "completed_at": cmd.completed_at,
-        "inputs": cmd.inputs,
-        "outputs": cmd.outputs,
-        "context_loaded": list(cmd.context_loaded),
-        "memory_updated": list(cmd.memory_updated),
-        "skills_invoked": list(cmd.skills_invoked),
-    }
-
-
-def print_session(session: Any) -> None:
-    data = _session_dict(session)
-    state = "active" if data["active"] in (True, None) else "ended"
-    out.print(
-        f"[bold]session[/bold] {data['session_id']}  project [bold]{data['project_name']}"
-        f"[/bold] ({data['project_type'] or '-'})  started {data['started_at']}  {state}"
+def print_session(session: Any, store: StoreRef | None = None) -> None:
+    out = _out()
+    print_to(
+        out,
+        render_session(session, width=out.width, store=None if store is None else store.shown),
+        soft_wrap=True,
     )
-    history = Table("command", "status", "started", "context loaded")
-    history.add_column("outputs", no_wrap=True)
-    for c in data["command_history"]:
-        style = {"success": "green", "failed": "red", "running": "yellow"}.get(c["status"], "")
-        outputs = json.dumps(c["outputs"].get("result", c["outputs"]), default=str)
-        history.add_row(
-            c["command"],
-            f"[{style}]{c['status']}[/{style}]" if style else c["status"],
-            str(c["started_at"])[11:19],
-            ", ".join(c["context_loaded"]) or "-",
-            outputs if len(outputs) <= 48 else outputs[:47] + "…",
-        )
-    out.print(history)
-    out.print(f"loaded context: {', '.join(data['loaded_context']) or '-'}")
-    out.print(f"loaded memory:  {', '.join(data['loaded_memory']) or '-'}")
-    shared = Table("shared key", "value")
-    for key, value in data["shared_data"].items():
-        text = json.dumps(value, default=str)
-        shared.add_row(key, text if len(text) <= 64 else text[:63] + "…")
-    out.print(shared)
 
 
-# -- session commands -----------------------------------------------------------------
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-@session_app.command("start")
+# -- session commands ----------------------------------------------------------------------
+
+
+@session_app.command("start", cls=_Command)
 def session_start(
-    project: Annotated[str, typer.Argument(help="Project name.")],
-    project_type: Annotated[str | None, typer.Option("--type", help="Project type.")] = None,
+    project: Annotated[
+        str, typer.Argument(metavar="PROJECT", help="Project name.", show_default=False)
+    ],
+    project_type: Annotated[
+        str | None, typer.Option("--type", metavar="TYPE", help="Project type.")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Start a new session for PROJECT."""
-    session = _run(lambda: _with_sessions(lambda s: s.create(project, project_type)))
+    """Start a new session for PROJECT; print its id."""
+    require_text(project, "PROJECT")
+    require_text(project_type, "--type")
+    session = _with_sessions(lambda s: s.create(project, project_type), ref=find_store())
     if as_json:
         _print_json(_session_dict(session))
     else:
-        out.print(session.session_id)
+        sys.stdout.write(f"{session.session_id}\n")
 
 
-@session_app.command("list")
+@session_app.command("list", cls=_Command)
 def session_list(as_json: JsonFlag = False) -> None:
     """List sessions, newest first."""
-    sessions = _run(lambda: _with_sessions(lambda s: s.list()))
+    ref = find_store()
+    if ref.missing:
+        sessions: list[Any] = []
+    else:
+        sessions = _with_sessions(lambda s: s.list(), ref=ref)
     if as_json:
         _print_json([_session_dict(s) for s in sessions])
         return
-    table = Table()
-    table.add_column("session", no_wrap=True)
-    for column in ("project", "type", "started", "commands", "state"):
-        table.add_column(column)
-    for s in sessions:
-        active = getattr(s, "active", None)
-        table.add_row(
-            s.session_id,
-            s.project_name,
-            s.project_type or "-",
-            s.started_at[:19].replace("T", " "),
-            str(len(s.command_history)),
-            "active" if active in (True, None) else "ended",
-        )
-    out.print(table)
+    out = _out()
+    if not sessions:
+        message = f"no sessions in {_where(ref)}; start one with: runtree session start NAME"
+        print_to(out, message, soft_wrap=True)
+        return
+    print_to(out, render_session_list(sessions, width=out.width), soft_wrap=True)
 
 
-@session_app.command("show")
-def session_show(
-    session_id: Annotated[str, typer.Argument(help="Session id.")], as_json: JsonFlag = False
-) -> None:
-    """Show a session: command history, loaded context and memory, shared data."""
-    session = _run(lambda: _with_sessions(lambda s: s.get(session_id)))
+@session_app.command("show", cls=_Command)
+def session_show(session_id: SessionId, as_json: JsonFlag = False) -> None:
+    """Show a session: its commands, loaded context and memory, shared data."""
+    require_text(session_id, "ID")
+    ref = find_store()
+    session = _with_sessions(lambda s: s.get(session_id), ref=ref, session_id=session_id)
     if as_json:
         _print_json(_session_dict(session))
     else:
-        print_session(session)
+        print_session(session, ref)
 
 
-@session_app.command("get")
-def session_get(
-    session_id: Annotated[str, typer.Argument(help="Session id.")],
-    key: Annotated[str, typer.Argument(help="Shared data key.")],
-) -> None:
+@session_app.command("get", cls=_Command)
+def session_get(session_id: SessionId, key: Key) -> None:
     """Print a shared data value as JSON (exit 1 when the key is not set)."""
+    require_text(session_id, "ID")
+    require_text(key, "KEY")
 
     async def get(sessions: Any) -> tuple[bool, object]:
         session = await sessions.get(session_id)
         await session.get_shared_data(key)
         return key in session.shared_data, session.shared_data.get(key)
 
-    found, value = _run(lambda: _with_sessions(get))
+    found, value = _with_sessions(get, ref=find_store(), session_id=session_id)
     if not found:
-        err.print(
-            f"[red]error:[/red] session {session_id!r} has no shared data {key!r}; "
+        raise CliError(
+            f"session {session_id} has no shared data {key!r}; "
             f"set it with: runtree session set {session_id} {key} JSON",
-            highlight=False,
+            kind="KeyError",
         )
-        raise typer.Exit(1)
     _print_json(value)
 
 
-@session_app.command("set")
+@session_app.command("set", cls=_Command)
 def session_set(
-    session_id: Annotated[str, typer.Argument(help="Session id.")],
-    key: Annotated[str, typer.Argument(help="Shared data key.")],
-    value: Annotated[str, typer.Argument(help="The value, as JSON.")],
+    session_id: SessionId,
+    key: Key,
+    value: Annotated[
+        str, typer.Argument(metavar="JSON", help="The value, as JSON.", show_default=False)
+    ],
 ) -> None:
     """Set a shared data value (JSON)."""
-    parsed = _parse_json(value, "VALUE")
+    require_text(session_id, "ID")
+    require_text(key, "KEY")
+    parsed = _parse_json(value, "JSON")
 
     async def put(sessions: Any) -> None:
         session = await sessions.get(session_id)
+        _refuse_ended(session, "writes")
         await session.set_shared_data(key, parsed)
 
-    _run(lambda: _with_sessions(put))
+    _with_sessions(put, ref=find_store(), session_id=session_id)
 
 
-@session_app.command("end")
-def session_end(session_id: Annotated[str, typer.Argument(help="Session id.")]) -> None:
-    """End a session (it stays readable)."""
+@session_app.command("end", cls=_Command)
+def session_end(session_id: SessionId) -> None:
+    """End a session: it stays readable and takes no more writes."""
+    require_text(session_id, "ID")
 
-    async def end(sessions: Any) -> None:
+    async def end(sessions: Any) -> tuple[bool, Any]:
         session = await sessions.get(session_id)
+        if not session.active and session.ended_at:
+            return False, session
         await session.end()
+        return True, session
 
-    _run(lambda: _with_sessions(end))
+    ended, session = _with_sessions(end, ref=find_store(), session_id=session_id)
+    if ended:
+        sys.stdout.write(
+            f"ended session {session.session_id} (project {session.project_name}, "
+            f"{_count(len(session.command_history), 'command')}); it stays readable: "
+            f"runtree session show {session.session_id}\n"
+        )
+    else:
+        sys.stdout.write(
+            f"session {session.session_id} already ended at {human_time(session.ended_at)}\n"
+        )
 
 
-# -- run ---------------------------------------------------------------------------------
+# -- run -----------------------------------------------------------------------------------
 
 
 def load_flow(target: str) -> Flow[Any, Any]:
-    """``package.module:flow_name`` → the Flow object."""
+    """``package.module:flow_name`` → the Flow object (usage errors say what is wrong)."""
     module_name, sep, attr = target.partition(":")
-    if not sep or not module_name or not attr:
-        err.print(
-            f"[red]error:[/red] {target!r} is not MODULE:FLOW (e.g. myapp.flows:build)",
-            highlight=False,
-        )
-        raise typer.Exit(2)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    if not sep or not module_name.strip() or not attr.strip():
+        raise usage_error(f"{target!r} is not MODULE:FLOW (e.g. myapp.flows:build)")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        # After installed packages: a file in this folder never replaces a module we use.
+        sys.path.append(cwd)
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        err.print(f"[red]error:[/red] cannot import module {module_name!r}: {exc}", highlight=False)
-        raise typer.Exit(2) from None
-    found = getattr(module, attr, None)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
+            raise usage_error(
+                f"no module named {exc.name!r} (looked in {cwd} and on the Python path)"
+            ) from None
+        raise CliError(
+            f"module {module_name!r} failed to import: {error_line(exc)}",
+            kind=type(exc).__name__,
+        ) from exc
+    except Exception as exc:
+        raise CliError(
+            f"module {module_name!r} failed to import: {error_line(exc)}",
+            kind=type(exc).__name__,
+        ) from exc
+    found: object = module
+    for part in attr.split("."):
+        if not hasattr(found, part):
+            flows = sorted(k for k, v in vars(module).items() if isinstance(v, Flow))
+            there = f"; its flows: {', '.join(flows)}" if flows else "; it defines no flows"
+            raise usage_error(f"module {module_name} has no attribute {part}{there}")
+        found = getattr(found, part)
     if not isinstance(found, Flow):
-        err.print(
-            f"[red]error:[/red] {target!r} is not a runtree flow (got {type(found).__name__}); "
-            "define it with @runtree.flow",
-            highlight=False,
+        raise usage_error(
+            f"{target} is a {type(found).__name__}, not a runtree flow; "
+            "define it with @runtree.flow"
         )
-        raise typer.Exit(2)
     return found
 
 
-async def run_flow(
-    flow: Flow[Any, Any], value: object, session_id: str | None, command: str | None
-) -> tuple[object, TreeRecorder, Any]:
-    recorder = TreeRecorder()
+class _Interrupt:
+    """Ctrl-C during a run cancels the running tree (recorded as cancelled, not failed);
+    a second Ctrl-C stops at once."""
+
+    def __init__(self, recorder: TreeRecorder) -> None:
+        self.recorder = recorder
+        self.hit = False
+        self.task: asyncio.Task[Any] | None = None
+
+    def __call__(self) -> None:
+        roots = self.recorder.roots()
+        if (self.hit or not roots) and self.task is not None:
+            self.task.cancel()
+        for root in roots:
+            root.cancel("interrupted (Ctrl-C)")
+        self.hit = True
+
+    async def run(self, work: Coroutine[Any, Any, T]) -> T:
+        loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        try:
+            loop.add_signal_handler(signal.SIGINT, self)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            return await work
+        try:
+            return await work
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+
+
+async def _run_flow(
+    flow: Flow[Any, Any],
+    value: object,
+    session_id: str | None,
+    command: str | None,
+    recorder: TreeRecorder,
+    ref: StoreRef,
+) -> object:
+    from .._scope import create_scope
+
     if session_id is None:
-        async with _scope.create_scope(extensions=[recorder]) as scope:
-            result = await scope.exec(flow, value)
-        return result, recorder, None
+        async with create_scope(extensions=[recorder]) as scope:
+            return await scope.exec(flow, value)
     from ..sessions import Sessions
     from ..stores import from_url
 
-    async with from_url(store_url()) as store:
+    async with from_url(ref.url) as store:
         session = await Sessions(store).get(session_id)
-        async with _scope.create_scope(extensions=[recorder], store=store) as scope:
-            result = await session.exec(flow, value, command=command or flow.name, scope=scope)
-        session = await Sessions(store).get(session_id)
-    return result, recorder, session
+        _refuse_ended(session, "commands")
+        async with create_scope(extensions=[recorder], store=store) as scope:
+            return await session.exec(flow, value, command=command or flow.name, scope=scope)
 
 
-@app.command("run")
+@contextlib.contextmanager
+def _stdout_to_stderr(active: bool) -> Iterator[None]:
+    """Under ``--json`` stdout holds the JSON document only: what flows print goes to stderr."""
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+@app.command("run", cls=_Command, short_help="Run a flow and print its execution tree.")
 def run_command(
-    target: Annotated[str, typer.Argument(help="MODULE:FLOW, e.g. myapp.flows:build")],
-    input: Annotated[str, typer.Option("--input", help="The flow's input, as JSON.")] = "null",
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODULE:FLOW", help="The flow, e.g. myapp.flows:build", show_default=False
+        ),
+    ],
+    input: Annotated[
+        str, typer.Option("--input", metavar="JSON", help="The flow's input, as JSON.")
+    ] = "null",
     session: Annotated[
-        str | None, typer.Option("--session", help="Run as a command of this session.")
+        str | None,
+        typer.Option("--session", metavar="ID", help="Run as a command of this session."),
     ] = None,
     command: Annotated[
-        str | None, typer.Option("--command", help="Command name (default: the flow's).")
+        str | None,
+        typer.Option("--command", metavar="NAME", help="Command name (default: the flow's)."),
     ] = None,
     as_json: JsonFlag = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Print the traceback of a failure.")
+    ] = False,
 ) -> None:
-    """Run a flow, alone or as a command of a session, and print its execution tree."""
-    flow = load_flow(target)
-    value = _parse_json(input, "--input")
-    result, recorder, sess = _run(lambda: run_flow(flow, value, session, command))
+    """Run a flow and print its execution tree (alone, or as a session command)."""
+    title = target + (f"  (session {session})" if session else "")
+    recorder = TreeRecorder()
+    interrupt = _Interrupt(recorder)
+    ref = find_store()
+    result: object = None
+    failure: BaseException | None = None
+    with _stdout_to_stderr(as_json):
+        try:
+            require_text(session, "--session")
+            require_text(command, "--command")
+            value = _parse_json(input, "--input")
+            flow = load_flow(target)
+            if session is not None and ref.missing:
+                raise _not_found(session, ref)
+            result = asyncio.run(
+                interrupt.run(_run_flow(flow, value, session, command, recorder, ref))
+            )
+        except CliError as exc:
+            failure = exc
+        except SessionNotFoundError as exc:
+            failure = _not_found(exc.session_id, ref)
+        except Exception as exc:
+            failure = exc
+        except KeyboardInterrupt as exc:  # Ctrl-C before the loop ran
+            interrupt.hit = True
+            failure = exc
+    if failure is None:
+        _report_success(title, result, recorder, session, as_json)
+        return
+    _report_failure(target, title, failure, recorder, session, as_json, debug, interrupt.hit)
+
+
+def _report_success(
+    title: str, result: object, recorder: TreeRecorder, session: str | None, as_json: bool
+) -> None:
+    if as_json:
+        doc = {"ok": True, "result": result, "session_id": session, "tree": tree_data(recorder)}
+        _print_json(doc)
+        return
+    out = _out()
+    print_to(out, render_tree(recorder, title))
+    line = json_text(result, indent=None)
+    sys.stdout.write(f"result {line}\n")
+
+
+def _report_failure(
+    target: str,
+    title: str,
+    failure: BaseException,
+    recorder: TreeRecorder,
+    session: str | None,
+    as_json: bool,
+    debug: bool,
+    interrupted: bool,
+) -> NoReturn:
+    origin = failing_context(recorder)
+    cause = failure
+    if origin is not None and origin.details.error is not None and not interrupted:
+        cause = origin.details.error
+    if isinstance(failure, CliError):
+        message, code = failure.message, failure.code
+        error = {"type": failure.kind, "message": failure.message}
+        if debug and failure.__cause__ is not None:
+            traceback.print_exception(failure.__cause__)
+    else:
+        where = f" in {origin.details.name}" if origin is not None else ""
+        if interrupted:
+            message, code = f"{target} was cancelled by Ctrl-C{where}", 130
+            error = {"type": "Cancelled", "message": "interrupted (Ctrl-C)"}
+        else:
+            message, code = f"{target} failed{where}: {error_line(cause)}", 1
+            error = error_object(cause)
+            if not debug:
+                message += " (--debug prints the traceback)"
+        if debug:
+            traceback.print_exception(failure)
     if as_json:
         _print_json(
-            {
-                "result": result,
-                "session_id": None if sess is None else sess.session_id,
-                "tree": tree_data(recorder),
-            }
+            {"ok": False, "error": error, "session_id": session, "tree": tree_data(recorder)}
         )
-        return
-    title = f"{command or flow.name}" + (f"  (session {session})" if session else "")
-    out.print(render_tree(recorder, title))
-    out.print(f"[bold]result[/bold] {json.dumps(result, default=str)}")
+    elif recorder.contexts:
+        out = _out()
+        print_to(out, render_tree(recorder, title))
+    print_error(message)
+    raise SystemExit(code)
 
 
-@app.command("demo")
-def demo(
-    as_json: JsonFlag = False,
-) -> None:
-    """Run a brainstorm → implement → test chain, each command in its own process."""
+# -- demo ----------------------------------------------------------------------------------
+
+
+@app.command("demo", cls=_Command, short_help="Run the brainstorm → implement → test demo.")
+def demo(as_json: JsonFlag = False) -> None:
+    """Run the brainstorm → implement → test chain, one process per command."""
     from ._demo import run_demo
 
-    run_demo(as_json=as_json, store=store_url())
+    run_demo(as_json=as_json, ref=find_store())
 
 
-__all__ = ["app", "print_session", "run_flow", "store_url", "StoreError"]
+# -- entry point ---------------------------------------------------------------------------
+
+
+def _parse_errors() -> tuple[type[Exception], ...]:
+    """The command-line parsing errors of the installed typer (its own click, or click)."""
+    found: list[type[Exception]] = []
+    vendored = getattr(typer, "TyperException", None)
+    if isinstance(vendored, type) and issubclass(vendored, Exception):
+        found.append(vendored)
+    try:
+        import click
+    except ImportError:
+        pass
+    else:
+        found.append(click.ClickException)
+    return tuple(found)
+
+
+def run_app(argv: Sequence[str] | None = None) -> None:
+    """Run the command line; every error ends as one line on stderr and an exit status."""
+    from typer.main import get_command
+
+    command = get_command(app)
+    try:
+        status = command.main(
+            args=list(sys.argv[1:] if argv is None else argv),
+            prog_name="runtree",
+            standalone_mode=False,
+        )
+    except CliError as exc:
+        print_error(exc.message)
+        raise SystemExit(exc.code) from None
+    except RuntreeError as exc:
+        print_error(message_of(exc))
+        raise SystemExit(1) from None
+    except typer.Abort:
+        print_error("aborted")
+        raise SystemExit(1) from None
+    except Exception as exc:
+        if not isinstance(exc, _parse_errors()):
+            raise
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            sys.stdout.write(ctx.get_help() + "\n")  # `runtree` alone: the help
+            return
+        hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+        print_error(exc.format_message() + hint)  # type: ignore[attr-defined]
+        raise SystemExit(getattr(exc, "exit_code", 2)) from None
+    if isinstance(status, int) and status:
+        raise SystemExit(status)
+
+
+__all__ = ["app", "load_flow", "print_session", "run_app"]

@@ -1,9 +1,9 @@
-"""``runtree demo``: a brainstorm → implement → test command chain.
+"""``runtree demo``: the brainstorm → implement → test chain of :mod:`runtree.cli.demo`.
 
-Each command runs in its own process (``runtree run runtree.cli._demo:<command>
---session ID``) on the embedded SQLite store, and they share one session: loaded context
-(the second load is a cache hit), shared data (ideas → files → test report), the command
-history, and a durable journal (running ``test`` again replays its recorded steps).
+Each command runs in its own process (``runtree run runtree.cli.demo:COMMAND --session
+ID``) on the store the CLI uses, and they share one session, found again on the next
+demo (``get_or_create``): a second demo shows what persisted — cache hits and replays.
+The output is designed for 80 columns (the width rich uses when output is piped).
 """
 
 from __future__ import annotations
@@ -13,177 +13,168 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
-from .._context import ExecutionContext
-from .._define import flow
+from rich.rule import Rule
+from rich.text import Text
+
+from ..errors import RuntreeError
+from ._common import CliError, StoreRef, json_text, message_of, print_error, program
+from ._render import print_to, render_session
 
 DEMO_PROJECT = "runtree-demo"
-CONTEXT_DIR = Path(".runtree") / "demo-context"
+FLOWS = "runtree.cli.demo"
 
-_VISION = """\
-# Vision
-A tiny task tracker: add tasks, list them, mark them done.
-"""
-_CONVENTIONS = """\
-# Conventions
-Small pure functions, one test per behaviour.
-"""
-
-
-def _provider() -> Any:
-    from ..sessions import FileContextProvider
-
-    return FileContextProvider(CONTEXT_DIR)
-
-
-async def _load(ctx: ExecutionContext, domain: str, topic: str) -> str:
-    """Cache-first context load; the hit or miss shows in the execution tree."""
-    from ..sessions import current_session
-
-    session = current_session()
-    assert session is not None
-    cached = await session.get_cached_context(domain, topic)
-    content = await session.load_context(domain, topic, _provider())
-    loads = ctx.details.metadata.setdefault("context", [])
-    assert isinstance(loads, list)
-    loads.append(f"{domain}:{topic} {'hit' if cached is not None else 'miss'}")
-    return str(content)
-
-
-@flow
-async def generate_ideas(ctx: ExecutionContext) -> list[dict[str, str]]:
-    await asyncio.sleep(0.01)  # "thinking"
-    features = ["add task", "list tasks", "complete task"]
-    return [{"slug": f.replace(" ", "_"), "title": f} for f in features]
+# (command, what to look for on a first chain, what to look for on a later one)
+STEPS = [
+    (
+        "brainstorm",
+        "Loads the product vision (a cache miss: the session has never seen it) and "
+        "records three ideas in the session's shared data.",
+        "The session was found again: the vision is a cache hit and the ideas replay "
+        "from the durable journal instead of running.",
+    ),
+    (
+        "implement",
+        "A new process: the vision is a cache hit, the ideas come from shared data, "
+        "one keyed step per file runs in parallel.",
+        "Every file step replays from the journal; the context loads are cache hits.",
+    ),
+    (
+        "test",
+        "Reads the files implement shared and records a test report.",
+        "Every test step replays from the journal.",
+    ),
+    (
+        "test",
+        "The same command again: every keyed step replays from the durable journal, "
+        "nothing runs twice.",
+        "Again: replays only.",
+    ),
+]
 
 
-@flow
-async def write_code(ctx: ExecutionContext) -> dict[str, str]:
-    idea: dict[str, str] = ctx.input  # type: ignore[assignment]
-    await asyncio.sleep(0.005)
-    return {"path": f"tracker/{idea['slug']}.py", "feature": idea["title"]}
-
-
-@flow
-async def run_test(ctx: ExecutionContext) -> dict[str, object]:
-    file: dict[str, str] = ctx.input  # type: ignore[assignment]
-    await asyncio.sleep(0.005)
-    return {"path": file["path"], "passed": True}
-
-
-@flow
-async def brainstorm(ctx: ExecutionContext) -> dict[str, object]:
-    from ..sessions import current_session
-
-    session = current_session()
-    assert session is not None
-    vision = await _load(ctx, "product", "vision")
-    ideas = await ctx.exec(generate_ideas, vision, key="brainstorm:ideas")
-    await session.set_shared_data("ideas", ideas)
-    return {"ideas": [i["title"] for i in ideas]}
-
-
-@flow
-async def implement(ctx: ExecutionContext) -> dict[str, object]:
-    from ..sessions import current_session
-
-    session = current_session()
-    assert session is not None
-    await _load(ctx, "product", "vision")  # loaded by brainstorm: a cache hit
-    await _load(ctx, "code", "conventions")
-    ideas: list[dict[str, str]] = await session.get_shared_data("ideas")  # type: ignore[assignment]
-    files = await ctx.parallel(
-        *(ctx.exec(write_code, idea, key=f"implement:{idea['slug']}") for idea in ideas)
-    )
-    await session.set_shared_data("files", files)
-    return {"files": [f["path"] for f in files]}
-
-
-@flow
-async def test(ctx: ExecutionContext) -> dict[str, object]:
-    from ..sessions import current_session
-
-    session = current_session()
-    assert session is not None
-    previous = await session.get_previous_command("implement")
-    ctx.details.metadata["after"] = previous.command if previous else None
-    files: list[dict[str, str]] = await session.get_shared_data("files")  # type: ignore[assignment]
-    results = [await ctx.exec(run_test, f, key=f"test:{f['path']}") for f in files]
-    passed = sum(1 for r in results if r["passed"])
-    report: dict[str, object] = {"passed": passed, "failed": len(results) - passed}
-    await session.set_shared_data("test_report", report)
-    return report
-
-
-def _write_context() -> None:
-    for rel, text in (("product/vision.md", _VISION), ("code/conventions.md", _CONVENTIONS)):
-        path = CONTEXT_DIR / rel
-        for folder in reversed((path.parent, *path.parent.parents)):
-            if folder != Path(".") and not folder.exists():
-                folder.mkdir(mode=0o700)  # like the store's own .runtree/
-        if not path.exists():
-            path.write_text(text)
-
-
-def run_demo(*, as_json: bool, store: str) -> None:
-    """Create a session, run the chain in separate processes, print the session."""
+def _open_session(ref: StoreRef) -> Any:
     from ..sessions import Sessions
     from ..stores import from_url
-    from ._app import out, print_session
 
-    async def start() -> str:
-        async with from_url(store) as s:
-            session = await Sessions(s).create(DEMO_PROJECT, "demo")
-            return str(session.session_id)
+    async def start() -> Any:
+        async with from_url(ref.url) as store:
+            return await Sessions(store).get_or_create(DEMO_PROJECT, "demo")
 
-    session_id = asyncio.run(start())  # opening the store creates .runtree/ (0700)
-    _write_context()
-    env = {**os.environ, "RUNTREE_STORE": store}
-    steps = [
-        ("brainstorm", "the first command: loads context (a miss), records ideas"),
-        ("implement", "a new process: context is a cache hit, ideas come from shared data"),
-        ("test", "reads the files implement shared, records a report"),
-        ("test", "run again: every keyed step replays from the durable journal"),
-    ]
-    transcripts = []
-    for command, why in steps:
+    return asyncio.run(start())
+
+
+def _load_session(ref: StoreRef, session_id: str) -> Any:
+    from ..sessions import Sessions
+    from ..stores import from_url
+
+    async def load() -> Any:
+        async with from_url(ref.url) as store:
+            return await Sessions(store).get(session_id)
+
+    return asyncio.run(load())
+
+
+def run_demo(*, as_json: bool, ref: StoreRef) -> None:
+    """Find or create the demo session, run the chain in separate processes, print it."""
+    if ref.path is None and not ref.url.strip().lower().startswith("postgres"):
+        raise CliError(
+            f"the demo runs each command in its own process and needs a durable store; "
+            f"RUNTREE_STORE={ref.url} keeps nothing between processes: unset it or use "
+            "sqlite:///path.db or postgresql://...",
+            code=2,
+            kind="UsageError",
+        )
+    from ._app import _out, _session_dict
+
+    try:
+        session = _open_session(ref)
+    except RuntreeError as exc:
+        raise CliError(
+            f"the demo cannot use the store {ref.shown}: {message_of(exc)}",
+            kind=type(exc).__name__,
+        ) from None
+    session_id = str(session.session_id)
+    first = not session.command_history
+    out = _out()
+    if not as_json:
+        intro = Text("runtree demo", style="bold")
+        intro.append(
+            ": brainstorm → implement → test, each command in its own process, sharing one session."
+        )
+        print_to(out, intro)
+        print_to(out, Text(f"store    {ref.shown}", style="dim"), soft_wrap=True)
+        found = (
+            "new"
+            if first
+            else f"found again: {len(session.command_history)} commands already recorded"
+        )
+        print_to(out, Text(f"session  {session_id} ({found})", style="dim"))
+    env = {**os.environ, "RUNTREE_STORE": ref.url}
+    transcripts: list[dict[str, Any]] = []
+    for i, (command, why_first, why_again) in enumerate(STEPS, start=1):
+        shown = f"runtree run {FLOWS}:{command} --session {session_id}"
         if not as_json:
-            out.rule(f"[bold]runtree run runtree.cli._demo:{command}[/bold] — {why}")
-        argv = [
-            sys.executable,
-            "-m",
-            "runtree",
-            "run",
-            f"runtree.cli._demo:{command}",
-            "--session",
-            session_id,
-            "--command",
-            command,
-        ]
-        if as_json:
-            argv.append("--json")
+            out.print()
+            out.print(Rule(Text(f"{i}/{len(STEPS)}  {command}", style="bold"), align="left"))
+            print_to(out, Text(f"$ {shown}", style="dim"))
+            print_to(out, Text(why_first if first else why_again, style="italic"))
+            sys.stdout.flush()  # before the child writes to the same stdout
+        argv = [sys.executable, "-m", "runtree", "run", f"{FLOWS}:{command}"]
+        argv += ["--session", session_id, *(["--json"] if as_json else [])]
         done = subprocess.run(argv, env=env, capture_output=as_json, text=True, check=False)
+        if as_json and done.stdout.strip():
+            try:
+                transcripts.append({"command": command, **json.loads(done.stdout)})
+            except json.JSONDecodeError:
+                transcripts.append({"command": command, "ok": False, "output": done.stdout})
         if done.returncode != 0:
+            message = f"the demo stopped: `{shown}` failed (exit {done.returncode})"
             if as_json:
                 sys.stderr.write(done.stderr)
-            raise SystemExit(done.returncode)
-        if as_json:
-            transcripts.append({"command": command, **json.loads(done.stdout)})
+                error = {"type": "DemoError", "message": message}
+                sys.stdout.write(json_text({"ok": False, "error": error, "runs": transcripts}))
+                sys.stdout.write("\n")
+                print_error(message)
+                raise SystemExit(1)
+            raise CliError(message)
 
-    async def finish() -> Any:
-        async with from_url(store) as s:
-            return await Sessions(s).get(session_id)
-
-    session = asyncio.run(finish())
+    try:
+        session = _load_session(ref, session_id)
+    except RuntreeError as exc:
+        raise CliError(f"the demo cannot read the store {ref.shown}: {message_of(exc)}") from None
     if as_json:
-        from ._app import _session_dict
-
-        sys.stdout.write(
-            json.dumps({"session": _session_dict(session), "runs": transcripts}, indent=2) + "\n"
-        )
+        doc = {
+            "ok": True,
+            "session": _session_dict(session),
+            "session_found_again": not first,
+            "runs": transcripts,
+        }
+        sys.stdout.write(json_text(doc) + "\n")
         return
-    out.rule("[bold]the session after the chain[/bold]")
-    print_session(session)
-    out.print(f"\nInspect it again with: runtree session show {session_id}   (store: {store})")
+    out.print()
+    out.print(Rule(Text("the session after the chain", style="bold"), align="left"))
+    print_to(out, render_session(session, width=out.width, store=ref.shown), soft_wrap=True)
+    _next_steps(out, session_id, ref)
+
+
+def _next_steps(out: Any, session_id: str, ref: StoreRef) -> None:
+    name, activate = program()
+    out.print()
+    out.print(Rule(Text("next", style="bold"), align="left"))
+    lines: list[tuple[str, str]] = []
+    if activate:
+        lines.append((activate, f"puts {name} on the PATH of this shell"))
+    lines += [
+        (f"{name} session show {session_id}", "this session"),
+        (f"{name} session get {session_id} test_report", "one shared value, as JSON"),
+        (f"{name} session list", "every session in the store"),
+        (f"{name} run {FLOWS}:test --session {session_id}", "one command again"),
+        (f"{name} demo", "the chain again: everything persisted"),
+    ]
+    if ref.how == "RUNTREE_STORE":
+        lines.append((f"export RUNTREE_STORE={ref.url}", "the store the demo used"))
+    for command, why in lines:
+        print_to(out, Text(f"  # {why}", style="dim"))
+        print_to(out, Text(f"  {command}"))

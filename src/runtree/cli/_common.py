@@ -1,0 +1,223 @@
+"""What every command shares: one-line errors, JSON output, the store, timestamps."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+__all__ = [
+    "STORE_ENV",
+    "CliError",
+    "StoreRef",
+    "error_line",
+    "find_store",
+    "human_time",
+    "iso_time",
+    "json_text",
+    "message_of",
+    "one_line",
+    "print_error",
+    "program",
+    "require_text",
+    "usage_error",
+]
+
+STORE_ENV = "RUNTREE_STORE"
+STORE_DIR = ".runtree"
+STORE_FILE = "runtree.db"
+
+
+class CliError(Exception):
+    """A failure reported as one line on stderr.
+
+    ``code`` is the exit status: 1 when something failed, 2 when the command line is
+    wrong. ``kind`` names the error in ``--json`` output.
+    """
+
+    def __init__(self, message: str, *, code: int = 1, kind: str = "Error") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.kind = kind
+
+
+def usage_error(message: str) -> CliError:
+    return CliError(message, code=2, kind="UsageError")
+
+
+def require_text(value: str | None, what: str) -> None:
+    """Empty strings are never ids, keys or names: say so before anything runs."""
+    if value is not None and not value.strip():
+        raise usage_error(f"{what} must not be empty")
+
+
+def one_line(text: str) -> str:
+    """Text on one line: line breaks become spaces (the full text stays in ``--json``)."""
+    parts = [p.strip() for p in text.splitlines()]
+    return " ".join(p for p in parts if p) or "(no message)"
+
+
+def message_of(exc: BaseException) -> str:
+    """The message of any exception on one line, even one whose ``__str__`` raises."""
+    try:
+        return one_line(str(exc))
+    except Exception:
+        return "(its message cannot be printed)"
+
+
+def error_line(exc: BaseException) -> str:
+    """``Type: message`` on one line."""
+    return f"{type(exc).__name__}: {message_of(exc)}"
+
+
+def error_object(exc: BaseException) -> dict[str, str]:
+    try:
+        message = str(exc)
+    except Exception:
+        message = "(its message cannot be printed)"
+    return {"type": type(exc).__name__, "message": message}
+
+
+def print_error(message: str) -> None:
+    """One line on stderr; never wrapped, never read as markup."""
+    sys.stderr.write(f"error: {one_line(message)}\n")
+    sys.stderr.flush()
+
+
+def _plain(value: object) -> object:
+    """A copy where non-finite floats are strings (strict JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def json_text(value: object, *, indent: int | None = 2) -> str:
+    """Strict JSON for any value: what is not JSON is shown as its ``str``."""
+    try:
+        return json.dumps(value, indent=indent, default=str, allow_nan=False)
+    except ValueError:
+        pass
+    except (TypeError, RecursionError):
+        return json.dumps(f"<{type(value).__name__}>", indent=indent)
+    try:
+        return json.dumps(_plain(value), indent=indent, default=str, allow_nan=False)
+    except (ValueError, TypeError, RecursionError):
+        return json.dumps(f"<{type(value).__name__}>", indent=indent)
+
+
+# -- timestamps ----------------------------------------------------------------------------
+
+
+def human_time(value: str | float | None) -> str:
+    """One format for people: local time, ``2026-12-02 14:03:07``."""
+    if value is None or value == "":
+        return "-"
+    try:
+        if isinstance(value, str):
+            moment = datetime.fromisoformat(value)
+            if moment.tzinfo is not None:
+                moment = moment.astimezone()
+        else:
+            moment = datetime.fromtimestamp(value)
+    except (ValueError, OverflowError, OSError):
+        return str(value)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def iso_time(epoch: float | None) -> str | None:
+    """ISO 8601 with a UTC offset, for ``--json``."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+# -- the store -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoreRef:
+    """The store a command uses, before it is opened."""
+
+    url: str
+    path: Path | None  # the SQLite file, when the store is one
+    how: str  # "RUNTREE_STORE", "found", "default"
+
+    @property
+    def shown(self) -> str:
+        """For messages: the file, or the URL without its password."""
+        if self.path is not None:
+            return str(self.path)
+        return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", self.url)
+
+    @property
+    def missing(self) -> bool:
+        """A SQLite file that does not exist yet (reading commands must not create it)."""
+        return self.path is not None and not self.path.exists()
+
+
+def _sqlite_path(url: str) -> Path | None:
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.strip().lower() not in ("sqlite", "sqlite3", "sqlite+pysqlite"):
+        return None
+    body = rest.partition("?")[0]
+    if not body.startswith("/"):
+        return None  # malformed: from_url explains
+    raw = unquote(body[1:])
+    if raw in ("", ":memory:"):
+        return None
+    return Path(raw).expanduser().absolute()
+
+
+def find_store(start: Path | None = None) -> StoreRef:
+    """``$RUNTREE_STORE``; else the nearest ``.runtree/runtree.db`` in the working
+    directory or a parent (as git finds ``.git``); else ``.runtree/runtree.db`` here."""
+    env = os.environ.get(STORE_ENV)
+    if env:
+        return StoreRef(env, _sqlite_path(env), STORE_ENV)
+    here = (start or Path.cwd()).absolute()
+    for folder in (here, *here.parents):
+        candidate = folder / STORE_DIR / STORE_FILE
+        if candidate.is_file():
+            return StoreRef("sqlite:///" + quote(str(candidate)), candidate, "found")
+    default = here / STORE_DIR / STORE_FILE
+    return StoreRef("sqlite:///" + quote(str(default)), default, "default")
+
+
+# -- how to call us ------------------------------------------------------------------------
+
+
+def program() -> tuple[str, str | None]:
+    """How a person runs this command line from here, and how to put it on the PATH.
+
+    ``("runtree", None)`` when ``runtree`` on the PATH is this one; otherwise
+    ``("runtree", ". .venv/bin/activate")`` for a virtualenv that is not active, or the
+    path of the script.
+    """
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    on_path = shutil.which("runtree")
+    if script is None or script.name != "runtree":
+        return ("runtree" if on_path else f"{Path(sys.executable).name} -m runtree"), None
+    if on_path and Path(on_path).resolve() == script.resolve():
+        return "runtree", None
+    activate = script.parent / "activate"
+    if activate.is_file():
+        shown = str(activate.absolute())
+        with contextlib.suppress(ValueError):
+            relative = os.path.relpath(activate)
+            if not relative.startswith(".."):
+                shown = relative if relative.startswith(".") else "./" + relative
+        return "runtree", f". {shown}"
+    return str(script), None
