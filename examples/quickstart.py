@@ -1,7 +1,8 @@
 """Quickstart: a request-like flow tree with tags, atoms, a resource, nested execs,
 parallel work, a journaled step and cleanup, printed as a tree.
 
-Run it with ``make demo`` (or ``python examples/quickstart.py``).
+Run it with ``python examples/quickstart.py`` (after ``make demo``, which creates the
+virtualenv: ``.venv/bin/python examples/quickstart.py``).
 """
 
 from __future__ import annotations
