@@ -20,9 +20,9 @@ from ._defs import Flow as Flow
 from ._defs import Preset as Preset
 from ._defs import Resource as Resource
 from ._defs import preset as preset
+from ._execute import execute as execute
 from ._execution import Execution as Execution
 from ._execution import ExecutionDetails as ExecutionDetails
-from ._execution import execute as execute
 from ._extensions import ExecOp as ExecOp
 from ._extensions import Extension as Extension
 from ._extensions import ResolveOp as ResolveOp

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from functools import partial
 from time import time
+from types import ModuleType
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -39,7 +40,7 @@ from ._details import (
     Settled,
     StreamOptions,
 )
-from ._extensions import ExecOp
+from ._extensions import ExecOp, wrapped
 from ._tags import ALL_VALUES, MISSING, ParsedTag, Tag, Tagged
 from .errors import (
     Cancelled,
@@ -415,7 +416,7 @@ class ExecutionContext(Generic[InputT]):
                 child = _child(self, name, input, depth, task)
                 if foreign:
                     self._attach(child)
-                call = _run.wrapped(
+                call = wrapped(
                     wrappers,
                     # a partial, not a lambda: a closure would turn child/flow/input into
                     # cell variables for the whole method, slowing the plain path too
@@ -1105,4 +1106,14 @@ def boundary_context(
     return ctx
 
 
-from . import _run, _stream  # noqa: E402  (both need ExecutionContext defined)
+if TYPE_CHECKING:
+    from . import _run, _stream
+else:
+    _run = _stream = None  # the exec engine, installed by install_engine()
+
+
+def install_engine(run: ModuleType, stream: ModuleType) -> None:
+    """Called by :mod:`runtree._run` when it loads: the engine that ``exec``/``run``/
+    ``parallel``/``exec_stream`` delegate to lives above this module in the layers."""
+    global _run, _stream
+    _run, _stream = run, stream

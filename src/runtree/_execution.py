@@ -1,23 +1,23 @@
-"""The Execution handle returned by ``scope.exec`` and the one-call ``execute``."""
+"""The Execution handle returned by ``scope.exec``."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 from collections.abc import Callable, Generator, Iterable
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeAlias, TypeVar, final, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeAlias, TypeVar, final
 
 from . import _run
 from ._context import ExecutionContext, boundary_context
-from ._extensions import ExecOp, Extension
+from ._extensions import ExecOp, wrapped
 from ._tags import Tagged
 from .errors import Cancelled
 
 if TYPE_CHECKING:
-    from ._defs import Flow, Preset
+    from ._defs import Flow
     from ._scope import Scope
 
-__all__ = ["Execution", "ExecutionDetails", "ExecutionStatus", "execute"]
+__all__ = ["Execution", "ExecutionDetails", "ExecutionStatus"]
 
 T = TypeVar("T")
 In = TypeVar("In")
@@ -202,108 +202,4 @@ class Execution(Generic[T]):
         if not scope._wrap_exec:
             return await inner()
         op = ExecOp("execute", flow, input, None, ctx)
-        call = inner
-        for wrap in reversed(scope._wrap_exec):
-            call = _run._bind(wrap, call, op)
-        return await call()
-
-
-@overload
-async def execute(
-    flow: Flow[In, Out],
-    input: object = None,
-    *,
-    scope: Scope,
-    execution_tags: Iterable[Tagged[Any]] = (),
-    tags: Iterable[Tagged[Any]] = (),
-    details: Literal[False] = False,
-) -> Out: ...
-@overload
-async def execute(
-    flow: Flow[In, Out],
-    input: object = None,
-    *,
-    scope: Scope,
-    execution_tags: Iterable[Tagged[Any]] = (),
-    tags: Iterable[Tagged[Any]] = (),
-    details: Literal[True],
-) -> ExecutionDetails[Out]: ...
-@overload
-async def execute(
-    flow: Flow[In, Out],
-    input: object = None,
-    *,
-    scope: None = None,
-    execution_tags: Iterable[Tagged[Any]] = (),
-    tags: Iterable[Tagged[Any]] = (),
-    details: Literal[False] = False,
-    extensions: Iterable[Extension] = (),
-    presets: Iterable[Preset[Any]] = (),
-    scope_tags: Iterable[Tagged[Any]] = (),
-) -> Out: ...
-@overload
-async def execute(
-    flow: Flow[In, Out],
-    input: object = None,
-    *,
-    scope: None = None,
-    execution_tags: Iterable[Tagged[Any]] = (),
-    tags: Iterable[Tagged[Any]] = (),
-    details: Literal[True],
-    extensions: Iterable[Extension] = (),
-    presets: Iterable[Preset[Any]] = (),
-    scope_tags: Iterable[Tagged[Any]] = (),
-) -> ExecutionDetails[Out]: ...
-async def execute(
-    flow: Flow[In, Out],
-    input: object = None,
-    *,
-    scope: Scope | None = None,
-    execution_tags: Iterable[Tagged[Any]] = (),
-    tags: Iterable[Tagged[Any]] = (),
-    details: bool = False,
-    extensions: Iterable[Extension] = (),
-    presets: Iterable[Preset[Any]] = (),
-    scope_tags: Iterable[Tagged[Any]] = (),
-) -> Out | ExecutionDetails[Out]:
-    """Run ``flow`` once: in ``scope`` if given, else in a temporary scope that is
-    disposed afterwards (also on failure).
-
-    ``tags=`` (like ``scope.exec``'s) and ``execution_tags=`` are the same thing: tags of
-    this execution's root context; ``scope_tags=`` configure the temporary scope.
-
-    Raises:
-        TypeError: ``scope`` together with ``extensions``, ``presets`` or ``scope_tags``
-            (configure the scope itself instead); both ``tags`` and ``execution_tags``.
-    """
-    from ._scope import create_scope
-
-    if tags:
-        if execution_tags:
-            msg = (
-                "execute() takes tags= or execution_tags= (the same thing: tags of this "
-                "execution), not both"
-            )
-            raise TypeError(msg)
-        execution_tags = tags
-
-    if scope is not None:
-        extras = [
-            n
-            for n, v in (
-                ("extensions", extensions),
-                ("presets", presets),
-                ("scope_tags", scope_tags),
-            )
-            if v
-        ]
-        if extras:
-            msg = (
-                f"execute(scope=...) cannot take {', '.join(extras)}: they configure a new "
-                "scope. Pass them to create_scope() instead, or drop scope= to use a "
-                "temporary scope."
-            )
-            raise TypeError(msg)
-        return await scope.exec(flow, input, tags=execution_tags, details=details)
-    async with create_scope(tags=scope_tags, extensions=extensions, presets=presets) as temp:
-        return await temp.exec(flow, input, tags=execution_tags, details=details)
+        return await wrapped(scope._wrap_exec, inner, op)()

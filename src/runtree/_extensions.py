@@ -106,6 +106,25 @@ class Extension:
         return None
 
 
+def wrapped(
+    wrappers: list[Callable[..., Awaitable[object]]],
+    inner: Callable[[], Awaitable[object]],
+    op: object,
+) -> Callable[[], Awaitable[object]]:
+    """``inner`` wrapped by ``wrappers`` (the first one outermost): the one place that
+    builds extension chains, for execs, streams, parallel and resolution alike."""
+    call = inner
+    for wrap in reversed(wrappers):
+        call = _bind(wrap, call, op)
+    return call
+
+
+def _bind(
+    wrap: Callable[..., Awaitable[object]], nxt: Callable[[], Awaitable[object]], op: object
+) -> Callable[[], Awaitable[object]]:
+    return lambda: wrap(nxt, op)
+
+
 def overrides(ext: object, hook: str) -> bool:
     """Whether ``ext`` implements ``hook`` (beyond :class:`Extension`'s pass-through)."""
     fn = getattr(type(ext), hook, None)

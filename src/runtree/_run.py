@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random
-from collections.abc import Awaitable, Callable, Iterable
+import sys
+from collections.abc import Awaitable, Iterable
 from functools import partial
 from time import time
 from typing import Any
 
+from . import _context, _stream
 from ._context import (
     _OPEN,
     ExecOptions,
@@ -22,7 +24,7 @@ from ._context import (
     _task_of,
 )
 from ._defs import Flow
-from ._extensions import ExecKind, ExecOp
+from ._extensions import ExecKind, ExecOp, wrapped
 from ._journal import input_digest
 from ._tags import MISSING, Tagged
 from .errors import Cancelled, NestingError
@@ -239,24 +241,6 @@ async def _attempt(
     return result
 
 
-def wrapped(
-    wrappers: list[Callable[..., Awaitable[object]]],
-    inner: Callable[[], Awaitable[object]],
-    op: ExecOp,
-) -> Callable[[], Awaitable[object]]:
-    """``inner`` wrapped by ``wrappers`` (the first one outermost)."""
-    call = inner
-    for wrap in reversed(wrappers):
-        call = _bind(wrap, call, op)
-    return call
-
-
-def _bind(
-    wrap: Callable[..., Awaitable[object]], nxt: Callable[[], Awaitable[object]], op: ExecOp
-) -> Callable[[], Awaitable[object]]:
-    return lambda: wrap(nxt, op)
-
-
 def _time_out(ctx: ExecutionContext, seconds: float) -> None:
     if ctx._status is _OPEN and ctx._task is not None:
         ctx._mark_cancelled(f"timed out after {seconds:g}s", timed_out=seconds)
@@ -350,10 +334,7 @@ async def parallel(
     if not scope._wrap_exec:
         return await run()
     op = ExecOp("parallel", None, None, None, ctx)
-    call: Callable[[], Awaitable[object]] = run
-    for wrap in reversed(scope._wrap_exec):
-        call = _bind(wrap, call, op)
-    return await call()  # type: ignore[return-value]
+    return await wrapped(scope._wrap_exec, run, op)()  # type: ignore[return-value]
 
 
 async def _gather(aws: tuple[Awaitable[Any], ...], *, settled: bool) -> list[Any]:
@@ -425,4 +406,6 @@ async def _join(tasks: Iterable[asyncio.Future[Any]]) -> None:
         raise asyncio.CancelledError
 
 
-from . import _stream  # noqa: E402  (collect() for streaming flows run by exec)
+# The context's methods call this engine; it sits above them in the layers, so it installs
+# itself instead of being imported from below (no import cycle).
+_context.install_engine(sys.modules[__name__], _stream)

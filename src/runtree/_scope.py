@@ -13,6 +13,7 @@ from time import time as _time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, final, overload
 
+from . import _run  # noqa: F401  (loads the exec engine the contexts delegate to)
 from ._context import (
     ExecutionContext,
     FlowHandle,
@@ -21,7 +22,8 @@ from ._context import (
     boundary_context,
 )
 from ._defs import Atom, Dep, Flow, Preset, Resource
-from ._extensions import Extension, ResolveOp, overrides
+from ._execution import Execution, ExecutionDetails
+from ._extensions import Extension, ResolveOp, overrides, wrapped
 from ._journal import Journal, JournalBackend
 from ._json import check_name
 from ._recorder import RecordMode, make_recorder
@@ -37,7 +39,6 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from ._execution import Execution, ExecutionDetails
     from ._override import Override
 
 __all__ = ["ResolveContext", "Scope", "create_scope"]
@@ -373,7 +374,7 @@ class Scope:
 
         record = _Resolved(atom)
         if self._wrap_resolve:
-            value = await _wrapped(self._wrap_resolve, produce, ResolveOp(atom, self))
+            value = await wrapped(self._wrap_resolve, produce, ResolveOp(atom, self))()
         else:
             value = await produce()
         record.cleanups = rctx._cleanups
@@ -489,7 +490,7 @@ class Scope:
 
         if self._wrap_resolve:
             op = ResolveOp(resource, self, owner)
-            value = await _wrapped(self._wrap_resolve, produce, op)
+            value = await wrapped(self._wrap_resolve, produce, op)()
         else:
             value = await produce()
         record.cleanups = rctx._cleanups
@@ -645,8 +646,6 @@ class Scope:
 
         ``details=True``: awaiting gives :class:`ExecutionDetails` and never raises.
         """
-        from ._execution import Execution
-
         self._check_open(f"exec flow {getattr(flow, 'name', flow)!r}")
         if not isinstance(flow, Flow):
             msg = f"scope.exec() takes a flow (got {flow!r}); use ctx.run() for plain callables"
@@ -795,23 +794,6 @@ def _lookup_resource(ctx: ExecutionContext, resource: Resource[Any]) -> object:
     if x is None or x.resources is None:
         return MISSING
     return x.resources.get(resource, MISSING)
-
-
-async def _wrapped(
-    wrappers: list[Callable[..., Awaitable[object]]],
-    inner: Callable[[], Awaitable[object]],
-    op: object,
-) -> object:
-    call = inner
-    for wrap in reversed(wrappers):
-        call = _bind(wrap, call, op)
-    return await call()
-
-
-def _bind(
-    wrap: Callable[..., Awaitable[object]], nxt: Callable[[], Awaitable[object]], op: object
-) -> Callable[[], Awaitable[object]]:
-    return lambda: wrap(nxt, op)
 
 
 async def _call_factory(

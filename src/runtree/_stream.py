@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 from . import _cancel
 from ._context import _OPEN, ExecutionContext, _child, _current, _task_of
 from ._defs import Flow
-from ._extensions import ExecOp
+from ._extensions import ExecOp, wrapped
 from ._tags import MISSING
 from .errors import Cancelled, ExecTimeoutError
 
@@ -326,7 +326,7 @@ class FlowStream(Generic[Y]):
                 source = _iterate(recorded)  # type: ignore[arg-type]
             elif scope._wrap_exec:
                 op = ExecOp("stream", self._flow, self._input, key, child)
-                call = _run.wrapped(scope._wrap_exec, self._open_source, op)
+                call = wrapped(scope._wrap_exec, self._open_source, op)
                 source = _as_source(await call(), self._flow.name)
             else:
                 source = await self._open_source()
@@ -577,5 +577,3 @@ async def _unreachable() -> object:  # pragma: no cover - a recorded key never r
     msg = "a replayed stream step ran"
     raise AssertionError(msg)
 
-
-from . import _run  # noqa: E402  (_run imports _context, which imports this module)

@@ -1,0 +1,116 @@
+"""``runtree.execute``: run one flow, in a given scope or a temporary one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal, TypeVar, overload
+
+from ._defs import Flow, Preset
+from ._execution import ExecutionDetails
+from ._extensions import Extension
+from ._scope import Scope, create_scope
+from ._tags import Tagged
+
+__all__ = ["execute"]
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+@overload
+async def execute(
+    flow: Flow[In, Out],
+    input: object = None,
+    *,
+    scope: Scope,
+    execution_tags: Iterable[Tagged[Any]] = (),
+    tags: Iterable[Tagged[Any]] = (),
+    details: Literal[False] = False,
+) -> Out: ...
+@overload
+async def execute(
+    flow: Flow[In, Out],
+    input: object = None,
+    *,
+    scope: Scope,
+    execution_tags: Iterable[Tagged[Any]] = (),
+    tags: Iterable[Tagged[Any]] = (),
+    details: Literal[True],
+) -> ExecutionDetails[Out]: ...
+@overload
+async def execute(
+    flow: Flow[In, Out],
+    input: object = None,
+    *,
+    scope: None = None,
+    execution_tags: Iterable[Tagged[Any]] = (),
+    tags: Iterable[Tagged[Any]] = (),
+    details: Literal[False] = False,
+    extensions: Iterable[Extension] = (),
+    presets: Iterable[Preset[Any]] = (),
+    scope_tags: Iterable[Tagged[Any]] = (),
+) -> Out: ...
+@overload
+async def execute(
+    flow: Flow[In, Out],
+    input: object = None,
+    *,
+    scope: None = None,
+    execution_tags: Iterable[Tagged[Any]] = (),
+    tags: Iterable[Tagged[Any]] = (),
+    details: Literal[True],
+    extensions: Iterable[Extension] = (),
+    presets: Iterable[Preset[Any]] = (),
+    scope_tags: Iterable[Tagged[Any]] = (),
+) -> ExecutionDetails[Out]: ...
+async def execute(
+    flow: Flow[In, Out],
+    input: object = None,
+    *,
+    scope: Scope | None = None,
+    execution_tags: Iterable[Tagged[Any]] = (),
+    tags: Iterable[Tagged[Any]] = (),
+    details: bool = False,
+    extensions: Iterable[Extension] = (),
+    presets: Iterable[Preset[Any]] = (),
+    scope_tags: Iterable[Tagged[Any]] = (),
+) -> Out | ExecutionDetails[Out]:
+    """Run ``flow`` once: in ``scope`` if given, else in a temporary scope that is
+    disposed afterwards (also on failure).
+
+    ``tags=`` (like ``scope.exec``'s) and ``execution_tags=`` are the same thing: tags of
+    this execution's root context; ``scope_tags=`` configure the temporary scope.
+
+    Raises:
+        TypeError: ``scope`` together with ``extensions``, ``presets`` or ``scope_tags``
+            (configure the scope itself instead); both ``tags`` and ``execution_tags``.
+    """
+    if tags:
+        if execution_tags:
+            msg = (
+                "execute() takes tags= or execution_tags= (the same thing: tags of this "
+                "execution), not both"
+            )
+            raise TypeError(msg)
+        execution_tags = tags
+
+    if scope is not None:
+        extras = [
+            n
+            for n, v in (
+                ("extensions", extensions),
+                ("presets", presets),
+                ("scope_tags", scope_tags),
+            )
+            if v
+        ]
+        if extras:
+            msg = (
+                f"execute(scope=...) cannot take {', '.join(extras)}: they configure a new "
+                "scope. Pass them to create_scope() instead, or drop scope= to use a "
+                "temporary scope."
+            )
+            raise TypeError(msg)
+        return await scope.exec(flow, input, tags=execution_tags, details=details)
+    async with create_scope(tags=scope_tags, extensions=extensions, presets=presets) as temp:
+        return await temp.exec(flow, input, tags=execution_tags, details=details)
