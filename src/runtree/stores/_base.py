@@ -218,12 +218,15 @@ class ProcInfo:
 def proc_alive(row: Sequence[Any] | None, now: float | None = None) -> bool:
     """Is the holder described by ``(host, pid, pid_start, expires_at)`` alive?
 
-    On this machine the answer is exact (the pid exists, is no zombie and started when
-    the holder registered); elsewhere the holder is alive while its lease runs.
+    Everywhere the holder is alive only while its lease runs (a live process whose store
+    stopped renewing — closed without releasing — holds nothing); on this machine a holder
+    whose process is gone (or whose pid was reused) is dead at once.
     """
     if row is None or row[0] is None:
         return False
     host, pid, start, expires_at = row[0], int(row[1]), str(row[2]), float(row[3])
+    if not expires_at > (time.time() if now is None else now):
+        return False
     if host == HOST_KEY:
         if start and start != "zombie":
             return _proc_start(pid) == start
@@ -234,4 +237,4 @@ def proc_alive(row: Sequence[Any] | None, now: float | None = None) -> bool:
         except PermissionError:
             return True
         return True
-    return expires_at > (time.time() if now is None else now)
+    return True

@@ -13,8 +13,10 @@ import asyncio
 import fnmatch
 import json
 import logging
+import os
 import secrets
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
 
@@ -23,6 +25,7 @@ from .._json import check_name, readable
 from ..errors import StoreError
 from ._base import (
     DEFAULT_LEASE,
+    HOST_KEY,
     CommandItemKind,
     CommandRecord,
     CommandStatus,
@@ -33,7 +36,6 @@ from ._base import (
     loads,
     proc_alive,
 )
-from ._runs_sql import RUNS_MIGRATION, RUNS_QUERIES, RunsSql
 
 __all__ = ["MIGRATIONS", "SqlStore", "Tx", "schema_version"]
 
@@ -84,7 +86,6 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE {t}journal ADD COLUMN input_digest TEXT",
     ),
 }
-MIGRATIONS[2] = RUNS_MIGRATION  # run trees (see _runs_sql)
 
 
 def schema_version() -> int:
@@ -168,9 +169,11 @@ QUERIES: dict[str, str] = {
     "ci_all": "SELECT i.command_id, i.kind, i.item FROM {t}command_items i "
     "JOIN {t}commands c ON c.id = i.command_id WHERE c.session_id = ? ORDER BY i.n",
 }
-QUERIES.update(RUNS_QUERIES)
 
 _NO_LIMIT = 2**62
+# Lease holders (store instances) open in this process: a claim whose holder is this
+# process but not an open store is an orphan (a release that failed), taken over at once.
+_OPEN_PROCS: set[str] = set()
 _json_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _ITEM_FIELD: dict[str, str] = {
     "context": "context_loaded",
@@ -244,7 +247,7 @@ def _add_items(commands: dict[int, CommandRecord], rows: list[tuple[Any, ...]]) 
             cast("list[str]", record[_ITEM_FIELD[kind]]).append(item)  # type: ignore[literal-required]
 
 
-class SqlStore(RunsSql):
+class SqlStore:
     """The journal and session backends over SQL; dialects subclass it.
 
     A subclass provides :meth:`_execute` (run ``fn(tx)`` in a transaction, or as one
@@ -264,7 +267,13 @@ class SqlStore(RunsSql):
         self._proc = f"{self._info.pid:x}-{secrets.token_hex(6)}"
         # (tree_id, owner) -> the tree's records when this owner took the lease.
         self._held: dict[tuple[str, str], dict[str, StepRecord]] = {}
+        # Claims being taken right now (not in _held yet) and claims whose release failed
+        # (the renewer releases them).
+        self._claiming: set[tuple[str, str]] = set()
+        self._orphans: set[tuple[str, str]] = set()
         self._running_commands: set[int] = set()
+        _OPEN_PROCS.add(self._proc)
+        weakref.finalize(self, _OPEN_PROCS.discard, self._proc)
         self._renewer: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -396,6 +405,16 @@ class SqlStore(RunsSql):
             return snapshot.get(key)
         check_name(tree_id, "root id")
         delay = 0.005
+        claim = (tree_id, owner)
+        self._claiming.add(claim)
+        try:
+            return await self._acquire_loop(tree_id, key, owner, delay)
+        finally:
+            self._claiming.discard(claim)
+
+    async def _acquire_loop(
+        self, tree_id: str, key: str, owner: str, delay: float
+    ) -> StepRecord | None:
         while True:
             state, payload = await self._write(self._op_acquire, tree_id, key, owner)
             if state == "recorded":
@@ -426,7 +445,7 @@ class SqlStore(RunsSql):
             # CONFLICT DO NOTHING and this SELECT … FOR UPDATE. Try again at once.
             return "again", None
         if holder[0] != owner or holder[1] != self._proc:
-            if proc_alive(holder[2:], now):
+            if self._holder_alive(tree_id, holder, now):
                 return "held", holder[0]
             log.info(
                 "journal %r: taking over from owner %s (its process is gone or its lease expired)",
@@ -436,6 +455,17 @@ class SqlStore(RunsSql):
             await tx.execute(q["l_take"], (owner, self._proc, now, tree_id, holder[0], holder[1]))
         rows = await tx.all(q["j_load"], (tree_id,))
         return "owned", {r[0]: _record(r[1:]) for r in rows}
+
+    def _holder_alive(self, tree_id: str, holder: Sequence[Any], now: float) -> bool:
+        """Is the claim's holder a live owner? This store's own claims are alive while a
+        root of this process holds them (not once their release failed: orphans); other
+        stores of this process while they are open; others by :func:`proc_alive`."""
+        owner, proc = holder[0], holder[1]
+        if proc == self._proc:
+            return (tree_id, owner) in self._held or (tree_id, owner) in self._claiming
+        if holder[2] == HOST_KEY and holder[3] is not None and int(holder[3]) == os.getpid():
+            return proc in _OPEN_PROCS
+        return proc_alive(holder[2:], now)
 
     async def _upsert_proc(self, tx: Tx, now: float) -> None:
         info = self._info
@@ -500,7 +530,19 @@ class SqlStore(RunsSql):
         self._idle_renewer()
         if self._closed or not _valid(tree_id):
             return  # nothing was ever written under an invalid id
-        await self._write1(_op_exec, self._q["l_release"], (tree_id, owner, self._proc))
+        try:
+            await self._write1(_op_exec, self._q["l_release"], (tree_id, owner, self._proc))
+        except StoreError:
+            # Every step is recorded already; only the claim is left. Never wait on it:
+            # this store takes it over for a new root, and its renewer releases it.
+            log.warning(
+                "journal %r: releasing the claim of owner %s failed; retrying in the background",
+                tree_id,
+                owner,
+                exc_info=True,
+            )
+            self._orphans.add((tree_id, owner))
+            self._ensure_renewer()
 
     async def journal_delete(self, tree_id: str, pattern: str | None) -> int:
         check_name(tree_id, "root id")
@@ -533,7 +575,8 @@ class SqlStore(RunsSql):
     def _idle_renewer(self) -> None:
         """Nothing left to keep alive: stop renewing now (not a lease/3 later)."""
         task = self._renewer
-        if task is not None and not (self._held or self._running_commands) and not task.done():
+        busy = self._held or self._running_commands or self._orphans
+        if task is not None and not busy and not task.done():
             try:
                 same_loop = task.get_loop() is asyncio.get_running_loop()
             except RuntimeError:
@@ -543,15 +586,26 @@ class SqlStore(RunsSql):
             self._renewer = None
 
     async def _renew_loop(self) -> None:
-        while (self._held or self._running_commands) and not self._closed:
+        while (self._held or self._running_commands or self._orphans) and not self._closed:
             await asyncio.sleep(self._lease / 3)
-            if not (self._held or self._running_commands) or self._closed:
+            if not (self._held or self._running_commands or self._orphans) or self._closed:
                 return
             try:
                 mine = await self._write(self._op_renew)
             except Exception:
                 log.warning("renewing the lease in %s failed; retrying", self._where, exc_info=True)
                 continue
+            # Claims in the store that no root of this process holds (a release failed):
+            # release them now, so no other owner waits on them.
+            for orphan in [m for m in mine if m not in self._held and m not in self._claiming]:
+                try:
+                    await self._write1(_op_exec, self._q["l_release"], (*orphan, self._proc))
+                except Exception:
+                    log.warning("journal %r: releasing owner %s failed; retrying", *orphan)
+                    continue
+                log.info("journal %r: released the claim of owner %s", *orphan)
+                self._orphans.discard(orphan)
+            self._orphans.intersection_update(mine)
             for held in [h for h in self._held if h not in mine]:
                 # Our lease lapsed and another owner took the tree: the next keyed step
                 # claims it again (and waits while that owner is alive).
@@ -586,7 +640,9 @@ class SqlStore(RunsSql):
         """On close: drop this instance's claims so other owners go on at once."""
         await self._stop_renewer()
         self._held.clear()
+        self._orphans.clear()
         self._running_commands.clear()
+        _OPEN_PROCS.discard(self._proc)
         try:
             await self._write(self._op_goodbye)
         except Exception:

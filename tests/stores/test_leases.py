@@ -1,0 +1,122 @@
+"""Tree leases when a release fails (a transient busy, disk-full or connection error at
+root close): the root closes cleanly, a new root with that id in the same process is not
+blocked, the store's renewer releases the orphaned claim so other owners go on, and a store
+closed without releasing blocks nobody past its lease — on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import runtree
+from runtree.errors import StoreError
+from runtree.stores import SqliteStore, Store
+from runtree.stores._sql import SqlStore
+
+StoreFactory = Callable[..., Store]
+
+
+def sql(store: Store) -> SqlStore:
+    assert isinstance(store, SqlStore)
+    return store
+
+
+def fail_releases(store: SqlStore, monkeypatch: pytest.MonkeyPatch, times: int) -> list[str]:
+    """The next ``times`` releases of a claim fail as a locked or lost database would."""
+    failed: list[str] = []
+    real = store._write1
+
+    async def flaky(op: Any, *args: Any) -> Any:
+        if args and args[0] == store._q["l_release"] and len(failed) < times:
+            failed.append(args[1][0])
+            raise StoreError("database is locked (injected)")
+        return await real(op, *args)
+
+    monkeypatch.setattr(store, "_write1", flaky)
+    return failed
+
+
+async def test_a_failed_release_never_blocks_a_new_root_with_that_id(
+    open_durable: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_durable(lease=30.0) as store, runtree.create_scope(store=store) as scope:
+        failed = fail_releases(sql(store), monkeypatch, 1)
+        async with scope.create_context(id="job") as ctx:
+            assert await ctx.run(lambda: 1, key="a", name="s") == 1
+        assert failed == ["job"]  # the close did not raise
+        # A new root with the same id, at once (the renewer ticks only every 10 s here).
+        async with scope.create_context(id="job") as again:
+            assert await asyncio.wait_for(again.run(lambda: 2, key="b", name="s"), 5) == 2
+            assert await again.run(lambda: 99, key="a", name="s") == 1  # replayed
+
+
+async def test_the_renewer_releases_an_orphaned_claim_for_other_owners(
+    open_durable: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_durable(lease=0.3) as first, open_durable(lease=0.3) as second:
+        failed = fail_releases(sql(first), monkeypatch, 2)  # the renewer's first try fails too
+        async with (
+            runtree.create_scope(store=first) as scope,
+            scope.create_context(id="job") as ctx,
+        ):
+            await ctx.run(lambda: 1, key="a", name="s")
+        assert failed == ["job"]
+        # Another owner (another store: as another process would) gets the tree.
+        record = await asyncio.wait_for(sql(second).journal_acquire("job", "b", "other"), 5)
+        assert record is None
+        assert len(failed) == 2
+        await sql(second).journal_release("job", "other")
+
+
+HOLDER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from runtree.errors import StoreError
+    from runtree.stores import SqliteStore
+
+    async def main():
+        store = SqliteStore(sys.argv[1], lease=0.5)
+        assert await store.journal_acquire("job", "k", "holder") is None
+        async def broken(*args, **kwargs):
+            raise StoreError("disk I/O error (injected)")
+        store._write = broken  # the goodbye at close fails
+        store._write1 = broken
+        await store.aclose()
+        print("closed", flush=True)
+        await asyncio.sleep(60)  # the process lives on
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_a_store_closed_without_releasing_blocks_no_one_past_its_lease(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "runtree.db"
+    SqliteStore(db)._conn.close()  # type: ignore[union-attr]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(db)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        line = await asyncio.get_running_loop().run_in_executor(None, holder.stdout.readline)
+        assert line.strip() == "closed"
+        async with SqliteStore(db, lease=0.5) as store:
+            # The holder's pid is alive, but its store stopped renewing: after its lease
+            # the claim is taken over.
+            record = await asyncio.wait_for(store.journal_acquire("job", "k", "next"), 10)
+            assert record is None
+            await store.journal_release("job", "next")
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
