@@ -5,7 +5,8 @@
 #   bash .ci/postgres.sh       # starts it and prints the DSN (stop: pg_ctl -D <dir> stop)
 #
 # Installs Debian's postgresql package when it is missing and we are root. When no server
-# can be had, it says so and the postgres tests are skipped (never a failure here).
+# can be had, it says so and the postgres tests are skipped — except under CI (CI=true),
+# where tests/conftest.py turns a skipped postgres test into a failure.
 
 _rt_pg_main() {
     local bin initdb
