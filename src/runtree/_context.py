@@ -585,18 +585,23 @@ class ExecutionContext(Generic[InputT]):
         reserved: pass ``functools.partial(fn, key=...)`` to give ``fn`` such an argument.
         """
         return await _run.exec_full(
-            self,
-            "fn",
-            fn,
-            args if args else None,
-            args,
-            kwargs,
-            key,
-            timeout,
-            retry,
-            tags,
-            name,
-            (retry_delay, retry_backoff, retry_jitter, retry_on),
+            _run.Call(
+                self,
+                "fn",
+                fn,
+                args if args else None,
+                args=args,
+                kwargs=kwargs,
+                key=key,
+                timeout=timeout,
+                retry=retry,
+                tags=tags,
+                name=name,
+                retry_delay=retry_delay,
+                retry_backoff=retry_backoff,
+                retry_jitter=retry_jitter,
+                retry_on=retry_on,
+            )
         )
 
     async def parallel(self, *aws: Awaitable[T]) -> list[T]:

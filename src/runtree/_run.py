@@ -10,7 +10,7 @@ import sys
 from collections.abc import Awaitable, Iterable
 from functools import partial
 from time import time
-from typing import Any
+from typing import Any, final
 
 from . import _context, _stream
 from ._context import (
@@ -29,9 +29,7 @@ from ._journal import input_digest
 from ._tags import MISSING, Tagged
 from .errors import Cancelled, NestingError
 
-__all__ = ["exec_full", "parallel", "run_body"]
-
-RetryOptions = tuple[float, float, float, "type[BaseException] | tuple[type[BaseException], ...]"]
+__all__ = ["Call", "exec_full", "parallel", "run_body"]
 
 # Frames one level of the full path costs (exec, exec_full, attempts, attempt, body,
 # factory) before extension wrappers: used to stop runaway nesting before CPython does.
@@ -39,6 +37,65 @@ _FULL_PATH_FRAMES = 7
 
 
 _OPTION_NAMES = frozenset(ExecOptions.__annotations__)
+
+
+@final
+class Call:
+    """One ``exec``/``run`` on the full path: what runs, under which parent, with which
+    options. Built once per call; every attempt reads it."""
+
+    __slots__ = (
+        "args",
+        "backoff",
+        "delay",
+        "input",
+        "jitter",
+        "key",
+        "kind",
+        "kwargs",
+        "name",
+        "parent",
+        "retry",
+        "retry_on",
+        "tags",
+        "target",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        parent: ExecutionContext,
+        kind: ExecKind,
+        target: Any,
+        input: object,
+        *,
+        args: tuple[object, ...] = (),
+        kwargs: dict[str, object] | None = None,
+        key: str | None = None,
+        timeout: float | None = None,
+        retry: int = 0,
+        tags: Iterable[Tagged[Any]] = (),
+        name: str | None = None,
+        retry_delay: float = 0.0,
+        retry_backoff: float = 1.0,
+        retry_jitter: float = 0.0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+    ) -> None:
+        self.parent = parent
+        self.kind: ExecKind = kind
+        self.target = target
+        self.input = input
+        self.args = args
+        self.kwargs = kwargs
+        self.key = key
+        self.timeout = timeout
+        self.retry = retry
+        self.tags = tuple(tags)
+        self.name = name or ""
+        self.delay = retry_delay
+        self.backoff = retry_backoff
+        self.jitter = retry_jitter
+        self.retry_on = retry_on
 
 
 async def exec_options(
@@ -52,41 +109,11 @@ async def exec_options(
             f"options are {', '.join(sorted(_OPTION_NAMES))}"
         )
         raise TypeError(msg)
-    return await exec_full(
-        parent,
-        "subflow",
-        flow,
-        input,
-        (),
-        None,
-        options.get("key"),
-        options.get("timeout"),
-        options.get("retry", 0),
-        options.get("tags", ()),
-        options.get("name"),
-        (
-            options.get("retry_delay", 0.0),
-            options.get("retry_backoff", 1.0),
-            options.get("retry_jitter", 0.0),
-            options.get("retry_on", Exception),
-        ),
-    )
+    return await exec_full(Call(parent, "subflow", flow, input, **options))
 
 
-async def exec_full(
-    parent: ExecutionContext,
-    kind: ExecKind,
-    target: Any,
-    input: object,
-    args: tuple[object, ...],
-    kwargs: dict[str, object] | None,
-    key: str | None,
-    timeout: float | None,
-    retry: int,
-    tags: Iterable[Tagged[Any]],
-    name: str | None,
-    retry_options: RetryOptions,
-) -> object:
+async def exec_full(call: Call) -> object:
+    parent, kind, target = call.parent, call.kind, call.target
     if parent._status is not _OPEN or parent._cancelled:
         parent._refuse("run" if kind == "fn" else "exec")
     scope = parent.scope
@@ -96,35 +123,21 @@ async def exec_full(
         if not callable(target):
             msg = f"ctx.run() takes a callable (got {target!r})"
             raise TypeError(msg)
-        step_name = name or getattr(target, "__name__", None) or repr(target)
+        call.name = call.name or getattr(target, "__name__", None) or repr(target)
     else:
         if not isinstance(target, Flow):
             msg = f"ctx.exec() takes a flow (got {target!r}); use ctx.run() for plain callables"
             raise TypeError(msg)
-        step_name = name or target.name
+        call.name = call.name or target.name
+    step_name, timeout, retry, key = call.name, call.timeout, call.retry, call.key
     if timeout is not None and not timeout > 0:
         msg = f"timeout= must be a positive number of seconds (got {timeout!r}) for {step_name!r}"
         raise ValueError(msg)
     if not isinstance(retry, int) or retry < 0:
         msg = f"retry= must be a non-negative int (got {retry!r}) for {step_name!r}"
         raise ValueError(msg)
-    attempts = partial(
-        _attempts,
-        parent,
-        kind,
-        target,
-        input,
-        args,
-        kwargs,
-        key,
-        timeout,
-        retry,
-        tuple(tags),
-        step_name,
-        retry_options,
-    )
     if key is None:
-        return await attempts()
+        return await _attempts(call)
     journal = scope._journal_of(parent.root)
     if not journal.loaded:
         await journal._load()
@@ -134,61 +147,38 @@ async def exec_full(
         assert isinstance(replays, list)
         replays.append(key)
         if scope._recorder is not None:  # run trees: a replayed step is a node too
-            scope._recorder.note_replay(parent, kind, step_name, input, key, journal.entries[key])
-    digest = input_digest(input if kind != "fn" else [list(args), kwargs or {}])
-    return await journal.run(key, step_name, attempts, parent, timeout, digest)
+            scope._recorder.note_replay(
+                parent, kind, step_name, call.input, key, journal.entries[key]
+            )
+    digest = input_digest(call.input if kind != "fn" else [list(call.args), call.kwargs or {}])
+    return await journal.run(key, step_name, partial(_attempts, call), parent, timeout, digest)
 
 
-async def _attempts(
-    parent: ExecutionContext,
-    kind: ExecKind,
-    target: Any,
-    input: object,
-    args: tuple[object, ...],
-    kwargs: dict[str, object] | None,
-    key: str | None,
-    timeout: float | None,
-    retry: int,
-    tags: tuple[Tagged[Any], ...],
-    name: str,
-    retry_options: RetryOptions,
-) -> object:
-    delay, backoff, jitter, retry_on = retry_options
+async def _attempts(call: Call) -> object:
+    parent = call.parent
     attempt = 1
     pause = 0.0
     while True:
         try:
-            return await _attempt(
-                parent, kind, target, input, args, kwargs, key, timeout, tags, name, attempt,
-                pause,
-            )  # fmt: skip
+            return await _attempt(call, attempt, pause)
         except Exception as exc:
             if (
-                attempt > retry
+                attempt > call.retry
                 or isinstance(exc, Cancelled)
-                or not isinstance(exc, retry_on)
+                or not isinstance(exc, call.retry_on)
                 or parent._cancelled
                 or parent._status is not _OPEN
             ):
                 raise
-        pause = delay * (backoff ** (attempt - 1)) + (random.random() * jitter if jitter else 0.0)
+        jitter = call.jitter
+        pause = call.delay * (call.backoff ** (attempt - 1)) + (
+            random.random() * jitter if jitter else 0.0
+        )
         attempt += 1
 
 
-async def _attempt(
-    parent: ExecutionContext,
-    kind: ExecKind,
-    target: Any,
-    input: object,
-    args: tuple[object, ...],
-    kwargs: dict[str, object] | None,
-    key: str | None,
-    timeout: float | None,
-    tags: tuple[Tagged[Any], ...],
-    name: str,
-    attempt: int,
-    pause: float = 0.0,
-) -> object:
+async def _attempt(call: Call, attempt: int, pause: float = 0.0) -> object:
+    parent, kind, target, input, key = call.parent, call.kind, call.target, call.input, call.key
     if parent._status is not _OPEN or parent._cancelled:
         parent._refuse("run" if kind == "fn" else "exec")
     scope = parent.scope
@@ -202,10 +192,10 @@ async def _attempt(
     foreign = task is not parent._task
     depth = (_entry_depth() if foreign else parent._depth) + cost
     if depth > scope._max_depth:
-        raise NestingError(name, depth)
-    child = _child(parent, name, input, depth, task)
-    if tags:
-        child._bind_tags(tags)
+        raise NestingError(call.name, depth)
+    child = _child(parent, call.name, input, depth, task)
+    if call.tags:
+        child._bind_tags(call.tags)
     if foreign:
         parent._attach(child)
     if key is not None:
@@ -222,15 +212,15 @@ async def _attempt(
             await scope._context_opened(child)
         except BaseException as exc:
             raise await child._fail(exc)
+    args, kwargs, timeout = call.args, call.kwargs, call.timeout
     if not wrappers:
         return await run_body(child, kind, target, input, args, kwargs, timeout)
     op = ExecOp(kind, target, input, key, child, attempt)
-
-    call = wrapped(
+    body = wrapped(
         wrappers, partial(run_body, child, kind, target, input, args, kwargs, timeout), op
     )
     try:
-        result = await call()
+        result = await body()
     except BaseException as exc:
         if child._status is not _OPEN:
             raise
