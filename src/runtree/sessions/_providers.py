@@ -73,6 +73,21 @@ def _part(value: str, what: str) -> str:
     return value
 
 
+def _inside(root: Path, path: Path, what: str) -> Path:
+    """``path`` when it resolves (links followed) inside ``root``, else PermissionError:
+    a link must not lead a provider out of its folder, for reading or for writing."""
+    base = root.resolve()
+    real = path.resolve()
+    if real != base and not real.is_relative_to(base):
+        msg = (
+            f"{what} {str(path)!r} resolves to {str(real)!r}, outside the provider's root "
+            f"{str(base)!r}; runtree does not follow links out of it. Replace the link "
+            "with a real file or folder inside the root."
+        )
+        raise PermissionError(msg)
+    return path
+
+
 def _make_private_dirs(folder: Path) -> None:
     missing: list[Path] = []
     p = folder
@@ -100,20 +115,20 @@ class FileContextProvider:
     async def get_conditional_context(self, domain: str, topic: str) -> object | None:
         folder = self.root / _part(domain, "domain")
         _part(topic, "topic")
-        return await asyncio.to_thread(_read_first, folder, topic)
+        return await asyncio.to_thread(_read_first, self.root, folder, topic)
 
     def __repr__(self) -> str:
         return f"FileContextProvider({str(self.root)!r})"
 
 
-def _read_first(folder: Path, topic: str) -> object | None:
+def _read_first(root: Path, folder: Path, topic: str) -> object | None:
     for suffix in (".md", ".txt"):
         path = folder / f"{topic}{suffix}"
         if path.is_file():
-            return path.read_text(encoding="utf-8")
+            return _inside(root, path, "Context file").read_text(encoding="utf-8")
     path = folder / f"{topic}.json"
     if path.is_file():
-        value: object = json.loads(path.read_text(encoding="utf-8"))
+        value: object = json.loads(_inside(root, path, "Context file").read_text(encoding="utf-8"))
         return value
     return None
 
@@ -135,28 +150,34 @@ class FileMemoryProvider:
 
     async def get(self, layer: str, key: str) -> object | None:
         path = self._path(layer, key)
-        return await asyncio.to_thread(_read_json, path)
+        return await asyncio.to_thread(_read_json, self.root, path)
 
     async def put(self, layer: str, key: str, content: object) -> None:
         path = self._path(layer, key)
         text = dumps(content, f"Memory {layer}:{key}")
-        await asyncio.to_thread(_write_private, path, text)
+        await asyncio.to_thread(_write_private, self.root, path, text)
 
     def __repr__(self) -> str:
         return f"FileMemoryProvider({str(self.root)!r})"
 
 
-def _read_json(path: Path) -> object | None:
+def _read_json(root: Path, path: Path) -> object | None:
+    if not path.exists():
+        return None
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _inside(root, path, "Memory file").read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
     value: object = json.loads(text)
     return value
 
 
-def _write_private(path: Path, text: str) -> None:
+def _write_private(root: Path, path: Path, text: str) -> None:
+    # The folder (a link to elsewhere?) is checked before anything is created in it; the
+    # file itself is replaced by a rename, which never follows a link.
+    _inside(root, path.parent, "Memory folder")
     _make_private_dirs(path.parent)
+    _inside(root, path.parent, "Memory folder")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:  # mkstemp creates it 0600
@@ -189,7 +210,7 @@ class FileSkillInvoker:
     async def invoke(self, name: str, inputs: Mapping[str, object] | None = None) -> object:
         folder = self.root / _part(name, "skill name")
         candidates = (folder / "SKILL.md", self.root / f"{name}.md")
-        text = await asyncio.to_thread(_read_skill, candidates)
+        text = await asyncio.to_thread(_read_skill, self.root, candidates)
         if text is None:
             looked = " or ".join(str(c) for c in candidates)
             msg = f"Skill {name!r} not found: looked for {looked}"
@@ -205,8 +226,8 @@ class FileSkillInvoker:
         return f"FileSkillInvoker({str(self.root)!r})"
 
 
-def _read_skill(candidates: tuple[Path, ...]) -> str | None:
+def _read_skill(root: Path, candidates: tuple[Path, ...]) -> str | None:
     for path in candidates:
         if path.is_file():
-            return path.read_text(encoding="utf-8")
+            return _inside(root, path, "Skill file").read_text(encoding="utf-8")
     return None
