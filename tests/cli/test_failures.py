@@ -88,7 +88,7 @@ USAGE_ERRORS = [
     (["session", "show", ""], "ID must not be empty"),
     (["session", "start", ""], "PROJECT must not be empty"),
     (["session", "set", "some-id", "", "1"], "KEY must not be empty"),
-    (["session", "set", "some-id", "k", "{bad"], "JSON is not valid JSON"),
+    (["session", "set", "some-id", "k", "{bad"], "the value is not valid JSON"),
     (["session", "get", "", "k"], "ID must not be empty"),
     (["session", "end", ""], "ID must not be empty"),
     (["run"], "Missing argument 'MODULE:FLOW'"),

@@ -325,7 +325,7 @@ def session_set(
     """Set a shared data value (JSON)."""
     require_text(session_id, "ID")
     require_text(key, "KEY")
-    parsed = _parse_json(value, "JSON")
+    parsed = _parse_json(value, "the value")
 
     async def put(sessions: Any) -> None:
         session = await sessions.get(session_id)
