@@ -86,8 +86,15 @@ def input_digest(value: object) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+UNCHECKED: object = object()  # no input to compare (a record without one, or none given)
+
+
 class Entry:
-    __slots__ = ("digest", "error", "name", "ok", "value")
+    """A step outcome in the tree. ``input`` is the step's input as given (in-process
+    entries: compared on replay, hashed only when it differs or is written durably);
+    ``digest`` the recorded input digest (entries loaded from a store)."""
+
+    __slots__ = ("digest", "error", "input", "name", "ok", "value")
 
     def __init__(
         self,
@@ -95,31 +102,59 @@ class Entry:
         ok: bool,
         value: object,
         error: BaseException | None,
+        input: object = UNCHECKED,
         digest: str | None = None,
     ) -> None:
         self.name = name
         self.ok = ok
         self.value = value
         self.error = error
+        self.input = input
         self.digest = digest
+
+    def recorded_digest(self) -> str | None:
+        if self.digest is None and self.input is not UNCHECKED:
+            self.digest = input_digest(self.input)
+        return self.digest
+
+    def changed(self, given: object) -> tuple[str, str] | None:
+        """``(recorded, now)`` digests when ``given`` differs from the recorded input."""
+        if given is UNCHECKED:
+            return None
+        if self.input is not UNCHECKED:
+            if given is self.input:
+                return None
+            try:
+                if bool(given == self.input):
+                    return None
+            except Exception:  # an __eq__ that raises or an ambiguous truth value: hash
+                pass
+        old = self.recorded_digest()
+        if old is None:
+            return None
+        new = input_digest(given)
+        if new is None or new == old:
+            return None
+        return old, new
 
     @classmethod
     def from_record(cls, key: str, record: StepRecord) -> Entry:
         digest = record.get("input_digest") or None
         if record.get("ok"):
-            return cls(record.get("name", ""), True, record.get("value"), None, digest)
+            return cls(record.get("name", ""), True, record.get("value"), None, UNCHECKED, digest)
         error = StepFailedError(
             key, record.get("error_type", "Exception"), record.get("error_message", "")
         )
-        return cls(record.get("name", ""), False, None, error, digest)
+        return cls(record.get("name", ""), False, None, error, UNCHECKED, digest)
 
-    def replay(self, key: str, name: str, digest: str | None = None) -> object:
+    def replay(self, key: str, name: str, given: object = UNCHECKED) -> object:
         if self.name and name and self.name != name:
             raise JournalMismatchError(key, self.name, name)
-        if digest is not None and self.digest is not None and digest != self.digest:
+        changed = self.changed(given) if given is not UNCHECKED else None
+        if changed is not None:
             message = (
                 f"journal key {key!r} ({name!r}) replays the outcome recorded for input "
-                f"{self.digest}, but the input now is {digest}. The key is the step's "
+                f"{changed[0]}, but the input now is {changed[1]}. The key is the step's "
                 "identity: put what varies into the key, or call "
                 f"ctx.reset_journal({key!r}) to run the step again."
             )
@@ -166,12 +201,12 @@ class Journal:
         step: Callable[[], Awaitable[T]],
         caller: ExecutionContext | None = None,
         timeout: float | None = None,
-        digest: str | None = None,
+        given: object = UNCHECKED,
     ) -> T:
         """Replay ``key`` if recorded, else run ``step`` once and record its outcome.
 
         ``timeout`` bounds the wait for a key that another exec (or worker) holds;
-        ``digest`` is the input's digest, checked against the recorded one on replay.
+        ``given`` is the step's input, checked against the recorded one on replay.
         """
         if not isinstance(key, str) or not key:
             msg = f"journal key for {name!r} must be a non-empty str (got {key!r})"
@@ -180,17 +215,17 @@ class Journal:
             await self._load()
         entry = self.entries.get(key)
         if entry is not None:  # the common replay: no waiting, no timer
-            return entry.replay(key, name, digest)  # type: ignore[return-value]
+            return entry.replay(key, name, given)  # type: ignore[return-value]
         if timeout is None:
-            return await self._claim_and_run(key, name, step, caller, digest)
+            return await self._claim_and_run(key, name, step, caller, given)
         try:
             async with asyncio.timeout(timeout):
-                claimed = await self._claim(key, name, caller, digest)
+                claimed = await self._claim(key, name, caller, given)
         except TimeoutError:
             raise ExecTimeoutError(name, timeout) from None
         if claimed is not _CLAIMED:
             return claimed  # type: ignore[return-value]
-        return await self._run_claimed(key, name, step, digest)
+        return await self._run_claimed(key, name, step, given)
 
     async def _claim_and_run(
         self,
@@ -198,15 +233,15 @@ class Journal:
         name: str,
         step: Callable[[], Awaitable[T]],
         caller: ExecutionContext | None,
-        digest: str | None,
+        given: object,
     ) -> T:
-        claimed = await self._claim(key, name, caller, digest)
+        claimed = await self._claim(key, name, caller, given)
         if claimed is not _CLAIMED:
             return claimed  # type: ignore[return-value]
-        return await self._run_claimed(key, name, step, digest)
+        return await self._run_claimed(key, name, step, given)
 
     async def _claim(
-        self, key: str, name: str, caller: ExecutionContext | None, digest: str | None
+        self, key: str, name: str, caller: ExecutionContext | None, given: object
     ) -> object:
         """Wait until ``key`` is free in this tree and claimed (in the backend too):
         ``_CLAIMED``, or the recorded outcome (replayed) when it was recorded meanwhile."""
@@ -214,7 +249,7 @@ class Journal:
         while True:
             entry = self.entries.get(key)
             if entry is not None:
-                return entry.replay(key, name, digest)
+                return entry.replay(key, name, given)
             if key not in pending:
                 break
             # Another exec of this tree is running the step: wait for its outcome. The
@@ -243,7 +278,7 @@ class Journal:
             return _CLAIMED
         entry = self.entries[key] = Entry.from_record(key, record)
         self._unclaim(key)
-        return entry.replay(key, name, digest)
+        return entry.replay(key, name, given)
 
     def _unclaim(self, key: str) -> None:
         self.running.pop(key, None)
@@ -252,7 +287,7 @@ class Journal:
             done.set_result(None)
 
     async def _run_claimed(
-        self, key: str, name: str, step: Callable[[], Awaitable[T]], digest: str | None
+        self, key: str, name: str, step: Callable[[], Awaitable[T]], given: object
     ) -> T:
         try:
             try:
@@ -260,11 +295,11 @@ class Journal:
             except (asyncio.CancelledError, Cancelled, ExecTimeoutError):
                 raise  # never journaled: the next exec with this key runs the step again
             except Exception as exc:
-                mine = Entry(name, False, None, exc, digest)
+                mine = Entry(name, False, None, exc, given)
                 if await self._record(key, mine) is mine:
                     raise
             else:
-                mine = Entry(name, True, value, None, digest)
+                mine = Entry(name, True, value, None, given)
                 if await self._record(key, mine) is mine:
                     return value
             # Another worker recorded this key first: its outcome is the step's outcome.
@@ -302,8 +337,9 @@ class Journal:
                 "error_type": kind,
                 "error_message": text,
             }
-        if entry.digest is not None:
-            record["input_digest"] = entry.digest
+        digest = entry.recorded_digest()
+        if digest is not None:
+            record["input_digest"] = digest
         # The record is written in a task of its own: if this task is cancelled while the
         # store commits, the tree must still learn the entry before the cancellation goes
         # on (else the step would run again in this tree with another value).

@@ -25,7 +25,6 @@ from ._context import (
 )
 from ._defs import Flow
 from ._extensions import ExecKind, ExecOp, wrapped
-from ._journal import input_digest
 from ._tags import MISSING, Tagged
 from .errors import Cancelled, NestingError
 
@@ -150,8 +149,8 @@ async def exec_full(call: Call) -> object:
             scope._recorder.note_replay(
                 parent, kind, step_name, call.input, key, journal.entries[key]
             )
-    digest = input_digest(call.input if kind != "fn" else [list(call.args), call.kwargs or {}])
-    return await journal.run(key, step_name, partial(_attempts, call), parent, timeout, digest)
+    given = call.input if kind != "fn" else (call.args, call.kwargs or {})
+    return await journal.run(key, step_name, partial(_attempts, call), parent, timeout, given)
 
 
 async def _attempts(call: Call) -> object:
