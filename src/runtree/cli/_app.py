@@ -368,6 +368,9 @@ def load_flow(target: str) -> Flow[Any, Any]:
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name.strip() or not attr.strip():
         raise usage_error(f"{target!r} is not MODULE:FLOW (e.g. myapp.flows:build)")
+    from .._drivers import import_drivers
+
+    import_drivers()  # sqlite3/psycopg load before this folder can shadow them (python -m)
     cwd = os.getcwd()
     if cwd not in sys.path:
         # After installed packages: a file in this folder never replaces a module we use.
