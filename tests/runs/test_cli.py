@@ -178,7 +178,11 @@ class TestWorker:
                     w.send_signal(signal.SIGTERM)
                 codes = [w.wait(timeout=30) for w in workers]
                 # the same buffered reader that read the first line reads the rest
-                outputs = [w.stderr.read() if w.stderr else "" for w in workers]
+                outputs = []
+                for w in workers:
+                    assert w.stderr is not None
+                    outputs.append(w.stderr.read())
+                    w.stderr.close()
             assert codes == [0, 0], outputs
         assert log.read_text().splitlines() == ["ran s1", "ran s2", "ran s3"]
         assert sum("resuming run orphan-1" in err for err in outputs) == 1, outputs
