@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
 from typer.core import TyperCommand
 
 from .._defs import Flow
@@ -48,6 +47,12 @@ from ._render import (
     render_session_list,
     render_tree,
     tree_data,
+)
+from ._render import (
+    out_console as _out,
+)
+from ._render import (
+    session_dict as _session_dict,
 )
 from ._runs import register as _register_runs
 
@@ -102,11 +107,6 @@ session_app = typer.Typer(
 )
 app.add_typer(session_app, name="session")
 _register_runs(app)  # `runtree runs ...` and `runtree worker` (cli/_runs.py)
-
-
-def _out() -> Console:
-    # Made at print time: `--json` runs swap sys.stdout while a flow runs.
-    return Console(highlight=False, soft_wrap=False)
 
 
 def _version(value: bool) -> None:
@@ -208,22 +208,6 @@ def _refuse_ended(session: Any, doing: str) -> None:
             f"runtree session start {shlex.quote(session.project_name)}",
             kind="SessionEndedError",
         )
-
-
-def _session_dict(session: Any) -> dict[str, Any]:
-    """A session for ``--json``: times stay ISO 8601."""
-    return {
-        "session_id": session.session_id,
-        "project_name": session.project_name,
-        "project_type": session.project_type,
-        "started_at": session.started_at,
-        "ended_at": getattr(session, "ended_at", None),
-        "active": getattr(session, "active", None),
-        "loaded_context": sorted(session.loaded_context),
-        "loaded_memory": sorted(session.loaded_memory),
-        "shared_data": session.shared_data,
-        "command_history": [c.to_dict() for c in session.command_history],
-    }
 
 
 def print_session(session: Any, store: StoreRef | None = None) -> None:

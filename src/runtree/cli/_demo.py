@@ -20,7 +20,7 @@ from rich.text import Text
 
 from ..errors import RuntreeError
 from ._common import CliError, StoreRef, json_text, message_of, print_error, program
-from ._render import print_to, render_session
+from ._render import out_console, print_to, render_session, session_dict
 
 DEMO_PROJECT = "runtree-demo"
 FLOWS = "runtree.cli.demo"
@@ -86,7 +86,6 @@ def run_demo(*, as_json: bool, ref: StoreRef) -> None:
             code=2,
             kind="UsageError",
         )
-    from ._app import _out, _session_dict
 
     try:
         session = _open_session(ref)
@@ -97,7 +96,7 @@ def run_demo(*, as_json: bool, ref: StoreRef) -> None:
         ) from None
     session_id = str(session.session_id)
     first = not session.command_history
-    out = _out()
+    out = out_console()
     if not as_json:
         intro = Text("runtree demo", style="bold")
         intro.append(
@@ -147,7 +146,7 @@ def run_demo(*, as_json: bool, ref: StoreRef) -> None:
     if as_json:
         doc = {
             "ok": True,
-            "session": _session_dict(session),
+            "session": session_dict(session),
             "session_found_again": not first,
             "runs": transcripts,
         }

@@ -252,6 +252,28 @@ def render_session_list(sessions: list[Any], *, width: int) -> RenderableType:
     return Group(*lines)
 
 
+def out_console() -> Console:
+    """The console for stdout, made at print time: ``--json`` runs swap ``sys.stdout``
+    while a flow runs."""
+    return Console(highlight=False, soft_wrap=False)
+
+
+def session_dict(session: Any) -> dict[str, Any]:
+    """A session for ``--json``: times stay ISO 8601."""
+    return {
+        "session_id": session.session_id,
+        "project_name": session.project_name,
+        "project_type": session.project_type,
+        "started_at": session.started_at,
+        "ended_at": getattr(session, "ended_at", None),
+        "active": getattr(session, "active", None),
+        "loaded_context": sorted(session.loaded_context),
+        "loaded_memory": sorted(session.loaded_memory),
+        "shared_data": session.shared_data,
+        "command_history": [c.to_dict() for c in session.command_history],
+    }
+
+
 def print_to(console: Console, renderable: RenderableType, *, soft_wrap: bool = False) -> None:
     """Print without reading markup; ``soft_wrap`` leaves long lines to the terminal
     (a path or an id is never broken in two)."""
