@@ -55,6 +55,7 @@ from ._render import (
     session_dict as _session_dict,
 )
 from ._runs import register as _register_runs
+from ._ui import register as _register_ui
 
 T = TypeVar("T")
 
@@ -107,6 +108,7 @@ session_app = typer.Typer(
 )
 app.add_typer(session_app, name="session")
 _register_runs(app)  # `runtree runs ...` and `runtree worker` (cli/_runs.py)
+_register_ui(app)  # `runtree ui` (cli/_ui.py)
 
 
 def _version(value: bool) -> None:
