@@ -280,6 +280,29 @@ class Journal:
         self._unclaim(key)
         return entry.replay(key, name, given)
 
+    async def claim(
+        self, key: str, name: str, caller: ExecutionContext | None, given: object = UNCHECKED
+    ) -> object:
+        """Claim ``key`` for a step that records later (a stream): :data:`CLAIMED`, or the
+        recorded outcome (replayed) when the key is recorded. The caller then calls
+        :meth:`record` and/or :meth:`unclaim`."""
+        if not isinstance(key, str) or not key:
+            msg = f"journal key for {name!r} must be a non-empty str (got {key!r})"
+            raise TypeError(msg)
+        if not self.loaded:
+            await self._load()
+        return await self._claim(key, name, caller, given)
+
+    async def record(self, key: str, name: str, value: object, given: object = UNCHECKED) -> object:
+        """Record the value of a claimed key; returns the outcome that stands."""
+        mine = Entry(name, True, value, None, given)
+        stands = await self._record(key, mine)
+        return value if stands is mine else stands.replay(key, name)
+
+    def unclaim(self, key: str) -> None:
+        """Let go of a claimed key (after :meth:`record`, or without recording)."""
+        self._unclaim(key)
+
     def _unclaim(self, key: str) -> None:
         self.running.pop(key, None)
         done = self.pending.pop(key, None)
@@ -381,6 +404,7 @@ class Journal:
 
 
 _CLAIMED = object()
+CLAIMED = _CLAIMED  # what Journal.claim returns when the caller holds the key
 
 
 def _same_outcome(a: StepRecord, b: StepRecord) -> bool:

@@ -35,11 +35,13 @@ from . import _cancel
 from ._context import _OPEN, ExecutionContext, _child, _current, _task_of
 from ._defs import Flow
 from ._extensions import ExecOp, wrapped
+from ._journal import CLAIMED
 from ._tags import MISSING
 from .errors import Cancelled, ExecTimeoutError
 
 if TYPE_CHECKING:
     from ._details import StreamOptions
+    from ._journal import Journal
 
 __all__ = ["FlowStream", "collect", "exec_stream"]
 
@@ -140,6 +142,7 @@ class FlowStream(Generic[Y]):
         "_gen",
         "_input",
         "_items",
+        "_journal",
         "_key",
         "_pump",
         "_source",
@@ -169,6 +172,7 @@ class FlowStream(Generic[Y]):
         self._source: AsyncIterator[Any] | None = None  # what the pump iterates
         self._pump: weakref.ref[AsyncIterator[Y]] | None = None
         self._items: list[Any] | None = [] if key is not None else None
+        self._journal: Journal | None = None  # the journal whose key this stream holds
         self._timer: asyncio.TimerHandle | None = None
         self._done: asyncio.Future[None] | None = None
         assert child.parent is not None
@@ -311,13 +315,20 @@ class FlowStream(Generic[Y]):
                 journal = scope._journal_of(parent.root)
                 if not journal.loaded:
                     await journal._load()
-                if key in journal.entries:
-                    # Replayed by the journal itself (name checks included); the step
-                    # never runs since the key is recorded.
-                    recorded = await journal.run(key, self._flow.name, _unreachable, parent)
-                    replays = parent.details.metadata.setdefault("journal_replays", [])
-                    assert isinstance(replays, list)
-                    replays.append(key)
+                replaying = key in journal.entries
+                # Claimed now, as any keyed step: a concurrent stream (or exec) with this
+                # key waits for this one's items instead of running too; a recorded key
+                # replays (name and input checked by the journal).
+                claimed = await journal.claim(key, self._flow.name, parent, self._input)
+                if claimed is CLAIMED:
+                    self._journal = journal
+                    journal.running[key] = child
+                else:
+                    recorded = claimed
+                    if replaying:
+                        replays = parent.details.metadata.setdefault("journal_replays", [])
+                        assert isinstance(replays, list)
+                        replays.append(key)
                     child.details.metadata["replayed"] = True
                     self._items = None  # nothing to record again
             if scope._open_hooks or scope._close_hooks:
@@ -375,21 +386,24 @@ class FlowStream(Generic[Y]):
     async def _complete(self) -> None:
         """The source finished: close the child ``completed``, then journal the items."""
         child = self.context
-        self._end()
+        self._end(completed=True)
         try:
             await child._succeed()
+        except BaseException:
+            if self._journal is not None and self._key is not None:
+                self._journal.unclaim(self._key)  # its cleanup failed: nothing recorded
+                self._journal = None
+            raise
         finally:
             self._finish()
-        items = self._items
-        key = self._key
-        if items is not None and key is not None:
-            journal = child.scope._journal_of(child.root)
-
-            async def recorded() -> list[Any]:
-                return items
-
-            # Claimed and recorded now: a stream's items exist only once it completed.
-            await journal.run(key, self._flow.name, recorded, child.parent)
+        journal, key, items = self._journal, self._key, self._items
+        if journal is not None and key is not None and items is not None:
+            self._journal = None
+            try:
+                # A stream's items exist only once it completed: recorded now.
+                await journal.record(key, self._flow.name, items, self._input)
+            finally:
+                journal.unclaim(key)
 
     async def _failed(self, exc: BaseException) -> BaseException:
         """The source (or the opening) raised: close the child failed (or cancelled, or
@@ -458,7 +472,12 @@ class FlowStream(Generic[Y]):
         finally:
             _current.reset(token)
 
-    def _end(self) -> None:
+    def _end(self, completed: bool = False) -> None:
+        journal = self._journal
+        if journal is not None and not completed and self._key is not None:
+            # Failed, cancelled or stopped early: nothing recorded, the key is free again.
+            self._journal = None
+            journal.unclaim(self._key)
         self._state = _CLOSING
         if self._timer is not None:
             self._timer.cancel()
@@ -571,9 +590,3 @@ def _as_source(result: object, name: str) -> AsyncIterator[Any]:
         "(an async iterator), a wrapping async iterator, or the items"
     )
     raise TypeError(msg)
-
-
-async def _unreachable() -> object:  # pragma: no cover - a recorded key never runs
-    msg = "a replayed stream step ran"
-    raise AssertionError(msg)
-
