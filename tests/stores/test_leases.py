@@ -31,15 +31,15 @@ def sql(store: Store) -> SqlStore:
 def fail_releases(store: SqlStore, monkeypatch: pytest.MonkeyPatch, times: int) -> list[str]:
     """The next ``times`` releases of a claim fail as a locked or lost database would."""
     failed: list[str] = []
-    real = store._write1
+    real = store._write
 
     async def flaky(op: Any, *args: Any) -> Any:
-        if args and args[0] == store._q["l_release"] and len(failed) < times:
-            failed.append(args[1][0])
+        if getattr(op, "__name__", "") == "_op_release" and len(failed) < times:
+            failed.append(args[0])
             raise StoreError("database is locked (injected)")
         return await real(op, *args)
 
-    monkeypatch.setattr(store, "_write1", flaky)
+    monkeypatch.setattr(store, "_write", flaky)
     return failed
 
 

@@ -36,7 +36,6 @@ from ._base import (
     loads,
     proc_alive,
 )
-from ._runs_sql import RUNS_MIGRATION, RUNS_QUERIES, RunsSql
 
 __all__ = ["MIGRATIONS", "SqlStore", "Tx", "schema_version"]
 
@@ -85,9 +84,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX {i}commands_name ON {t}commands (session_id, command, id)",
         # The digest of a step's input (DESIGN §6 "Journal identity"); NULL: not checked.
         "ALTER TABLE {t}journal ADD COLUMN input_digest TEXT",
+        # Session trees are claimed per key (concurrent commands of one session).
+        "CREATE TABLE {t}key_claims (tree_id TEXT NOT NULL, key TEXT NOT NULL, "
+        "owner TEXT NOT NULL, proc TEXT NOT NULL, acquired_at {real} NOT NULL, "
+        "PRIMARY KEY (tree_id, key))",
+        "CREATE INDEX {i}key_claims_owner ON {t}key_claims (tree_id, owner)",
     ),
 }
-MIGRATIONS[2] = RUNS_MIGRATION  # run trees (see _runs_sql)
 
 
 def schema_version() -> int:
@@ -125,6 +128,16 @@ QUERIES: dict[str, str] = {
     "l_release": "DELETE FROM {t}leases WHERE tree_id = ? AND owner = ? AND proc = ?",
     "l_mine": "SELECT tree_id, owner FROM {t}leases WHERE proc = ?",
     "l_release_all": "DELETE FROM {t}leases WHERE proc = ?",
+    # per-key claims (session trees)
+    "k_claim": "INSERT INTO {t}key_claims (tree_id, key, owner, proc, acquired_at) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    "k_holder": "SELECT l.owner, l.proc, p.host, p.pid, p.pid_start, p.expires_at "
+    "FROM {t}key_claims l LEFT JOIN {t}procs p ON p.proc = l.proc "
+    "WHERE l.tree_id = ? AND l.key = ?{lock}",
+    "k_take": "UPDATE {t}key_claims SET owner = ?, proc = ?, acquired_at = ? "
+    "WHERE tree_id = ? AND key = ? AND owner = ? AND proc = ?",
+    "k_release": "DELETE FROM {t}key_claims WHERE tree_id = ? AND owner = ? AND proc = ?",
+    "k_release_all": "DELETE FROM {t}key_claims WHERE proc = ?",
     # sessions
     "s_insert": "INSERT INTO {t}sessions (session_id, project_name, project_type, "
     "started_at, active) VALUES (?, ?, ?, ?, 1) ON CONFLICT DO NOTHING",
@@ -171,9 +184,12 @@ QUERIES: dict[str, str] = {
     "ci_all": "SELECT i.command_id, i.kind, i.item FROM {t}command_items i "
     "JOIN {t}commands c ON c.id = i.command_id WHERE c.session_id = ? ORDER BY i.n",
 }
-QUERIES.update(RUNS_QUERIES)
 
 _NO_LIMIT = 2**62
+# Trees whose ids start with this are claimed per key, not whole (session roots: commands of
+# one session run at once in several processes). Other roots are claimed whole: one lease
+# row per root, and each step records with one commit.
+KEYED_TREE_PREFIX = "session:"
 # Lease holders (store instances) open in this process: a claim whose holder is this
 # process but not an open store is an orphan (a release that failed), taken over at once.
 _OPEN_PROCS: set[str] = set()
@@ -250,7 +266,7 @@ def _add_items(commands: dict[int, CommandRecord], rows: list[tuple[Any, ...]]) 
             cast("list[str]", record[_ITEM_FIELD[kind]]).append(item)  # type: ignore[literal-required]
 
 
-class SqlStore(RunsSql):
+class SqlStore:
     """The journal and session backends over SQL; dialects subclass it.
 
     A subclass provides :meth:`_execute` (run ``fn(tx)`` in a transaction, or as one
@@ -274,6 +290,8 @@ class SqlStore(RunsSql):
         # (the renewer releases them).
         self._claiming: set[tuple[str, str]] = set()
         self._orphans: set[tuple[str, str]] = set()
+        # Owners holding per-key claims (session trees) -> how many acquires are open.
+        self._key_owners: dict[tuple[str, str], int] = {}
         self._running_commands: set[int] = set()
         _OPEN_PROCS.add(self._proc)
         weakref.finalize(self, _OPEN_PROCS.discard, self._proc)
@@ -407,6 +425,8 @@ class SqlStore(RunsSql):
         if snapshot is not None:
             return snapshot.get(key)
         check_name(tree_id, "root id")
+        if tree_id.startswith(KEYED_TREE_PREFIX):
+            return await self._acquire_key(tree_id, key, owner)
         delay = 0.005
         claim = (tree_id, owner)
         self._claiming.add(claim)
@@ -458,6 +478,59 @@ class SqlStore(RunsSql):
             await tx.execute(q["l_take"], (owner, self._proc, now, tree_id, holder[0], holder[1]))
         rows = await tx.all(q["j_load"], (tree_id,))
         return "owned", {r[0]: _record(r[1:]) for r in rows}
+
+    async def _acquire_key(self, tree_id: str, key: str, owner: str) -> StepRecord | None:
+        """Session trees: claim just ``key`` (one row per key), so commands of one session
+        running at once with distinct keys never wait on each other; the same key still
+        runs once (the second owner waits for its outcome)."""
+        claim = (tree_id, owner)
+        self._key_owners[claim] = self._key_owners.get(claim, 0) + 1
+        delay = 0.005
+        try:
+            while True:
+                state, payload = await self._write(self._op_acquire_key, tree_id, key, owner)
+                if state == "recorded":
+                    return cast(StepRecord, payload)
+                if state == "owned":
+                    self._ensure_renewer()
+                    return None
+                if state != "again":
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.1, self._lease / 4)
+        except BaseException:
+            self._drop_key_owner(claim)
+            raise
+
+    def _drop_key_owner(self, claim: tuple[str, str]) -> None:
+        left = self._key_owners.get(claim, 0) - 1
+        if left > 0:
+            self._key_owners[claim] = left
+        else:
+            self._key_owners.pop(claim, None)
+
+    async def _op_acquire_key(
+        self, tx: Tx, tree_id: str, key: str, owner: str
+    ) -> tuple[str, object]:
+        q = self._q
+        row = await tx.one(q["j_get"], (tree_id, key))
+        if row is not None:
+            return "recorded", _record(row)
+        now = time.time()
+        await self._upsert_proc(tx, now)
+        await tx.execute(q["k_claim"], (tree_id, key, owner, self._proc, now))
+        holder = await tx.one(q["k_holder"], (tree_id, key))
+        if holder is None:
+            return "again", None  # released between our insert and our look
+        if holder[0] == owner and holder[1] == self._proc:
+            return "owned", None
+        if holder[1] == self._proc:
+            alive = (tree_id, holder[0]) in self._key_owners
+        else:
+            alive = self._holder_alive(tree_id, holder, now)
+        if alive:
+            return "held", holder[0]
+        await tx.execute(q["k_take"], (owner, self._proc, now, tree_id, key, holder[0], holder[1]))
+        return "owned", None
 
     def _holder_alive(self, tree_id: str, holder: Sequence[Any], now: float) -> bool:
         """Is the claim's holder a live owner? This store's own claims are alive while a
@@ -533,8 +606,9 @@ class SqlStore(RunsSql):
         self._idle_renewer()
         if self._closed or not _valid(tree_id):
             return  # nothing was ever written under an invalid id
+        self._key_owners.pop((tree_id, owner), None)
         try:
-            await self._write1(_op_exec, self._q["l_release"], (tree_id, owner, self._proc))
+            await self._write(self._op_release, tree_id, owner)
         except StoreError:
             # Every step is recorded already; only the claim is left. Never wait on it:
             # this store takes it over for a new root, and its renewer releases it.
@@ -578,7 +652,7 @@ class SqlStore(RunsSql):
     def _idle_renewer(self) -> None:
         """Nothing left to keep alive: stop renewing now (not a lease/3 later)."""
         task = self._renewer
-        busy = self._held or self._running_commands or self._orphans
+        busy = self._held or self._running_commands or self._orphans or self._key_owners
         if task is not None and not busy and not task.done():
             try:
                 same_loop = task.get_loop() is asyncio.get_running_loop()
@@ -589,9 +663,9 @@ class SqlStore(RunsSql):
             self._renewer = None
 
     async def _renew_loop(self) -> None:
-        while (self._held or self._running_commands or self._orphans) and not self._closed:
+        while self._renewing() and not self._closed:
             await asyncio.sleep(self._lease / 3)
-            if not (self._held or self._running_commands or self._orphans) or self._closed:
+            if not self._renewing() or self._closed:
                 return
             try:
                 mine = await self._write(self._op_renew)
@@ -602,7 +676,7 @@ class SqlStore(RunsSql):
             # release them now, so no other owner waits on them.
             for orphan in [m for m in mine if m not in self._held and m not in self._claiming]:
                 try:
-                    await self._write1(_op_exec, self._q["l_release"], (*orphan, self._proc))
+                    await self._write(self._op_release, *orphan)
                 except Exception:
                     log.warning("journal %r: releasing owner %s failed; retrying", *orphan)
                     continue
@@ -615,12 +689,20 @@ class SqlStore(RunsSql):
                 log.warning("journal %r: the claim of owner %s was taken over", *held)
                 self._held.pop(held, None)
 
+    def _renewing(self) -> bool:
+        return bool(self._held or self._running_commands or self._orphans or self._key_owners)
+
     async def _op_renew(self, tx: Tx) -> set[tuple[str, str]]:
         await self._upsert_proc(tx, time.time())
         return {(r[0], r[1]) for r in await tx.all(self._q["l_mine"], (self._proc,))}
 
+    async def _op_release(self, tx: Tx, tree_id: str, owner: str) -> None:
+        await tx.execute(self._q["l_release"], (tree_id, owner, self._proc))
+        await tx.execute(self._q["k_release"], (tree_id, owner, self._proc))
+
     async def _op_goodbye(self, tx: Tx) -> None:
         await tx.execute(self._q["l_release_all"], (self._proc,))
+        await tx.execute(self._q["k_release_all"], (self._proc,))
         await tx.execute(self._q["p_delete"], (self._proc,))
 
     async def _stop_renewer(self) -> None:
@@ -644,6 +726,7 @@ class SqlStore(RunsSql):
         await self._stop_renewer()
         self._held.clear()
         self._orphans.clear()
+        self._key_owners.clear()
         self._running_commands.clear()
         _OPEN_PROCS.discard(self._proc)
         try:
@@ -933,6 +1016,8 @@ _GENERIC = frozenset((_op_exec, _op_one, _op_all))
 _NOT_RETRYABLE = frozenset(("_op_start", "_op_create", "n_add", "c_insert"))
 _OP_TEXT: dict[str, str] = {
     "_op_acquire": "claiming a journal key",
+    "_op_acquire_key": "claiming a journal key",
+    "_op_release": "releasing a tree's claims",
     "_op_record": "recording a journal entry",
     "_op_delete": "deleting journal entries",
     "_op_renew": "renewing the lease",
