@@ -86,7 +86,10 @@ def test_demo_at_80x30_in_a_terminal(tmp_path: Path) -> None:
     commands = [line.strip() for line in tail.splitlines()[1:] if not line.strip().startswith("#")]
     assert any(c.startswith("runtree session show ") for c in commands)
     assert "runtree session list" in commands and "runtree demo" in commands
-    assert not any(c.startswith("runtree runs") for c in commands)
+    assert "runtree runs list" in commands  # every command shown exists:
+    ours = [c.split()[1:3] for c in commands if c.startswith("runtree ")]
+    helps = run_many([([*args, "--help"], tmp_path, env) for args in ours])
+    assert [h.returncode for h in helps] == [0] * len(helps)
 
 
 def test_a_second_demo_piped_shows_what_persisted_in_80_columns(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -24,7 +25,10 @@ def test_a_failing_flow_prints_its_tree_and_one_line(cli: Run) -> None:
     assert out[3].startswith("    ├── fine  completed  ")
     assert out[4].startswith("    └── inner  failed  ")
     # The failing node's error, on a line of its own under the node.
-    assert out[5:] == ["        ✗ ValueError: broken [/b] on purpose second line of the message"]
+    assert out[5] == "        ✗ ValueError: broken [/b] on purpose second line of the message"
+    # It is recorded as a run tree in the store.
+    assert re.fullmatch(r"run    (\S+)  \(runtree runs show \1\)", out[6])
+    assert len(out) == 7
     assert "✗" not in "".join(out[:5])  # only the failing node is marked
 
 
@@ -49,6 +53,8 @@ def test_json_failure_is_one_document_with_an_error_object(cli: Run) -> None:
     inner = boom["children"][1]
     assert (inner["name"], inner["status"], inner["failed_here"]) == ("inner", "failed", True)
     assert inner["error"]["type"] == "ValueError"
+    shown = json.loads(cli("runs", "show", doc["run_id"], "--json").stdout)
+    assert shown["run"]["status"] == "failed" and shown["run"]["flow"] == "myflows:boom"
     # The flow's print went to stderr, before the one error line.
     lines = done.stderr.splitlines()
     assert len(lines) == 2 and lines[0] == "the flow prints this"

@@ -35,6 +35,7 @@ from ._common import (
     human_time,
     json_text,
     message_of,
+    one_line_diagnostics,
     print_error,
     require_text,
     usage_error,
@@ -422,6 +423,12 @@ class _Interrupt:
             loop.remove_signal_handler(signal.SIGINT)
 
 
+class _Recorded:
+    """The id of the run tree a ``runtree run`` recorded (``runtree runs show ID``)."""
+
+    run_id: str | None = None
+
+
 async def _run_flow(
     flow: Flow[Any, Any],
     value: object,
@@ -429,20 +436,41 @@ async def _run_flow(
     command: str | None,
     recorder: TreeRecorder,
     ref: StoreRef,
+    recorded: _Recorded,
 ) -> object:
+    """Run ``flow`` on the store, recorded as a run tree (``record="all"``): alone, in a
+    root of its own, or as a command of a session."""
     from .._scope import create_scope
-
-    if session_id is None:
-        async with create_scope(extensions=[recorder]) as scope:
-            return await scope.exec(flow, value)
     from ..sessions import Sessions
     from ..stores import from_url
 
     async with from_url(ref.url) as store:
+        if session_id is None:
+            async with create_scope(extensions=[recorder], store=store, record="all") as scope:
+                execution = scope.exec(flow, value)
+                recorded.run_id = execution.id
+                return await execution
         session = await Sessions(store).get(session_id)
         _refuse_ended(session, "commands")
-        async with create_scope(extensions=[recorder], store=store) as scope:
-            return await session.exec(flow, value, command=command or flow.name, scope=scope)
+        try:
+            async with create_scope(extensions=[recorder], store=store, record="all") as scope:
+                name = command or flow.name
+                return await session.exec(flow, value, command=name, scope=scope)
+        finally:
+            recorded.run_id = await _session_run_id(store, session_id)
+
+
+async def _session_run_id(store: Any, session_id: str) -> str | None:
+    """The run a session command just recorded: the session's newest."""
+    from ..runs import Runs
+
+    try:
+        for run in await Runs(store).list(limit=20):
+            if run.session_id == session_id:
+                return run.root_id
+    except Exception:  # the run is recorded or not; the command's outcome stands
+        return None
+    return None
 
 
 @contextlib.contextmanager
@@ -483,6 +511,7 @@ def run_command(
     """Run a flow and print its execution tree (alone, or as a session command)."""
     title = target + (f"  (session {session})" if session else "")
     recorder = TreeRecorder()
+    recorded = _Recorded()
     interrupt = _Interrupt(recorder)
     ref = find_store()
     result: object = None
@@ -496,7 +525,7 @@ def run_command(
             if session is not None and ref.missing:
                 raise _not_found(session, ref)
             result = asyncio.run(
-                interrupt.run(_run_flow(flow, value, session, command, recorder, ref))
+                interrupt.run(_run_flow(flow, value, session, command, recorder, ref, recorded))
             )
         except CliError as exc:
             failure = exc
@@ -508,22 +537,32 @@ def run_command(
             interrupt.hit = True
             failure = exc
     if failure is None:
-        _report_success(title, result, recorder, session, as_json)
+        _report_success(title, result, recorder, session, as_json, recorded.run_id)
         return
-    _report_failure(target, title, failure, recorder, session, as_json, debug, interrupt.hit)
+    _report_failure(
+        target, title, failure, recorder, session, as_json, debug, interrupt.hit, recorded.run_id
+    )
 
 
 def _report_success(
-    title: str, result: object, recorder: TreeRecorder, session: str | None, as_json: bool
+    title: str,
+    result: object,
+    recorder: TreeRecorder,
+    session: str | None,
+    as_json: bool,
+    run_id: str | None,
 ) -> None:
     if as_json:
-        doc = {"ok": True, "result": result, "session_id": session, "tree": tree_data(recorder)}
+        tree = tree_data(recorder)
+        doc = {"ok": True, "result": result, "session_id": session, "run_id": run_id, "tree": tree}
         _print_json(doc)
         return
     out = _out()
     print_to(out, render_tree(recorder, title))
     line = json_text(result, indent=None)
     sys.stdout.write(f"result {line}\n")
+    if run_id is not None:
+        sys.stdout.write(f"run    {run_id}\n")
 
 
 def _report_failure(
@@ -535,6 +574,7 @@ def _report_failure(
     as_json: bool,
     debug: bool,
     interrupted: bool,
+    run_id: str | None,
 ) -> NoReturn:
     origin = failing_context(recorder)
     cause = failure
@@ -558,12 +598,14 @@ def _report_failure(
         if debug:
             traceback.print_exception(failure)
     if as_json:
-        _print_json(
-            {"ok": False, "error": error, "session_id": session, "tree": tree_data(recorder)}
-        )
+        tree = tree_data(recorder)
+        doc = {"ok": False, "error": error, "session_id": session, "run_id": run_id, "tree": tree}
+        _print_json(doc)
     elif recorder.contexts:
         out = _out()
         print_to(out, render_tree(recorder, title))
+        if run_id is not None:
+            sys.stdout.write(f"run    {run_id}  (runtree runs show {run_id})\n")
     print_error(message)
     raise SystemExit(code)
 
@@ -601,10 +643,12 @@ def run_app(argv: Sequence[str] | None = None) -> None:
     """Run the command line; every error ends as one line on stderr and an exit status."""
     from typer.main import get_command
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    one_line_diagnostics(debug="--debug" in args)
     command = get_command(app)
     try:
         status = command.main(
-            args=list(sys.argv[1:] if argv is None else argv),
+            args=args,
             prog_name="runtree",
             standalone_mode=False,
         )

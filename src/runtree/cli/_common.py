@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import re
 import shutil
 import sys
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar, TextIO
 from urllib.parse import quote, unquote
 
 __all__ = [
@@ -25,6 +28,7 @@ __all__ = [
     "json_text",
     "message_of",
     "one_line",
+    "one_line_diagnostics",
     "print_error",
     "program",
     "require_text",
@@ -116,6 +120,47 @@ def json_text(value: object, *, indent: int | None = 2) -> str:
         return json.dumps(_plain(value), indent=indent, default=str, allow_nan=False)
     except (ValueError, TypeError, RecursionError):
         return json.dumps(f"<{type(value).__name__}>", indent=indent)
+
+
+class _OneLineFormatter(logging.Formatter):
+    def __init__(self, debug: bool) -> None:
+        super().__init__()
+        self.debug = debug
+
+    said: ClassVar[set[str]] = set()  # runtree logs what it also warns: say it once
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = one_line(record.getMessage())
+        self.said.add(message)
+        line = f"{record.levelname.lower()}: {message}"
+        if self.debug and record.exc_info:
+            return line + "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def one_line_diagnostics(*, debug: bool) -> None:
+    """runtree's log records and warnings on stderr as one line each (``warning: ...``);
+    tracebacks only with ``--debug``. The command line owns its process, so it decides."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLineFormatter(debug))
+    logger = logging.getLogger("runtree")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+    logger.propagate = False
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        text = one_line(str(message))
+        if text not in _OneLineFormatter.said:
+            (file or sys.stderr).write(f"warning: {category.__name__}: {text}\n")
+
+    warnings.showwarning = show
 
 
 # -- timestamps ----------------------------------------------------------------------------

@@ -169,6 +169,7 @@ def _next_steps(out: Any, session_id: str, ref: StoreRef) -> None:
         (f"{name} session show {session_id}", "this session"),
         (f"{name} session get {session_id} test_report", "one shared value, as JSON"),
         (f"{name} session list", "every session in the store"),
+        (f"{name} runs list", "the recorded run trees: each command above is one"),
         (f"{name} run {FLOWS}:test --session {session_id}", "one command again"),
         (f"{name} demo", "the chain again: everything persisted"),
     ]
