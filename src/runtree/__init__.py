@@ -26,7 +26,7 @@ from ._execution import ExecutionDetails as ExecutionDetails
 from ._extensions import ExecOp as ExecOp
 from ._extensions import Extension as Extension
 from ._extensions import ResolveOp as ResolveOp
-from ._scope import ResolveContext as ResolveContext
+from ._resolve import ResolveContext as ResolveContext
 from ._scope import Scope as Scope
 from ._scope import create_scope as create_scope
 from ._stream import FlowStream as FlowStream

@@ -353,7 +353,7 @@ class ExecutionContext(Generic[InputT]):
     async def resolve(self, target: Atom[T] | Resource[T]) -> T:
         """The value a dependency on ``target`` would get in this context."""
         if isinstance(target, Resource):
-            return await self.scope._resolve_resource(self, target, ())  # type: ignore[return-value]
+            return await self.scope._resolver.resource(self, target, ())  # type: ignore[return-value]
         return await self.scope.resolve(target)
 
     # -- running work ----------------------------------------------------------------
@@ -480,7 +480,7 @@ class ExecutionContext(Generic[InputT]):
                 if flow.parse is not None:
                     child.input = flow.parse_input(input)
                 if flow.deps:
-                    deps = await scope._context_deps(child, flow.deps, ())
+                    deps = await scope._resolver.context_deps(child, flow.deps, ())
                     result = flow.factory(child, **deps)
                 else:
                     result = flow.factory(child)

@@ -269,7 +269,7 @@ async def run_body(
                 if flow.parse is not None:
                     ctx.input = flow.parse_input(input)
                 if flow.deps:
-                    deps = await scope._context_deps(ctx, flow.deps, ())
+                    deps = await scope._resolver.context_deps(ctx, flow.deps, ())
                     result = flow.factory(ctx, **deps)
                 else:
                     result = flow.factory(ctx)

@@ -374,7 +374,7 @@ class FlowStream(Generic[Y]):
         if flow.parse is not None:
             child.input = flow.parse_input(self._input)
         if flow.deps:
-            deps = await scope._context_deps(child, flow.deps, ())
+            deps = await scope._resolver.context_deps(child, flow.deps, ())
             gen = flow.factory(child, **deps)
         else:
             gen = flow.factory(child)
