@@ -158,6 +158,8 @@ def test_ctrl_c_is_recorded_as_cancelled(cli: Run, tmp_path: Path) -> None:
     assert doc["error"] == {"type": "Cancelled", "message": "interrupted (Ctrl-C)"}
     slow = doc["tree"][0]["children"][0]
     assert (slow["name"], slow["status"]) == ("slow", "cancelled")
+    run = json.loads(cli("runs", "show", doc["run_id"], "--json").stdout)["run"]
+    assert run["status"] == "cancelled" and run["session_id"] == sid
     shown = json.loads(cli("session", "show", sid, "--json").stdout)
     (command,) = shown["command_history"]
     assert command["outputs"]["error"]["type"] == "Cancelled"
