@@ -536,6 +536,10 @@ def run_command(
         except KeyboardInterrupt as exc:  # Ctrl-C before the loop ran
             interrupt.hit = True
             failure = exc
+        except asyncio.CancelledError as exc:
+            if not interrupt.hit:
+                raise
+            failure = exc  # Ctrl-C before the flow started (or a second one): stop now
     if failure is None:
         _report_success(title, result, recorder, session, as_json, recorded.run_id)
         return
