@@ -36,6 +36,7 @@ from ._base import (
     loads,
     proc_alive,
 )
+from ._runs_sql import RUNS_MIGRATION, RUNS_QUERIES, RunsSql
 
 __all__ = ["MIGRATIONS", "SqlStore", "Tx", "schema_version"]
 
@@ -91,6 +92,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX {i}key_claims_owner ON {t}key_claims (tree_id, owner)",
     ),
 }
+MIGRATIONS[2] = RUNS_MIGRATION  # run trees (see _runs_sql)
 
 
 def schema_version() -> int:
@@ -184,6 +186,7 @@ QUERIES: dict[str, str] = {
     "ci_all": "SELECT i.command_id, i.kind, i.item FROM {t}command_items i "
     "JOIN {t}commands c ON c.id = i.command_id WHERE c.session_id = ? ORDER BY i.n",
 }
+QUERIES.update(RUNS_QUERIES)
 
 _NO_LIMIT = 2**62
 # Trees whose ids start with this are claimed per key, not whole (session roots: commands of
@@ -266,7 +269,7 @@ def _add_items(commands: dict[int, CommandRecord], rows: list[tuple[Any, ...]]) 
             cast("list[str]", record[_ITEM_FIELD[kind]]).append(item)  # type: ignore[literal-required]
 
 
-class SqlStore:
+class SqlStore(RunsSql):
     """The journal and session backends over SQL; dialects subclass it.
 
     A subclass provides :meth:`_execute` (run ``fn(tx)`` in a transaction, or as one
