@@ -1,6 +1,6 @@
 // runtree ui: the runs a store recorded, as lists and waterfalls. Hand-written, no framework.
 // User data only ever reaches the page as text: every node is built with createElement and
-// textContent (never innerHTML), and the server's Content-Security-Policy forbids inline code.
+// textContent (never as markup), and the server's Content-Security-Policy forbids inline code.
 "use strict";
 
 (() => {
