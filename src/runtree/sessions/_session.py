@@ -221,7 +221,8 @@ class Session:
 
     Plain attributes: ``session_id``, ``project_name``, ``project_type``, ``started_at``
     (ISO 8601). Snapshots as of the last call: ``loaded_context`` ("domain:topic" →
-    content), ``loaded_memory`` ("layer:key" → content), ``command_history``,
+    content), ``loaded_memory`` ("layer:key" → content), ``command_history`` (the newest
+    100 commands, oldest first; :meth:`get_command_history` reads any page),
     ``shared_data``, ``stats`` (cache hit/miss counters), ``ended_at``, ``active``.
     Every method is a coroutine and persists before it returns.
     """
@@ -511,6 +512,24 @@ class Session:
         else:
             self.command_history.append(done)
         return done
+
+    async def get_command_history(
+        self, *, limit: int | None = None, before: CommandExecution | int | None = None
+    ) -> list[CommandExecution]:
+        """Commands of this session as stored now, oldest first: all of them, or the
+        ``limit`` newest ones older than ``before`` (a command or its ``id``) — a page.
+
+        :attr:`command_history` holds only the newest 100 commands (loading a session
+        costs the same however long its history is); page back from its first one::
+
+            older = await session.get_command_history(limit=100, before=session.command_history[0])
+        """
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            msg = f"get_command_history(limit=) must be a positive int or None (got {limit!r})"
+            raise ValueError(msg)
+        before_id = before.id if isinstance(before, CommandExecution) else before
+        records = await self._backend.command_page(self.session_id, before_id, limit)
+        return [CommandExecution._from(r) for r in records]
 
     async def get_previous_command(self, command: str | None = None) -> CommandExecution | None:
         """The newest finished command (of that name), skipping any still running."""

@@ -129,6 +129,13 @@ class SessionBackend(Protocol):
         """The newest command (of that name) that is not running."""
         ...
 
+    async def command_page(
+        self, session_id: str, before: int | None, limit: int | None
+    ) -> list[CommandRecord]:
+        """Up to ``limit`` commands with an id below ``before`` (all when ``None``), oldest
+        first."""
+        ...
+
 
 @runtime_checkable
 class Store(Protocol):

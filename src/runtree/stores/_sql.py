@@ -176,6 +176,11 @@ QUERIES: dict[str, str] = {
     "WHERE id = ? AND session_id = ? AND status = 'running'",
     "c_row": f"SELECT {_CMD_COLS} FROM {{t}}commands WHERE id = ?",
     "c_all": f"SELECT {_CMD_COLS} FROM {{t}}commands WHERE session_id = ? ORDER BY id",
+    # A page of the history, newest first (by the (session_id, id) index).
+    "c_page": f"SELECT {_CMD_COLS} FROM {{t}}commands WHERE session_id = ? AND id < ? "
+    "ORDER BY id DESC LIMIT ?",
+    "ci_range": "SELECT i.command_id, i.kind, i.item FROM {t}command_items i "
+    "WHERE i.command_id >= ? AND i.command_id <= ? ORDER BY i.n",
     "c_prev": f"SELECT {_CMD_COLS} FROM {{t}}commands WHERE session_id = ? "
     "AND status <> 'running' ORDER BY id DESC LIMIT 1",
     "c_prev_named": f"SELECT {_CMD_COLS} FROM {{t}}commands WHERE session_id = ? "
@@ -189,6 +194,10 @@ QUERIES: dict[str, str] = {
 QUERIES.update(RUNS_QUERIES)
 
 _NO_LIMIT = 2**62
+# Commands a loaded session carries in ``command_history`` (the newest ones); older ones
+# are read page by page (Session.get_command_history), so loading costs the same at any
+# history length.
+HISTORY_PAGE = 100
 # Trees whose ids start with this are claimed per key, not whole (session roots: commands of
 # one session run at once in several processes). Other roots are claimed whole: one lease
 # row per root, and each step records with one commit.
@@ -818,10 +827,31 @@ class SqlStore(RunsSql):
             cast("dict[str, object]", record[fields[kind]])[name] = loads(value)  # type: ignore[literal-required]
         for name, n in await tx.all(q["n_all"], (session_id,)):
             record["counters"][name] = int(n)
-        commands = {c["id"]: c for c in map(_command, await tx.all(q["c_all"], (session_id,)))}
-        _add_items(commands, await tx.all(q["ci_all"], (session_id,)))
-        record["command_history"] = list(commands.values())
+        record["command_history"] = await self._op_page(tx, session_id, None, HISTORY_PAGE)
         return record
+
+    async def _op_page(
+        self, tx: Tx, session_id: str, before: int | None, limit: int | None
+    ) -> list[CommandRecord]:
+        """Up to ``limit`` commands older than id ``before`` (oldest first)."""
+        q = self._q
+        rows = await tx.all(
+            q["c_page"],
+            (session_id, _NO_LIMIT if before is None else before, limit or _NO_LIMIT),
+        )
+        commands = {c["id"]: c for c in map(_command, reversed(rows))}
+        if commands:
+            # Items of exactly these commands: command_items is keyed by command id.
+            items = await tx.all(q["ci_range"], (min(commands), max(commands)))
+            _add_items(commands, items)
+        return list(commands.values())
+
+    async def command_page(
+        self, session_id: str, before: int | None, limit: int | None
+    ) -> list[CommandRecord]:
+        """A page of the session's commands older than id ``before`` (oldest first)."""
+        check_name(session_id, "session id")
+        return await self._read(self._op_page, session_id, before, limit)
 
     async def session_list(self, project_name: str | None, limit: int | None) -> list[str]:
         n = _NO_LIMIT if limit is None else limit
