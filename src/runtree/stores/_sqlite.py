@@ -444,8 +444,14 @@ class SqliteStore(_SqliteEngine):
         return f"SqliteStore({str(self.path)!r}, durability={self._durability!r})"
 
     def _open(self, created: bool) -> None:
+        head = b""
         if not created:
             _check_header(self.path, self._where)
+            # Read before connecting: closing any descriptor of the database file drops
+            # every POSIX lock this process holds on it, the connection's too (another
+            # process would then take the WAL away from under it).
+            with open(self.path, "rb") as f:
+                head = f.read(100)
         try:
             conn = self._conn = self._connect(str(self.path))
             # Look before changing anything: a foreign or corrupt file stays as it is (no
@@ -454,7 +460,7 @@ class SqliteStore(_SqliteEngine):
             try:
                 found = self._open_schema(conn)
                 if not created and found:
-                    self._check_integrity(conn)
+                    self._check_integrity(conn, head)
             finally:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -477,11 +483,10 @@ class SqliteStore(_SqliteEngine):
             raise self._error(exc) from exc
         _fix_side_files(self.path)
 
-    def _check_integrity(self, conn: sqlite3.Connection) -> None:
-        """A bounded integrity check of an existing file: the size the header announces
-        is there, and small files (≤ QUICK_CHECK_MAX_BYTES) pass ``PRAGMA quick_check``."""
-        with open(self.path, "rb") as f:
-            head = f.read(100)
+    def _check_integrity(self, conn: sqlite3.Connection, head: bytes) -> None:
+        """A bounded integrity check of an existing file: the size the header (``head``,
+        its first 100 bytes) announces is there, and small files (≤
+        QUICK_CHECK_MAX_BYTES) pass ``PRAGMA quick_check``."""
         size = os.path.getsize(self.path)
         page_size = int.from_bytes(head[16:18], "big")
         page_size = 65536 if page_size == 1 else page_size
