@@ -167,6 +167,7 @@ class Tally:
         self.outcomes: Counter[str] = Counter()
         self.lost_window = 0.0  # the most, kill time - last node write, with rows lost
         self.nodes_lost = 0
+        self.unrecorded = 0  # nodes written completed whose journal record was in flight
 
 
 async def check_trial(
@@ -226,9 +227,16 @@ async def check_trial(
             tally.nodes_lost += 1
             tally.lost_window = max(tally.lost_window, killed_at - since)
             assert killed_at - since < FLUSH_SLACK, (n, key, killed_at - since)
-    for node in tree.nodes:  # a step written as completed has its journal record
-        if node.key is not None and node.status == "completed":
-            assert node.key in stored, (n, node)
+    # A node is closed before its step's journal record is written, so a flush may write
+    # it first: the steps whose records were in flight at the kill (at most the two
+    # members of a parallel call) may show completed without a record (they run again).
+    unrecorded = [
+        node.key
+        for node in tree.nodes
+        if node.key is not None and node.status == "completed" and node.key not in stored
+    ]
+    assert len(unrecorded) <= 2 and all(ran_before[k] == 1 for k in unrecorded), unrecorded
+    tally.unrecorded += len(unrecorded)
 
     # Resume (another process): recorded steps replay, the others run, once.
     resumer = dict(trial, n=trial["n"] + RESUMED, resume=True)
@@ -323,7 +331,7 @@ async def test_sigkill_during_a_recorded_run_loses_no_journal_record(
     print(
         f"\n{backend['kind']}: {TRIALS} trials in {elapsed:.1f} s: {dict(tally.outcomes)}; "
         f"{tally.nodes_lost} node rows lost, at most {tally.lost_window:.3f} s "
-        "after the last flush"
+        f"after the last flush; {tally.unrecorded} completed nodes without a record"
     )
     # Most kills land inside the run, not before its row or after its end.
     assert tally.outcomes["interrupted, then resumed"] >= TRIALS // 2, tally.outcomes
