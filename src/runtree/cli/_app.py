@@ -40,22 +40,10 @@ from ._common import (
     require_text,
     usage_error,
 )
-from ._render import (
-    TreeRecorder,
-    failing_context,
-    print_to,
-    render_session,
-    render_session_list,
-    render_tree,
-    tree_data,
-)
-from ._render import (
-    out_console as _out,
-)
-from ._render import (
-    session_dict as _session_dict,
-)
+from ._common import out_console as _out
+from ._common import session_dict as _session_dict
 from ._runs import register as _register_runs
+from ._tree import TreeRecorder, failing_context, tree_data
 from ._ui import register as _register_ui
 
 T = TypeVar("T")
@@ -214,6 +202,8 @@ def _refuse_ended(session: Any, doing: str) -> None:
 
 
 def print_session(session: Any, store: StoreRef | None = None) -> None:
+    from ._render import print_to, render_session
+
     out = _out()
     print_to(
         out,
@@ -260,6 +250,8 @@ def session_list(as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json([_session_dict(s) for s in sessions])
         return
+    from ._render import print_to, render_session_list
+
     out = _out()
     if not sessions:
         message = f"no sessions in {_where(ref)}; start one with: runtree session start NAME"
@@ -561,6 +553,8 @@ def _report_success(
         doc = {"ok": True, "result": result, "session_id": session, "run_id": run_id, "tree": tree}
         _print_json(doc)
         return
+    from ._render import print_to, render_tree
+
     out = _out()
     print_to(out, render_tree(recorder, title))
     line = json_text(result, indent=None)
@@ -606,6 +600,8 @@ def _report_failure(
         doc = {"ok": False, "error": error, "session_id": session, "run_id": run_id, "tree": tree}
         _print_json(doc)
     elif recorder.contexts:
+        from ._render import print_to, render_tree
+
         out = _out()
         print_to(out, render_tree(recorder, title))
         if run_id is not None:

@@ -14,7 +14,10 @@ import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import ClassVar, TextIO
+from typing import TYPE_CHECKING, Any, ClassVar, TextIO
+
+if TYPE_CHECKING:
+    from rich.console import Console
 from urllib.parse import quote, unquote
 
 __all__ = [
@@ -29,9 +32,11 @@ __all__ = [
     "message_of",
     "one_line",
     "one_line_diagnostics",
+    "out_console",
     "print_error",
     "program",
     "require_text",
+    "session_dict",
     "usage_error",
 ]
 
@@ -161,6 +166,31 @@ def one_line_diagnostics(*, debug: bool) -> None:
             (file or sys.stderr).write(f"warning: {category.__name__}: {text}\n")
 
     warnings.showwarning = show
+
+
+def out_console() -> Console:
+    """The console for stdout, made at print time (``--json`` runs swap ``sys.stdout``
+    while a flow runs). rich loads only when something is printed for people: error and
+    ``--json`` paths start faster."""
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False)
+
+
+def session_dict(session: Any) -> dict[str, Any]:
+    """A session for ``--json``: times stay ISO 8601."""
+    return {
+        "session_id": session.session_id,
+        "project_name": session.project_name,
+        "project_type": session.project_type,
+        "started_at": session.started_at,
+        "ended_at": getattr(session, "ended_at", None),
+        "active": getattr(session, "active", None),
+        "loaded_context": sorted(session.loaded_context),
+        "loaded_memory": sorted(session.loaded_memory),
+        "shared_data": session.shared_data,
+        "command_history": [c.to_dict() for c in session.command_history],
+    }
 
 
 # -- timestamps ----------------------------------------------------------------------------

@@ -13,16 +13,16 @@ from rich.text import Text
 from rich.tree import Tree
 
 from .._context import ExecutionContext
-from .._extensions import Extension
-from ._common import error_line, error_object, human_time, iso_time, json_text
+from ._common import error_line, human_time, json_text, out_console, session_dict
+from ._tree import TreeRecorder, _metadata, _ms, failing_context
 
 __all__ = [
-    "TreeRecorder",
-    "failing_context",
+    "out_console",
+    "print_to",
     "render_session",
     "render_session_list",
     "render_tree",
-    "tree_data",
+    "session_dict",
 ]
 
 _STATUS_STYLE = {
@@ -33,61 +33,6 @@ _STATUS_STYLE = {
     "cancelled": "magenta",
     "partial": "yellow",
 }
-
-
-class TreeRecorder(Extension):
-    """Remembers every context that starts work, to print the tree afterwards."""
-
-    def __init__(self) -> None:
-        self.contexts: list[ExecutionContext] = []
-
-    def on_context_open(self, ctx: ExecutionContext) -> None:
-        self.contexts.append(ctx)
-
-    def roots(self) -> list[ExecutionContext]:
-        seen: dict[int, ExecutionContext] = {}
-        for ctx in self.contexts:
-            top = ctx
-            while top.parent is not None:
-                top = top.parent
-            seen.setdefault(id(top), top)
-        return list(seen.values())
-
-    def children(self) -> dict[int, list[ExecutionContext]]:
-        out: dict[int, list[ExecutionContext]] = {}
-        for ctx in self.contexts:
-            if ctx.parent is not None:
-                out.setdefault(id(ctx.parent), []).append(ctx)
-        return out
-
-
-def failing_context(recorder: TreeRecorder) -> ExecutionContext | None:
-    """Where the failure started: the deepest failed (or cancelled) context, first found."""
-    kids = recorder.children()
-
-    def find(ctx: ExecutionContext) -> ExecutionContext | None:
-        if ctx.details.status not in ("failed", "cancelled"):
-            return None
-        for child in kids.get(id(ctx), []):
-            deeper = find(child)
-            if deeper is not None:
-                return deeper
-        return ctx
-
-    for root in recorder.roots():
-        found = find(root)
-        if found is not None:
-            return found
-    return None
-
-
-def _ms(ctx: ExecutionContext) -> float | None:
-    took = ctx.details.duration
-    return None if took is None else round(took * 1000, 2)
-
-
-def _metadata(ctx: ExecutionContext) -> dict[str, object]:
-    return dict(ctx.details.metadata) if ctx._x is not None and ctx._x.metadata else {}
 
 
 def _label(ctx: ExecutionContext, failing: ExecutionContext | None) -> Text:
@@ -128,29 +73,6 @@ def render_tree(recorder: TreeRecorder, title: str | None = None) -> Tree:
     for root in recorder.roots():
         add(top, root)
     return top
-
-
-def tree_data(recorder: TreeRecorder) -> list[dict[str, Any]]:
-    """The same tree as plain data (for ``--json``); times are ISO 8601."""
-    kids = recorder.children()
-    failing = failing_context(recorder)
-
-    def node(ctx: ExecutionContext) -> dict[str, Any]:
-        d = ctx.details
-        return {
-            "id": ctx.id,
-            "name": d.name,
-            "status": d.status,
-            "started_at": iso_time(d.started_at),
-            "completed_at": iso_time(d.completed_at),
-            "duration_ms": _ms(ctx),
-            "metadata": _metadata(ctx),
-            "error": None if d.error is None else error_object(d.error),
-            "failed_here": ctx is failing,
-            "children": [node(c) for c in kids.get(id(ctx), [])],
-        }
-
-    return [node(r) for r in recorder.roots()]
 
 
 # -- sessions --------------------------------------------------------------------------
@@ -250,28 +172,6 @@ def render_session_list(sessions: list[Any], *, width: int) -> RenderableType:
         row.append(_cut(str(s.project_name), max(width - len(row), 12)), style="bold")
         lines.append(row)
     return Group(*lines)
-
-
-def out_console() -> Console:
-    """The console for stdout, made at print time: ``--json`` runs swap ``sys.stdout``
-    while a flow runs."""
-    return Console(highlight=False, soft_wrap=False)
-
-
-def session_dict(session: Any) -> dict[str, Any]:
-    """A session for ``--json``: times stay ISO 8601."""
-    return {
-        "session_id": session.session_id,
-        "project_name": session.project_name,
-        "project_type": session.project_type,
-        "started_at": session.started_at,
-        "ended_at": getattr(session, "ended_at", None),
-        "active": getattr(session, "active", None),
-        "loaded_context": sorted(session.loaded_context),
-        "loaded_memory": sorted(session.loaded_memory),
-        "shared_data": session.shared_data,
-        "command_history": [c.to_dict() for c in session.command_history],
-    }
 
 
 def print_to(console: Console, renderable: RenderableType, *, soft_wrap: bool = False) -> None:
