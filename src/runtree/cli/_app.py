@@ -96,8 +96,6 @@ session_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(session_app, name="session")
-_register_runs(app)  # `runtree runs ...` and `runtree worker` (cli/_runs.py)
-_register_ui(app)  # `runtree ui` (cli/_ui.py)
 
 
 def _version(value: bool) -> None:
@@ -619,6 +617,11 @@ def demo(as_json: JsonFlag = False) -> None:
     from ._demo import run_demo
 
     run_demo(as_json=as_json, ref=find_store())
+
+
+# Registered after run, demo and session, so `runtree --help` lists them in that order.
+_register_runs(app)  # `runtree runs ...` and `runtree worker` (cli/_runs.py)
+_register_ui(app)  # `runtree ui` (cli/_ui.py)
 
 
 # -- entry point ---------------------------------------------------------------------------
