@@ -535,6 +535,10 @@ def _asset_route(path: str, filename: str, media: str) -> Route:
     return Route(path, asset, methods=["GET", "HEAD"])
 
 
+async def _no_icon(request: Request) -> Response:
+    return Response(status_code=204)
+
+
 def create_app(
     store: Store | str,
     *,
@@ -570,6 +574,7 @@ def create_app(
         ("/api/events/runs", _events_runs),
     ]
     routes += [Route(path, _endpoint(state, handler), methods=["GET"]) for path, handler in api]
+    routes.append(Route("/favicon.ico", _no_icon, methods=["GET", "HEAD"]))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
