@@ -494,6 +494,13 @@ class SqliteStore(_SqliteEngine):
         # counter; in WAL mode it is the file as of the last checkpoint.
         pages = int.from_bytes(head[28:32], "big")
         valid = len(head) == 100 and head[92:96] == head[24:28]
+        try:
+            # A process killed mid-checkpoint can leave the header ahead of the file; the
+            # WAL still holds those pages and SQLite finishes the checkpoint: not damage.
+            if os.path.getsize(f"{self.path}-wal") > 0:
+                valid = False
+        except OSError:
+            pass
         problem = ""
         if valid and size < page_size * pages:
             problem = f"it is {size} bytes, shorter than its {pages} pages of {page_size}"
