@@ -12,15 +12,15 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[cli]"
+	$(BIN)/python -m pip install -q -e ".[cli,ui]"
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[cli,dev]"
+	$(BIN)/python -m pip install -q -e ".[cli,ui,dev]"
 	touch $(VENV)/.installed $@
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[cli,dev,bench]"
+	$(BIN)/python -m pip install -q -e ".[cli,ui,dev,bench]"
 	touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed

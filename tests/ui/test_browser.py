@@ -143,12 +143,22 @@ class TestWaterfall:
         assert page.locator(".details .v-input").inner_text() == '"<b>on /dev/sda</b>"'
         assert page.locator(".details b").count() == 0  # the markup stayed text
         page.screenshot(path=str(artefacts / "failing-1280.png"))
-        DOCS_SHOT.parent.mkdir(exist_ok=True)
-        shutil.copyfile(artefacts / "failing-1280.png", DOCS_SHOT)
         page.set_viewport_size({"width": 800, "height": 800})
         assert page.evaluate("document.documentElement.scrollWidth") <= 800
         assert page.locator(".details").is_visible() and deepest.is_visible()
         page.screenshot(path=str(artefacts / "failing-800.png"), full_page=True)
+
+    def test_the_documentation_screenshot(self, page: Any, server: Server, artefacts: Path) -> None:
+        run_id = unique("ingest")
+        tree = record(server.db, ui_flows.ingest, {"source": "docs/"}, run_id)
+        assert tree.run.status == "failed"
+        open_run(page, server, run_id)
+        page.locator(".details .v-input").wait_for()
+        assert page.locator(".tree .row .bar").count() == len(tree.nodes) == 8
+        page.locator(".row", has_text="parallel").locator(".tw").click()  # unfold the fan-out
+        assert page.locator(".row", has_text="embed:b.md").is_visible()
+        page.screenshot(path=str(artefacts / "ingest-1280.png"))
+        shutil.copyfile(artefacts / "ingest-1280.png", DOCS_SHOT)
 
     def test_keyboard_folds_and_opens_subtrees(self, page: Any, server: Server) -> None:
         run_id = unique("keys")

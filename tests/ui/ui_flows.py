@@ -90,3 +90,31 @@ def gated(reached: threading.Event, gate: threading.Event) -> runtree.Flow[Any, 
         return "ok"
 
     return live
+
+
+@runtree.flow
+async def fetch(ctx: runtree.ExecutionContext) -> list[str]:
+    await asyncio.sleep(0.12)
+    return ["a.md", "b.md", "c.md"]
+
+
+@runtree.flow
+async def embed(ctx: runtree.ExecutionContext) -> int:
+    assert isinstance(ctx.input, str)
+    await asyncio.sleep({"a.md": 0.08, "b.md": 0.1}.get(ctx.input, 0.06))
+    return len(ctx.input)
+
+
+@runtree.flow
+async def save(ctx: runtree.ExecutionContext) -> None:
+    await asyncio.sleep(0.03)
+    raise ValueError("index 'docs' is read-only")
+
+
+@runtree.flow
+async def ingest(ctx: runtree.ExecutionContext) -> None:
+    """The run the documentation shows: keyed steps, a parallel fan-out, a failure."""
+    files = await ctx.exec(fetch, ctx.input, key="fetch")
+    await ctx.run(lambda: sorted(files), name="parse")
+    await ctx.parallel(*(ctx.exec(embed, f, key=f"embed:{f}") for f in files))
+    await ctx.exec(save, None, key="save", tags=[tenant("acme")])

@@ -61,13 +61,14 @@ class Server:
 
 def start_server(db: Path, *extra: str) -> tuple[subprocess.Popen[str], Server]:
     """``python -m runtree ui`` on ``db``; returns once it printed its address."""
-    store_url = f"sqlite:///{db}"
+    store_url = "sqlite:///.runtree/runtree.db"  # relative: no machine path on screenshots
+    assert db.parent.name == ".runtree" and db.name == "runtree.db"
     proc = subprocess.Popen(
         [sys.executable, "-m", "runtree", "ui", "--store", store_url, "--port", "0", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        cwd=db.parent,
+        cwd=db.parent.parent,
     )
     assert proc.stdout is not None
     lines: list[str] = []

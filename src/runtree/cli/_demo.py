@@ -172,6 +172,7 @@ def _next_steps(out: Any, session_id: str, ref: StoreRef) -> None:
         (f"{name} runs list", "the recorded run trees: each command above is one"),
         (f"{name} run {FLOWS}:test --session {session_id}", "one command again"),
         (f"{name} demo", "the chain again: everything persisted"),
+        (f"{name} ui", "the runs and sessions as live waterfalls in the browser"),
     ]
     if ref.how == "RUNTREE_STORE":
         lines.append((f"export RUNTREE_STORE={ref.url}", "the store the demo used"))

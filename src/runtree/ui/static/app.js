@@ -272,14 +272,14 @@
       const run = this.data.run;
       this.title.textContent = `${run.name} · ${run.root_id}`;
       const item = (k, v) => el("span", null, `${k} `, el("b", null, v));
-      this.head.replaceChildren(
+      this.head.replaceChildren(...[
         statusEl(run.status),
         item("flow", run.flow || "-"),
         run.session_id ? item("session", `${run.session_id} / ${run.command}`) : null,
         item("started", when(run.created_at)),
         item("took", took(run.duration)),
         item("nodes", String(this.nodes.length)),
-      );
+      ].filter(Boolean));
       const err = run.error;
       this.errorBox.hidden = !err;
       this.errorBox.textContent = err ? `${err.type}: ${err.message}` : "";
