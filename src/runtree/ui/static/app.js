@@ -309,6 +309,7 @@
     }
 
     renderRows() {
+      const started = performance.now();
       const nodes = this.nodes;
       const [t0, span] = this.span();
       this.renderAxis(t0, span);
@@ -345,10 +346,13 @@
         rows[i] = row;
         frag.append(row);
       }
+      const built = performance.now();
       const top = this.tree.scrollTop;
       this.rows = rows;
       this.applyVisibility(); // before attaching: hidden rows never lay out
       this.tree.replaceChildren(frag);
+      void this.tree.offsetHeight;
+      ui.parts = { build: built - started, layout: performance.now() - built };
       this.tree.scrollTop = top;
       this.paintFocus();
       if (this.scrollToFocus && rows[this.focus]) {
