@@ -263,11 +263,42 @@ def session_show(session_id: SessionId, as_json: JsonFlag = False) -> None:
     """Show a session: its commands, loaded context and memory, shared data."""
     require_text(session_id, "ID")
     ref = find_store()
-    session = _with_sessions(lambda s: s.get(session_id), ref=ref, session_id=session_id)
+
+    async def load(sessions: Any) -> tuple[Any, dict[str, Any]]:
+        session = await sessions.get(session_id)
+        return session, await _command_trees(sessions.store, session)
+
+    session, trees = _with_sessions(load, ref=ref, session_id=session_id)
     if as_json:
-        _print_json(_session_dict(session))
+        doc = _session_dict(session)
+        doc["runs"] = {command_id: tree.to_dict() for command_id, tree in trees.items()}
+        _print_json(doc)
     else:
         print_session(session, ref)
+        if trees:
+            from ._runs import render_tree
+
+            for tree in trees.values():
+                sys.stdout.write("\n" + render_tree(tree) + "\n")
+
+
+async def _command_trees(store: object, session: Any) -> dict[str, Any]:
+    """The recorded tree of each command in the session's history (newest page), by
+    command id; commands recorded before run trees existed have none."""
+    from ..errors import RunNotFoundError
+    from ..runs import Runs
+
+    runs = Runs(store)
+    trees: dict[str, Any] = {}
+    for command in session.command_history:
+        command_id = getattr(command, "id", None)
+        if command_id is None:
+            continue
+        try:
+            trees[str(command_id)] = await runs.get(f"session:{session.session_id}/{command_id}")
+        except RunNotFoundError:
+            continue
+    return trees
 
 
 @session_app.command("get", cls=_Command)

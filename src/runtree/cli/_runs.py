@@ -113,8 +113,14 @@ def _print_json(value: object) -> None:
 
 
 def _fit(text: str, width: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+    """User text on one line (runs of whitespace, newlines included, become one space),
+    cut to ``width``."""
+    return _cut(" ".join(str(text).split()), width)
+
+
+def _cut(line: str, width: int) -> str:
+    """An assembled line (its spacing kept) cut to ``width``."""
+    return line if len(line) <= width else line[: max(width - 1, 0)] + "…"
 
 
 def _when(epoch: float | None) -> str:
@@ -149,17 +155,32 @@ def parse_age(text: str) -> float:
 
 
 def render_list(runs: list[RunInfo]) -> str:
-    """Runs as a table of 80 columns."""
+    """Runs as a table of 80 columns. Ids are never cut (they are what the other commands
+    take): when the longest does not fit its column, each run takes two lines, its id
+    whole on the first."""
     if not runs:
         return "no runs recorded"
-    lines = [f"{'ROOT ID':<22} {'STATUS':<11} {'FLOW':<22} {'CREATED':<19} {'TOOK':>0}".rstrip()]
-    for r in runs:
+    id_width = max(7, *(len(r.root_id) for r in runs))
+    rest = "{status:<11} {flow:<22} {created:<19} {took}"
+
+    def details(r: RunInfo, flow_width: int) -> str:
         flow = r.command if r.command else (r.flow or r.name)
-        line = (
-            f"{_fit(r.root_id, 22):<22} {r.status:<11} {_fit(flow, 22):<22} "
+        return (
+            f"{r.status:<11} {_fit(flow, flow_width):<{flow_width}} "
             f"{_when(r.created_at):<19} {_took(r.duration)}"
         )
-        lines.append(_fit(line, WIDTH))
+
+    if id_width <= 24:
+        head = f"{'ROOT ID':<{id_width}} {'STATUS':<11} {'FLOW':<22} {'CREATED':<19} TOOK"
+        lines = [head]
+        lines.extend(_cut(f"{r.root_id:<{id_width}} {details(r, 22)}", WIDTH) for r in runs)
+        return "\n".join(lines)
+    lines = [
+        f"ROOT ID\n  {rest.format(status='STATUS', flow='FLOW', created='CREATED', took='TOOK')}"
+    ]
+    for r in runs:
+        lines.append(r.root_id)
+        lines.append(_cut(f"  {details(r, 24)}", WIDTH))
     return "\n".join(lines)
 
 
@@ -168,11 +189,11 @@ def render_tree(tree: RunTree) -> str:
     per node; the nodes on the failing path are marked with ✗."""
     run = tree.run
     head = f"run {run.root_id}  {run.status}  {_took(run.duration)}"
-    lines = [_fit(head, WIDTH)]
+    lines = [_cut(head, WIDTH)]
     what = run.flow or "-"
     if run.session_id:
         what += f"  session {run.session_id} command {run.command}"
-    lines.append(_fit(f"flow {what}  started {_when(run.created_at)}", WIDTH))
+    lines.append(_cut(f"flow {_fit(what, WIDTH)}  started {_when(run.created_at)}", WIDTH))
     if run.cancel_requested and run.status == "running":
         lines.append(_fit(f"cancel requested: {run.cancel_requested}", WIDTH))
     failing = {n.node_id for n in tree.failing_path()}
@@ -188,12 +209,12 @@ def render_tree(tree: RunTree) -> str:
         label = node.name + (f" [{node.key}]" if node.key else "")
         if node.attempt > 1:
             label += f" (attempt {node.attempt})"
-        left = _fit(prefix + mark + label, 46)
+        left = _cut(prefix + mark + _fit(label, 46), 46)
         note = "replayed" if node.replayed else ""
         if node.error is not None and node.node_id in failing:
-            note = f"{node.error.type}: {node.error.message}"
+            note = _fit(f"{node.error.type}: {node.error.message}", WIDTH)
         line = f"{left:<46} {node.status:<10} {_took(node.duration):>9}  {note}"
-        lines.append(_fit(line.rstrip(), WIDTH))
+        lines.append(_cut(line.rstrip(), WIDTH))
     if run.error is not None:
         lines.append(_fit(f"error: {run.error.type}: {run.error.message}", WIDTH))
     return "\n".join(lines)

@@ -131,6 +131,7 @@ class CommandExecution:
     def to_dict(self) -> dict[str, object]:
         """The command as JSON-ready data."""
         return {
+            "id": self.id,
             "command": self.command,
             "started_at": self.started_at,
             "completed_at": self.completed_at,
