@@ -154,9 +154,10 @@ class TestWaterfall:
         assert tree.run.status == "failed"
         open_run(page, server, run_id)
         page.locator(".details .v-input").wait_for()
-        assert page.locator(".tree .row .bar").count() == len(tree.nodes) == 8
-        page.locator(".row", has_text="parallel").locator(".tw").click()  # unfold the fan-out
+        assert page.locator(".tree .row .bar").count() == 5  # the fan-out is folded
+        page.locator(".row", has_text="parallel").locator(".tw").click()  # unfold it
         assert page.locator(".row", has_text="embed:b.md").is_visible()
+        assert page.locator(".tree .row .bar").count() == len(tree.nodes) == 8
         page.screenshot(path=str(artefacts / "ingest-1280.png"))
         shutil.copyfile(artefacts / "ingest-1280.png", DOCS_SHOT)
 
@@ -245,30 +246,34 @@ class TestSessions:
 
 
 class TestScale:
-    def test_a_10000_node_tree_renders(self, page: Any, server: Server, artefacts: Path) -> None:
-        """Every node gets its bar; the render time (measured in the page) goes to the
-        artefacts. The budget is 1 s: met on a quiet 2-core host (≈ 0.8 s), not always
-        under load (BENCHMARKS.md), so only a tenfold regression fails here."""
+    def test_a_10000_node_tree_renders_within_a_second(
+        self, page: Any, server: Server, artefacts: Path
+    ) -> None:
+        """Measured in the page (performance.now() around the render, layout included)."""
         run_id = unique("wide")
         started = time.perf_counter()
         tree = record(server.db, ui_flows.wide, 10_000, run_id)
         recorded = time.perf_counter() - started
         assert len(tree.nodes) == 10_000
         open_run(page, server, run_id)
-        page.locator("#n-9999").wait_for(state="attached")
+        page.locator('body[data-rows="10000"]').wait_for(state="attached")
         render_ms = page.evaluate("window.runtreeUI.renderMs")
-        parts = page.evaluate("window.runtreeUI.parts")
-        assert page.locator(".tree .row .bar").count() == 10_000
+        (artefacts / "wide.txt").write_text(
+            f"10,000 nodes: recorded in {recorded:.2f} s, rendered in {render_ms:.0f} ms\n"
+        )
+        # Every node has its row on the axis (the rows in view are drawn: virtualised).
+        assert page.locator(".tree .spacer").bounding_box()["height"] == 10_000 * 24
+        drawn = page.locator(".tree .row .bar").count()
+        assert 30 <= drawn <= 120, drawn
         page.locator(".tree").focus()
         page.keyboard.press("End")
-        assert page.locator(".row.focus .name").inner_text() == tree.nodes[-1].name
+        last = tree.nodes[-1]
+        row = page.locator(f'.row[data-node="{last.node_id}"]')
+        assert row.locator(".name").inner_text() == last.name
+        assert row.is_visible() and "focus" in (row.get_attribute("class") or "")
+        assert row.locator(".bar").bounding_box()["width"] >= 0
         page.screenshot(path=str(artefacts / "wide-1280.png"))
-        (artefacts / "wide.txt").write_text(
-            f"10,000 nodes: recorded in {recorded:.2f} s, rendered in {render_ms:.0f} ms "
-            f"(rows built {parts['build']:.0f} ms, attached and laid out "
-            f"{parts['layout']:.0f} ms)\n"
-        )
-        assert render_ms <= 10_000, f"rendering 10,000 nodes took {render_ms:.0f} ms"
+        assert render_ms <= 1000, f"rendering 10,000 nodes took {render_ms:.0f} ms"
 
 
 class TestToken:

@@ -208,6 +208,9 @@
 
   // -- a run as a waterfall --------------------------------------------------------------
 
+  const ROW = 24; // px, as --row in app.css
+  const OVERSCAN = 20; // rows drawn above and below the view
+
   class Waterfall {
     constructor(container, runId) {
       this.container = container;
@@ -225,9 +228,17 @@
       container.replaceChildren(this.title, this.head, this.errorBox,
         el("div", { class: "runbody" },
           el("div", { class: "waterfall" }, this.axis, this.tree), this.details));
+      this.spacer = el("div", { class: "spacer" });
+      this.tree.append(this.spacer);
       this.tree.addEventListener("click", (ev) => this.onClick(ev));
       this.tree.addEventListener("keydown", (ev) => this.onKey(ev));
       this.tree.addEventListener("focus", () => this.paintFocus());
+      let queued = false;
+      this.tree.addEventListener("scroll", () => {
+        if (queued) return;
+        queued = true;
+        requestAnimationFrame(() => { queued = false; this.renderWindow(); });
+      });
     }
 
     update(data) {
@@ -247,6 +258,7 @@
       ui.rows = this.nodes.length;
       ui.renders += 1;
       document.body.dataset.renders = String(ui.renders);
+      document.body.dataset.rows = String(this.nodes.length);
       if (this.selected !== null && this.byId.has(this.selected)) this.showDetails(this.selected, false);
     }
 
@@ -308,31 +320,51 @@
       this.axis.replaceChildren(...ticks);
     }
 
+    // Rows are virtualised: only the rows in view (and a margin) exist in the page, each
+    // absolutely positioned over a spacer as tall as all visible rows. The cost of a
+    // render is a screenful of rows, whatever the size of the tree.
     renderRows() {
-      const started = performance.now();
-      const nodes = this.nodes;
       const [t0, span] = this.span();
+      this.t0 = t0;
+      this.spanS = span;
+      this.path = new Set(this.data.failing);
       this.renderAxis(t0, span);
-      const path = new Set(this.data.failing);
+      this.applyVisibility();
+      this.spacer.style.height = `${this.vis.length * ROW}px`;
+      if (this.scrollToFocus) {
+        this.scrollToFocus = false;
+        const at = this.pos[this.focus];
+        if (at >= 0) this.tree.scrollTop = Math.max(0, at * ROW - this.tree.clientHeight / 2);
+      }
+      this.renderWindow();
+    }
+
+    renderWindow() {
+      if (!this.vis) return;
+      const view = this.tree.clientHeight || 800;
+      const top = this.tree.scrollTop;
+      const first = Math.max(0, Math.floor(top / ROW) - OVERSCAN);
+      const last = Math.min(this.vis.length, Math.ceil((top + view) / ROW) + OVERSCAN);
       const frag = document.createDocumentFragment();
-      const rows = new Array(nodes.length);
-      const now = this.data.now;
-      // One prototype row, cloned per node: far cheaper than five createElement calls.
-      const proto = el("div", { class: "row", role: "treeitem" },
+      const proto = this.proto || (this.proto = el("div", { class: "row", role: "treeitem" },
         el("div", { class: "label" }, el("span", { class: "tw" }), el("span", { class: "name" })),
-        el("div", { class: "track" }, el("div", { class: "bar" })));
-      for (let i = 0; i < nodes.length; i++) {
-        const n = nodes[i];
+        el("div", { class: "track" }, el("div", { class: "bar" }))));
+      const now = this.data.now;
+      for (let k = first; k < last; k++) {
+        const i = this.vis[k];
+        const n = this.nodes[i];
         const kids = this.hasKids(i);
         const row = proto.cloneNode(true);
         const label = row.firstChild;
         const bar = row.lastChild.firstChild;
         row.id = `n-${i}`;
+        row.style.top = `${k * ROW}px`;
         row.setAttribute("data-node", n.id);
         row.setAttribute("aria-level", n.depth + 1);
         if (kids) row.setAttribute("aria-expanded", !this.collapsed.has(n.id));
-        if (path.size && path.has(n.id)) row.classList.add("on-path");
+        if (this.path.has(n.id)) row.classList.add("on-path");
         if (n.id === this.selected) row.classList.add("selected");
+        if (i === this.focus) row.classList.add("focus");
         label.style.paddingLeft = `${4 + n.depth * 14}px`;
         if (kids) label.firstChild.textContent = this.collapsed.has(n.id) ? "▸" : "▾";
         label.lastChild.textContent = n.name;
@@ -342,36 +374,34 @@
         if (n.error) label.append(el("span", { class: "mark err", title: errorText(n.error) }, "✗"));
         const end = n.end === null ? now : n.end;
         bar.className = n.replayed ? `bar ${n.status} replayed` : `bar ${n.status}`;
-        bar.style.cssText = `left:${((n.start - t0) / span) * 100}%;width:${(Math.max(end - n.start, 0) / span) * 100}%`;
-        rows[i] = row;
+        bar.style.cssText = `left:${((n.start - this.t0) / this.spanS) * 100}%;` +
+          `width:${(Math.max(end - n.start, 0) / this.spanS) * 100}%`;
         frag.append(row);
       }
-      const built = performance.now();
-      const top = this.tree.scrollTop;
-      this.rows = rows;
-      this.applyVisibility(); // before attaching: hidden rows never lay out
-      this.tree.replaceChildren(frag);
-      void this.tree.offsetHeight;
-      ui.parts = { build: built - started, layout: performance.now() - built };
-      this.tree.scrollTop = top;
-      this.paintFocus();
-      if (this.scrollToFocus && rows[this.focus]) {
-        this.scrollToFocus = false;
-        rows[this.focus].scrollIntoView({ block: "center" });
-      }
+      this.spacer.style.height = `${this.vis.length * ROW}px`;
+      this.spacer.replaceChildren(frag);
+      const focused = document.getElementById(`n-${this.focus}`);
+      if (focused) this.tree.setAttribute("aria-activedescendant", focused.id);
+      else this.tree.removeAttribute("aria-activedescendant");
     }
 
+    // The visible nodes in order (``vis``) and each node's place among them (``pos``,
+    // -1 when folded away).
     applyVisibility() {
+      const count = this.nodes.length;
+      const vis = [];
+      const pos = new Int32Array(count).fill(-1);
       let hideBelow = Infinity;
-      for (let i = 0; i < this.nodes.length; i++) {
+      for (let i = 0; i < count; i++) {
         const d = this.nodes[i].depth;
         if (d <= hideBelow) {
           hideBelow = this.collapsed.has(this.nodes[i].id) ? d : Infinity;
-          this.rows[i].hidden = false;
-        } else {
-          this.rows[i].hidden = true;
+          pos[i] = vis.length;
+          vis.push(i);
         }
       }
+      this.vis = vis;
+      this.pos = pos;
     }
 
     toggle(i, open) {
@@ -382,10 +412,18 @@
       if (want === isOpen) return;
       if (want) this.collapsed.delete(n.id);
       else this.collapsed.add(n.id);
-      const row = this.rows[i];
-      row.setAttribute("aria-expanded", String(want));
-      row.querySelector(".tw").textContent = want ? "▾" : "▸";
       this.applyVisibility();
+      this.renderWindow();
+    }
+
+    // Scroll so that node ``i`` is in view.
+    reveal(i) {
+      const at = this.pos[i];
+      if (at < 0) return;
+      const top = at * ROW;
+      const view = this.tree.clientHeight;
+      if (top < this.tree.scrollTop) this.tree.scrollTop = top;
+      else if (top + ROW > this.tree.scrollTop + view) this.tree.scrollTop = top + ROW - view;
     }
 
     onClick(ev) {
@@ -399,10 +437,8 @@
     }
 
     visibleStep(i, step) {
-      for (let j = i + step; j >= 0 && j < this.rows.length; j += step) {
-        if (!this.rows[j].hidden) return j;
-      }
-      return i;
+      const at = this.pos[i] + step;
+      return at >= 0 && at < this.vis.length ? this.vis[at] : i;
     }
 
     onKey(ev) {
@@ -412,8 +448,8 @@
       switch (ev.key) {
         case "ArrowDown": this.focus = this.visibleStep(i, 1); break;
         case "ArrowUp": this.focus = this.visibleStep(i, -1); break;
-        case "Home": this.focus = 0; break;
-        case "End": this.focus = this.visibleStep(this.rows.length, -1); break;
+        case "Home": this.focus = this.vis[0]; break;
+        case "End": this.focus = this.vis[this.vis.length - 1]; break;
         case "ArrowRight":
           if (this.hasKids(i) && this.collapsed.has(n.id)) this.toggle(i, true);
           else if (this.hasKids(i)) this.focus = i + 1;
@@ -430,16 +466,21 @@
         default: return;
       }
       ev.preventDefault();
+      this.reveal(this.focus);
       this.paintFocus();
-      const row = this.rows[this.focus];
-      if (row) row.scrollIntoView({ block: "nearest" });
     }
 
+    // Focus and selection change classes in place: rebuilding rows between a mousedown
+    // and its click would lose the click.
     paintFocus() {
-      if (!this.rows) return;
-      const old = this.tree.querySelector(".row.focus");
+      if (!this.vis) return;
+      const old = this.spacer.querySelector(".row.focus");
       if (old) old.classList.remove("focus");
-      const row = this.rows[this.focus];
+      let row = document.getElementById(`n-${this.focus}`);
+      if (!row && this.pos[this.focus] >= 0) {
+        this.renderWindow(); // scrolled to a row not drawn yet
+        row = document.getElementById(`n-${this.focus}`);
+      }
       if (row) {
         row.classList.add("focus");
         this.tree.setAttribute("aria-activedescendant", row.id);
@@ -447,12 +488,12 @@
     }
 
     select(i) {
-      const n = this.nodes[i];
-      const old = this.tree.querySelector(".row.selected");
+      const old = this.spacer.querySelector(".row.selected");
       if (old) old.classList.remove("selected");
-      this.rows[i].classList.add("selected");
-      this.selected = n.id;
-      this.showDetails(n.id, true);
+      const row = document.getElementById(`n-${i}`);
+      if (row) row.classList.add("selected");
+      this.selected = this.nodes[i].id;
+      this.showDetails(this.selected, true);
     }
 
     // What the light node holds shows at once; input, output, tags and metadata follow.
@@ -461,7 +502,12 @@
       const box = this.details;
       box.hidden = false;
       const close = el("button", { type: "button", class: "close", "aria-label": "close details" }, "×");
-      close.addEventListener("click", () => { box.hidden = true; this.selected = null; this.tree.focus(); });
+      close.addEventListener("click", () => {
+        box.hidden = true;
+        this.selected = null;
+        this.renderWindow();
+        this.tree.focus();
+      });
       const dl = el("dl", null);
       const add = (k, v) => { if (v !== null && v !== undefined && v !== "") dl.append(el("dt", null, k), el("dd", null, v)); };
       add("status", n.status);
