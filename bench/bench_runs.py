@@ -1,25 +1,37 @@
-"""Run-tree benchmarks (DESIGN §4, §7), standalone: ``python bench/bench_runs.py``.
+"""Run-tree benchmarks (DESIGN §4, §7), standalone: ``python bench/bench_runs.py``
+(``--pg DSN`` or ``RUNTREE_BENCH_PG_DSN`` adds PostgreSQL; ``--only exec,concurrency,
+reads`` picks parts).
 
-- an exec in a recorded tree on SQLite vs the same exec unrecorded (same store, same
-  flow, roots with ``id=``; the recorded figure includes writing the node rows), and one
-  OpenTelemetry SDK ``start_span().end()`` measured in the same run (when installed);
-- ``runs.list(limit=50)`` over 100,000 runs; ``runs.get`` of a 10,000-node tree.
-
-Batches alternate (unrecorded, recorded, ...) and the median per-exec time is reported.
+- exec: ``await root.exec(trivial)`` in a recorded tree on SQLite against the same exec
+  unrecorded (same store, same flow, boundary roots with ``id=``), two ways: the time
+  inside the root ("in the loop": what an exec costs while the tree runs; node rows are
+  buffered) and the time through the root's close ("with the writes": every node row
+  written). For reference, the same exec under a do-nothing ``wrap_exec`` extension (the
+  exec path any exec extension takes) and one OpenTelemetry SDK ``start_span().end()``.
+  Batches alternate (unrecorded, no-op extension, recorded, ...); floors and medians.
+- concurrency: journaled steps (``await root.exec(step, i, key=...)``, recording on)
+  from 1, 4, 16 and 64 concurrent roots, as steps per second against a raw
+  insert + commit per step (``sqlite3``, WAL, ``synchronous=NORMAL``; psycopg autocommit).
+- reads: ``runs.list(limit=50)`` over 100,000 runs; ``runs.get`` of a 10,000-node tree.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
+import secrets
+import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import runtree
 from runtree.runs import Runs
-from runtree.stores import SqliteStore
+from runtree.stores import PostgresStore, SqliteStore, Store
 
 
 @runtree.flow
@@ -35,16 +47,35 @@ async def many(ctx: runtree.ExecutionContext) -> None:
         await ctx.exec(trivial)
 
 
-async def per_exec(store: SqliteStore, record: str, n: int, rounds: int) -> list[float]:
-    out = []
-    async with runtree.create_scope(store=store, record=record) as scope:  # type: ignore[arg-type]
-        for i in range(rounds):
-            async with scope.create_context(id=f"bench-{record}-{i}") as root:
-                t0 = time.perf_counter()
-                for _ in range(n):
-                    await root.exec(trivial)
-                out.append((time.perf_counter() - t0) / n)
-    return out
+@runtree.flow
+async def step(ctx: runtree.ExecutionContext) -> dict[str, int]:
+    n = ctx.input
+    assert isinstance(n, int)
+    return {"n": n}
+
+
+class NoOp(runtree.Extension):
+    async def wrap_exec(self, next: Any, op: runtree.ExecOp) -> object:
+        return await next()
+
+
+async def per_exec(
+    store: SqliteStore, record: str, ext: bool, n: int, i: int
+) -> tuple[float, float]:
+    """(in the loop, with the writes): seconds per exec."""
+    extensions = [NoOp()] if ext else []
+    async with runtree.create_scope(
+        store=store,
+        record=record,  # type: ignore[arg-type]
+        extensions=extensions,
+    ) as scope:
+        t0 = time.perf_counter()
+        async with scope.create_context(id=f"bench-{record}-{ext}-{i}") as root:
+            for _ in range(n):
+                await root.exec(trivial)
+            t1 = time.perf_counter()
+        t2 = time.perf_counter()
+    return (t1 - t0) / n, (t2 - t0) / n
 
 
 def otel_span() -> float | None:
@@ -59,24 +90,150 @@ def otel_span() -> float | None:
         for _ in range(2000):
             tracer.start_span("x").end()
         samples.append((time.perf_counter() - t0) / 2000)
-    return statistics.median(samples)
+    return min(samples)
 
 
-async def main() -> None:
-    folder = Path(tempfile.mkdtemp())
-    async with SqliteStore(folder / "bench.db") as store:
-        plain: list[float] = []
-        recorded: list[float] = []
-        for _ in range(7):
-            plain += await per_exec(store, "none", 2000, 1)
-            recorded += await per_exec(store, "durable", 2000, 1)
-        p, r = statistics.median(plain), statistics.median(recorded)
-        span = otel_span()
-        print(f"exec unrecorded      {p * 1e6:8.2f} us")
-        print(f"exec recorded        {r * 1e6:8.2f} us   ({r / p:.2f}x unrecorded; budget 3x)")
-        if span is not None:
-            print(f"otel start+end span  {span * 1e6:8.2f} us   (recorded exec {r / span:.2f}x)")
+def _fig(samples: list[float], base: list[float]) -> str:
+    lo, mid = min(samples), statistics.median(samples)
+    return (
+        f"floor {lo * 1e6:6.2f} us ({lo / min(base):.2f}x)   "
+        f"median {mid * 1e6:6.2f} us ({mid / statistics.median(base):.2f}x)"
+    )
 
+
+async def bench_exec(folder: Path) -> None:
+    async with SqliteStore(folder / "exec.db") as store:
+        res: dict[str, list[tuple[float, float]]] = {"plain": [], "noop": [], "recorded": []}
+        for i in range(11):
+            res["plain"].append(await per_exec(store, "none", False, 2000, i))
+            res["noop"].append(await per_exec(store, "none", True, 2000, i))
+            res["recorded"].append(await per_exec(store, "durable", False, 2000, i))
+    for j, what in ((0, "in the loop"), (1, "with the writes")):
+        base = [s[j] for s in res["plain"]]
+        print(f"exec ({what}), per exec; ratio to unrecorded:")
+        print(f"  unrecorded            {_fig(base, base)}")
+        print(f"  no-op wrap_exec ext   {_fig([s[j] for s in res['noop']], base)}")
+        print(f"  recorded              {_fig([s[j] for s in res['recorded']], base)}   budget 3x")
+    span = otel_span()
+    if span is not None:
+        rec = min(s[1] for s in res["recorded"])
+        print(f"otel start+end span     {span * 1e6:6.2f} us (recorded exec {rec / span:.2f}x)")
+
+
+# -- concurrency -----------------------------------------------------------------------
+
+RAW_DDL = (
+    "CREATE TABLE IF NOT EXISTS raw_journal (tree_id TEXT, key TEXT, name TEXT, ok INTEGER, "
+    "value TEXT, owner TEXT, recorded_at REAL, PRIMARY KEY (tree_id, key))"
+)
+RAW_SQL = "INSERT INTO raw_journal VALUES ({p}, {p}, 'step', 1, {p}, 'me', {p})"
+
+
+def raw_sqlite(path: Path, n: int) -> float:
+    """Seconds per raw INSERT + COMMIT."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(RAW_DDL)
+    sql = RAW_SQL.format(p="?")
+    tag = secrets.token_hex(4)
+    t0 = time.perf_counter()
+    for i in range(n):
+        conn.execute("BEGIN")
+        conn.execute(sql, (tag, f"k{i}", f'{{"n": {i}}}', time.time()))
+        conn.execute("COMMIT")
+    took = (time.perf_counter() - t0) / n
+    conn.close()
+    return took
+
+
+def raw_postgres(dsn: str, schema: str, n: int) -> float:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        conn.execute(f'SET search_path TO "{schema}"')
+        conn.execute(RAW_DDL)
+        sql = RAW_SQL.format(p="%s")
+        tag = secrets.token_hex(4)
+        t0 = time.perf_counter()
+        for i in range(n):
+            conn.execute(sql, (tag, f"k{i}", f'{{"n": {i}}}', time.time()))
+        return (time.perf_counter() - t0) / n
+
+
+async def journaled(
+    store: Store, roots: int, per_root: int, tag: str, record: str = "durable"
+) -> float:
+    """Seconds per journaled step, ``per_root`` steps in each of ``roots`` concurrent
+    roots (each root with an ``id=``: claimed, recorded, released)."""
+
+    async def one(scope: runtree.Scope, r: int) -> None:
+        async with scope.create_context(id=f"{tag}-{roots}-{r}") as root:
+            for i in range(per_root):
+                await root.exec(step, i, key=f"k{i}")
+
+    async with runtree.create_scope(store=store, record=record) as scope:  # type: ignore[arg-type]
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(scope, r) for r in range(roots)))
+        return (time.perf_counter() - t0) / (per_root * roots)
+
+
+async def bench_concurrency(folder: Path, dsn: str | None) -> None:
+    rounds = 3
+    counts = (1, 4, 16, 64)
+    print("journaled steps (steps/s; ratio to a raw insert+commit per step):")
+    async with SqliteStore(folder / "steps.db") as store:
+        rec: dict[int, list[float]] = {r: [] for r in counts}
+        off: dict[int, list[float]] = {r: [] for r in counts}
+        raws: list[float] = []
+        for k in range(rounds):
+            raws.append(raw_sqlite(folder / f"raw{k}.db", 2000))
+            for roots in counts:
+                rec[roots].append(await journaled(store, roots, 128, f"s{k}"))
+                off[roots].append(await journaled(store, roots, 128, f"n{k}", "none"))
+        _report("SQLite", min(raws), rec, off)
+    if dsn is None:
+        print("  PostgreSQL: skipped (pass --pg DSN or set RUNTREE_BENCH_PG_DSN)")
+        return
+    schema = f"rt_bench_{secrets.token_hex(3)}"
+    try:
+        async with PostgresStore(dsn, schema=schema) as store:
+            rec = {r: [] for r in counts}
+            off = {r: [] for r in counts}
+            raws = []
+            for k in range(rounds):
+                raws.append(raw_postgres(dsn, schema + "_raw", 500))
+                for roots in counts:
+                    rec[roots].append(await journaled(store, roots, 32, f"p{k}"))
+                    off[roots].append(await journaled(store, roots, 32, f"q{k}", "none"))
+            _report("PostgreSQL", min(raws), rec, off)
+    finally:
+        import psycopg
+
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}_raw" CASCADE')
+
+
+def _report(
+    name: str, raw: float, rec: dict[int, list[float]], off: dict[int, list[float]]
+) -> None:
+    print(f"  {name} raw insert+commit: {1 / raw:7.0f}/s")
+    one = min(rec[1])
+    for roots, samples in rec.items():
+        best, plain = min(samples), min(off[roots])
+        print(
+            f"  {name} {roots:2d} root(s): recorded {1 / best:6.0f}/s = {raw / best:.2f}x raw, "
+            f"{one / best:.2f}x one root; unrecorded {1 / plain:6.0f}/s = {raw / plain:.2f}x raw"
+        )
+
+
+# -- reads -----------------------------------------------------------------------------
+
+
+async def bench_reads(folder: Path) -> None:
+    async with SqliteStore(folder / "reads.db") as store:
         # 100,000 runs, written straight into the tables as the recorder writes them.
         conn = store._conn
         assert conn is not None
@@ -115,6 +272,21 @@ async def main() -> None:
             times.append(time.perf_counter() - t0)
         assert len(tree.nodes) == 10_001
         print(f"runs.get 10k nodes   {statistics.median(times) * 1e3:8.2f} ms   (budget 500 ms)")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pg", default=os.environ.get("RUNTREE_BENCH_PG_DSN"))
+    parser.add_argument("--only", default="exec,concurrency,reads")
+    args = parser.parse_args()
+    parts = set(args.only.split(","))
+    folder = Path(tempfile.mkdtemp())
+    if "exec" in parts:
+        await bench_exec(folder)
+    if "concurrency" in parts:
+        await bench_concurrency(folder, args.pg)
+    if "reads" in parts:
+        await bench_reads(folder)
 
 
 if __name__ == "__main__":

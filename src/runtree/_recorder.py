@@ -12,6 +12,12 @@ Writes: the run row is written when the root starts (one transaction: a crash ri
 still leaves a run to recover). Node rows are buffered and written by a tick every 100 ms
 (with the owner's lease renewal, which also reads cancel requests, every lease / 3) and
 always when the root closes. A recording failure is logged and counted, never raised.
+
+The hot path: a flow or function exec costs the wrapper a list (its record: the context,
+the operation's fields and, once it ends, its outcome) and an append to the buffer; node
+ids, names, times, statuses, errors and the JSON of inputs, outputs, tags and metadata are
+read from the context and encoded when the buffer is written (:meth:`Recorder._exec_row`).
+A value mutated after its exec ended shows as it is when the node is written.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from ._defs import Flow
 from ._extensions import ExecOp, Extension
+from ._journal import UNCHECKED
 from .errors import Cancelled
 
 if TYPE_CHECKING:
@@ -55,6 +62,16 @@ _parallel: ContextVar[tuple[ExecutionContext, str] | None] = ContextVar(
     "runtree.recorder.parallel", default=None
 )
 _paths: dict[Flow[Any, Any], str] = {}
+_seqs = itertools.count(1)  # start order of nodes (any run: only the order matters)
+_new_seq = _seqs.__next__
+
+# An exec's record is a list (cheaper to build than an object, per exec):
+# [context, parent (context or node id), kind, key, attempt, input, seq, run,
+#  ended, result, exception, buffered]
+_CTX, _PARENT, _KIND, _KEY, _ATTEMPT, _INPUT, _SEQ, _RUN = 0, 1, 2, 3, 4, 5, 6, 7
+_ENDED, _RESULT, _EXC, _BUFFERED = 8, 9, 10, 11
+ExecRecord: TypeAlias = list[Any]
+ErrorFields: TypeAlias = tuple[str | None, str | None]  # the exception's type and message
 
 
 def _clean(text: str) -> str:
@@ -170,8 +187,7 @@ class _Node:
         self.node_id: str | None = None
         self.name: str | None = None
         self.started_at = 0.0
-        run.seq += 1
-        self.seq = run.seq
+        self.seq = _new_seq()
         self.dirty = False
 
     def row(self) -> tuple[object, ...]:
@@ -220,7 +236,6 @@ class _Run:
         "root",
         "root_id",
         "root_node",
-        "seq",
         "session_id",
         "tree_id",
     )
@@ -230,7 +245,6 @@ class _Run:
         self.tree_id = root.id
         self.root_id = self.tree_id
         self.name = root.name
-        self.seq = 0
         self.boundaries: dict[ExecutionContext, _Node] = {}
         self.broken = False
         self.flow: str | None = None
@@ -238,8 +252,9 @@ class _Run:
         self.input_ok = 1
         self.session_id: str | None = None
         self.command: str | None = None
-        self.last_direct: _Node | None = None
-        self.first_direct: _Node | None = None
+        # The records of the first and the last exec directly under the root.
+        self.last_direct: ExecRecord | None = None
+        self.first_direct: ExecRecord | None = None
         self.root_node: _Node
 
 
@@ -260,8 +275,9 @@ class Recorder(Extension):
         self.limit = limit
         self.values = values
         self.runs: dict[ExecutionContext, _Run] = {}
-        self.buffer: list[_Node] = []
+        self.buffer: list[_Node | ExecRecord] = []
         self.failures = 0
+        self._parallels = 0  # parallel calls running (members find theirs in _parallel)
         self._ticker: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -303,70 +319,120 @@ class Recorder(Extension):
             return await next()
         if kind == "parallel":
             return await self._parallel(next, run, ctx)
+        if kind == "stream":
+            return await self._stream(next, run, ctx, op)
         parent = ctx.parent
         assert parent is not None
         node_parent: ExecutionContext | str = parent
-        par = _parallel.get()
+        par = _parallel.get() if self._parallels else None
         if par is not None and par[0] is parent:
             node_parent = par[1]
         elif parent._boundary is None and parent is not root and parent not in run.boundaries:
             self._boundary_node(run, parent)
-        node = _Node(
-            run,
+        rec = [
             ctx,
             node_parent,
-            "fn" if kind == "fn" else "flow",
+            kind,
             op.key,
             op.attempt,
-            None if op.input is None else self._value(op.input),
-        )
+            op.input,
+            _new_seq(),
+            run,
+            False,
+            None,
+            None,
+            True,
+        ]
         if parent is root:
-            run.last_direct = node
+            run.last_direct = rec
             if run.first_direct is None:
-                run.first_direct = node
-        node.dirty = True
-        self.buffer.append(node)
+                run.first_direct = rec
+        self.buffer.append(rec)
         try:
             result = await next()
         except BaseException as exc:
-            self._close_node(node, ctx, exc, None)
+            rec[_EXC] = exc
+            rec[_ENDED] = True
+            if not rec[_BUFFERED]:  # written while it ran: write it again
+                rec[_BUFFERED] = True
+                self.buffer.append(rec)
             raise
-        self._close_node(node, ctx, None, result)
+        rec[_RESULT] = result
+        rec[_ENDED] = True
+        if not rec[_BUFFERED]:
+            rec[_BUFFERED] = True
+            self.buffer.append(rec)
         return result
 
-    def _close_node(
-        self, node: _Node, ctx: ExecutionContext, exc: BaseException | None, result: object
-    ) -> None:
-        status = ctx._status
+    def _exec_outcome(self, rec: ExecRecord) -> tuple[str, ErrorFields, str | None]:
+        """The status, error fields and output JSON of an exec's record."""
+        ctx: ExecutionContext = rec[_CTX]
+        status: str = ctx._status
+        if not rec[_ENDED]:
+            return status, (None, None), None
+        exc = rec[_EXC]
         if status == "running":  # an inner extension failed before the body ran
             status = (
                 "cancelled"
                 if isinstance(exc, (Cancelled, asyncio.CancelledError))
                 else ("failed" if exc is not None else "completed")
             )
-        node.status = status
-        node.completed_at = getattr(ctx, "_completed_at", None) or time()
         if exc is not None:
-            node.error = error_fields(exc)
-        elif result is not None:
-            node.output = self._value(result)
+            return status, error_fields(exc), None
+        result = rec[_RESULT]
+        return status, (None, None), None if result is None else self._value(result)
+
+    def _exec_row(self, rec: ExecRecord) -> tuple[object, ...]:
+        ctx: ExecutionContext = rec[_CTX]
+        parent = rec[_PARENT]
+        if type(parent) is not str:
+            parent = parent.id
+        status, error, output = self._exec_outcome(rec)
+        completed_at = None
+        if rec[_ENDED]:
+            completed_at = getattr(ctx, "_completed_at", None) or time()
+        value = rec[_INPUT]
+        tags = metadata = None
         x = ctx._x
         if x is not None:
-            self._extras(node, x)
-        if not node.dirty:
-            node.dirty = True
-            self.buffer.append(node)
+            tags, metadata = self._extras(x)
+        return (
+            rec[_RUN].root_id,
+            ctx.id,
+            rec[_SEQ],
+            parent,
+            ctx.name,
+            "fn" if rec[_KIND] == "fn" else "flow",
+            rec[_KEY],
+            rec[_ATTEMPT],
+            status,
+            ctx._started_at,
+            completed_at,
+            error[0],
+            error[1],
+            0,
+            None if value is None else self._value(value),
+            output,
+            tags,
+            metadata,
+        )
 
-    def _extras(self, node: _Node, x: Any) -> None:
+    def _extras(self, x: Any) -> tuple[str | None, str | None]:
+        """The JSON of a context's serializable tags and of its metadata."""
+        tags = metadata = None
         own = x.own_tags
         if own:
-            tags = {t.label: v for t, v in own.items() if t.serializable}
-            if tags:
-                node.tags = self._map(tags)
+            found = {t.label: v for t, v in own.items() if t.serializable}
+            if found:
+                tags = self._map(found)
         if x.metadata:
             meta = {str(k): v for k, v in x.metadata.items() if k != "journal_replays"}
             if meta:
-                node.metadata = self._map(meta)
+                metadata = self._map(meta)
+        return tags, metadata
+
+    def _node_extras(self, node: _Node, x: Any) -> None:
+        node.tags, node.metadata = self._extras(x)
 
     def _map(self, values: dict[str, object]) -> str:
         """A JSON object; a value that is not JSON (or too long) becomes its marker."""
@@ -391,6 +457,7 @@ class Recorder(Extension):
         node.dirty = True
         self.buffer.append(node)
         token = _parallel.set((ctx, node.node_id))
+        self._parallels += 1  # execs look the parallel call up only while one runs
         try:
             result = await next()
         except BaseException as exc:
@@ -402,12 +469,68 @@ class Recorder(Extension):
         else:
             node.status = "completed"
         finally:
+            self._parallels -= 1
             _parallel.reset(token)
             node.completed_at = time()
             if not node.dirty:
                 node.dirty = True
                 self.buffer.append(node)
         return result
+
+    def _node_parent(self, run: _Run, parent: ExecutionContext) -> ExecutionContext | str:
+        """The node a new node hangs under: the parallel call it is a member of, else
+        ``parent`` (recorded first if it is a nested boundary not recorded yet)."""
+        par = _parallel.get() if self._parallels else None
+        if par is not None and par[0] is parent:
+            return par[1]
+        if parent._boundary is None and parent is not run.root and parent not in run.boundaries:
+            self._boundary_node(run, parent)
+        return parent
+
+    async def _stream(
+        self, next: Callable[[], Awaitable[object]], run: _Run, ctx: ExecutionContext, op: ExecOp
+    ) -> object:
+        """A ``ctx.exec_stream`` child: ``next()`` opens the source and returns; the
+        stream ends when its context closes (its item count is in its metadata)."""
+        parent = ctx.parent
+        assert parent is not None
+        value = op.input
+        node = _Node(
+            run,
+            ctx,
+            self._node_parent(run, parent),
+            "stream",
+            op.key,
+            op.attempt,
+            None if value is None else self._value(value),
+        )
+        node.dirty = True
+        self.buffer.append(node)
+        try:
+            source = await next()
+        except BaseException as exc:
+            self._stream_closed(node, ctx, exc)
+            raise
+        ctx.on_close(partial(self._stream_closed, node, ctx, None))
+        return source
+
+    def _stream_closed(self, node: _Node, ctx: ExecutionContext, exc: BaseException | None) -> None:
+        status = ctx._status
+        x = ctx._x
+        if exc is None and x is not None:
+            exc = x.error
+        if status == "running":  # failed before the stream opened
+            cancelled = isinstance(exc, (Cancelled, asyncio.CancelledError))
+            status = "cancelled" if cancelled else "failed"
+        node.status = status
+        node.completed_at = getattr(ctx, "_completed_at", None) or time()
+        if exc is not None:
+            node.error = error_fields(exc)
+        if x is not None:
+            self._node_extras(node, x)
+        if not node.dirty:
+            node.dirty = True
+            self.buffer.append(node)
 
     def _boundary_node(self, run: _Run, b: ExecutionContext) -> _Node:
         parent = b.parent
@@ -427,7 +550,7 @@ class Recorder(Extension):
         node.completed_at = time()
         if x is not None:
             node.error = error_fields(x.error)
-            self._extras(node, x)
+            self._node_extras(node, x)
         if not node.dirty:
             node.dirty = True
             self.buffer.append(node)
@@ -440,23 +563,20 @@ class Recorder(Extension):
         input: object,
         key: str,
         entry: Any,
+        given: object = UNCHECKED,
     ) -> None:
-        """A keyed step replayed from the journal (it never ran, so no wrapper saw it)."""
+        """A keyed step replayed from the journal (it never ran, so no wrapper saw it).
+        ``given`` is the step's input as the journal compares it: when it differs from
+        the recorded input, the node's metadata says so (``input_changed``)."""
         root = parent.root
         run = self.runs.get(root)
         if run is None or run.broken:
             return
-        par = _parallel.get()
-        node_parent: ExecutionContext | str = parent
-        if par is not None and par[0] is parent:
-            node_parent = par[1]
-        elif parent._boundary is None and parent is not root and parent not in run.boundaries:
-            self._boundary_node(run, parent)
         node = _Node(
             run,
             None,
-            node_parent,
-            "fn" if kind == "fn" else "flow",
+            self._node_parent(run, parent),
+            "fn" if kind == "fn" else ("stream" if kind == "stream" else "flow"),
             key,
             1,
             None if input is None else self._value(input),
@@ -465,12 +585,24 @@ class Recorder(Extension):
         node.name = name
         node.started_at = node.completed_at = time()
         node.replayed = 1
+        meta: dict[str, object] = {}
         if getattr(entry, "ok", False):
             node.status = "completed"
             node.output = self._value(entry.value)
+            if kind == "stream" and isinstance(entry.value, list):
+                meta["stream_items"] = len(entry.value)
         else:
             node.status = "failed"
             node.error = error_fields(getattr(entry, "error", None))
+        if given is not UNCHECKED and entry is not None:
+            try:
+                changed = entry.changed(given)
+            except Exception:  # recording never fails the step
+                changed = None
+            if changed is not None:
+                meta["input_changed"] = {"recorded": changed[0], "now": changed[1]}
+        if meta:
+            node.metadata = self._map(meta)
         node.dirty = True
         self.buffer.append(node)
 
@@ -549,13 +681,17 @@ class Recorder(Extension):
         error = None if x is None else x.error
         status = root._status
         last = run.last_direct
-        if status == "completed" and last is not None and last.status in ("failed", "cancelled"):
-            # The error of the last step left the boundary (``async with`` closes it as
-            # completed): the run ends as that step did.
-            await self._end(run, last.status, None, None, last.error, last.output)
-            return
+        if status == "completed" and last is not None:
+            last_status, last_error, _ = self._exec_outcome(last)
+            if last_status in ("failed", "cancelled"):
+                # The error of the last step left the boundary (``async with`` closes it
+                # as completed): the run ends as that step did.
+                await self._end(run, last_status, None, None, last_error, None)
+                return
         first = run.first_direct
-        output = first.output if first is not None and run.flow is not None else None
+        output = None
+        if first is not None and run.flow is not None:
+            output = self._exec_outcome(first)[2]
         await self._end(run, status, error, None, None, output)
 
     async def _end(
@@ -588,7 +724,7 @@ class Recorder(Extension):
         node.output = output
         x = root._x
         if x is not None:
-            self._extras(node, x)
+            self._node_extras(node, x)
         if not node.dirty:
             node.dirty = True
             self.buffer.append(node)
@@ -600,7 +736,7 @@ class Recorder(Extension):
         try:
             await self.store.runs_write(rows, finished, False)
         except Exception:
-            self._failed(len(rows) + 1, [*runs, run], "writing run")
+            self._failed(len(rows) + 1, [*self._runs_of(runs), run], "writing run")
 
     # -- the tick: buffered rows, lease renewal, cancel requests -------------------
 
@@ -627,22 +763,34 @@ class Recorder(Extension):
         if self.buffer or beat:
             self._task = loop.create_task(self._flush(beat), name="runtree:record")
 
-    def _take(self) -> tuple[list[tuple[object, ...]], list[_Run]]:
+    def _take(self) -> tuple[list[tuple[object, ...]], list[_Node | ExecRecord]]:
+        """The buffer as rows (encoded now), and what they came from."""
         nodes, self.buffer = self.buffer, []
         rows = []
-        runs: dict[int, _Run] = {}
+        exec_row = self._exec_row
         for node in nodes:
-            node.dirty = False
-            rows.append(node.row())
-            runs[id(node.run)] = node.run
-        return rows, list(runs.values())
+            if type(node) is list:
+                node[_BUFFERED] = False
+                rows.append(exec_row(node))
+            else:
+                node.dirty = False  # type: ignore[union-attr]
+                rows.append(node.row())  # type: ignore[union-attr]
+        return rows, nodes
+
+    @staticmethod
+    def _runs_of(nodes: list[_Node | ExecRecord]) -> list[_Run]:
+        found: dict[int, _Run] = {}
+        for node in nodes:
+            run = node[_RUN] if type(node) is list else node.run  # type: ignore[union-attr]
+            found[id(run)] = run
+        return list(found.values())
 
     async def _flush(self, beat: bool) -> None:
-        rows, runs = self._take()
+        rows, nodes = self._take()
         try:
             cancels = await self.store.runs_write(rows, (), beat)
         except Exception:
-            self._failed(len(rows), runs, "writing nodes")
+            self._failed(len(rows), self._runs_of(nodes), "writing nodes")
             return
         if cancels:
             by_id = {run.root_id: run for run in self.runs.values()}
@@ -668,11 +816,11 @@ class Recorder(Extension):
         if task is not None and not task.done():
             await asyncio.shield(task)
         if self.buffer:
-            rows, runs = self._take()
+            rows, nodes = self._take()
             try:
                 await self.store.runs_write(rows, (), False)
             except Exception:
-                self._failed(len(rows), runs, "writing nodes")
+                self._failed(len(rows), self._runs_of(nodes), "writing nodes")
 
 
 _ids = itertools.count(1)

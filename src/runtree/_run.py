@@ -140,6 +140,7 @@ async def exec_full(call: Call) -> object:
     journal = scope._journal_of(parent.root)
     if not journal.loaded:
         await journal._load()
+    given = call.input if kind != "fn" else (call.args, call.kwargs or {})
     if key in journal.entries:
         # Visible to tracers and tree printouts: this step was replayed, not run.
         replays = parent.details.metadata.setdefault("journal_replays", [])
@@ -147,9 +148,8 @@ async def exec_full(call: Call) -> object:
         replays.append(key)
         if scope._recorder is not None:  # run trees: a replayed step is a node too
             scope._recorder.note_replay(
-                parent, kind, step_name, call.input, key, journal.entries[key]
+                parent, kind, step_name, call.input, key, journal.entries[key], given
             )
-    given = call.input if kind != "fn" else (call.args, call.kwargs or {})
     return await journal.run(key, step_name, partial(_attempts, call), parent, timeout, given)
 
 

@@ -329,6 +329,16 @@ class FlowStream(Generic[Y]):
                         replays = parent.details.metadata.setdefault("journal_replays", [])
                         assert isinstance(replays, list)
                         replays.append(key)
+                    if scope._recorder is not None:  # run trees: a replayed stream's node
+                        scope._recorder.note_replay(
+                            parent,
+                            "stream",
+                            self._flow.name,
+                            self._input,
+                            key,
+                            journal.entries.get(key),
+                            self._input,
+                        )
                     child.details.metadata["replayed"] = True
                     self._items = None  # nothing to record again
             if scope._open_hooks or scope._close_hooks:

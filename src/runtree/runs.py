@@ -143,6 +143,13 @@ class RunNode:
     def duration(self) -> float | None:
         return None if self.completed_at is None else self.completed_at - self.started_at
 
+    @property
+    def input_changed(self) -> bool:
+        """A replayed step whose input differs from the one its journal entry was
+        recorded for (the outcome of the other input was replayed);
+        ``metadata["input_changed"]`` holds both digests (``recorded``, ``now``)."""
+        return "input_changed" in self.metadata
+
     def to_dict(self) -> dict[str, object]:
         return {
             "node_id": self.node_id,

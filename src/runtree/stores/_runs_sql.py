@@ -128,6 +128,22 @@ RUNS_QUERIES: dict[str, str] = {
     **_list_queries(),
 }
 
+NODES_PER_INSERT = 50  # 50 rows x 18 columns: under SQLite's oldest limit of 999 variables
+_multi: dict[tuple[str, int], str] = {}
+
+
+def _multi_insert(single: str, n: int) -> str:
+    """``single`` (an ``INSERT ... VALUES (...) ON CONFLICT ...``) inserting ``n`` rows."""
+    found = _multi.get((single, n))
+    if found is None:
+        head, _, rest = single.partition(" VALUES ")
+        values = rest[: rest.index(")") + 1]
+        found = _multi[(single, n)] = (
+            f"{head} VALUES {', '.join([values] * n)}{rest[len(values) :]}"
+        )
+    return found
+
+
 RunRow: TypeAlias = tuple[Any, ...]
 """A ``runs`` row as :data:`RUNS_QUERIES` selects it, with ``alive`` appended."""
 NodeRow: TypeAlias = tuple[Any, ...]
@@ -215,8 +231,17 @@ class RunsSql:
         beat: bool,
     ) -> list[tuple[str, str]]:
         q = self._q
-        for row in nodes:
-            await tx.execute(q["r_node_put"], row)
+        if len(nodes) == 1:
+            await tx.execute(q["r_node_put"], nodes[0])
+        elif nodes:
+            # One statement per NODES_PER_INSERT rows: a row's cost is then SQLite's
+            # b-tree work (not a statement each), and PostgreSQL one round trip per chunk.
+            # The recorder buffers a node at most once per write, as this needs
+            # (PostgreSQL's ON CONFLICT cannot touch one row twice in a statement).
+            for start in range(0, len(nodes), NODES_PER_INSERT):
+                chunk = nodes[start : start + NODES_PER_INSERT]
+                params = [value for row in chunk for value in row]
+                await tx.execute(_multi_insert(q["r_node_put"], len(chunk)), params)
         now = time.time()
         for status, etype, emsg, output, completed_at, root_id in finished:
             await tx.execute(
