@@ -7,7 +7,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import sys
 import warnings
@@ -235,7 +234,9 @@ class StoreRef:
         """For messages: the file, or the URL without its password."""
         if self.path is not None:
             return str(self.path)
-        return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", self.url)
+        from ..stores._secrets import redact
+
+        return redact(self.url)
 
     @property
     def missing(self) -> bool:

@@ -19,6 +19,7 @@ from rich.rule import Rule
 from rich.text import Text
 
 from ..errors import RuntreeError
+from ..stores._secrets import redact
 from ._common import CliError, StoreRef, json_text, message_of, print_error, program
 from ._render import out_console, print_to, render_session, session_dict
 
@@ -81,7 +82,7 @@ def run_demo(*, as_json: bool, ref: StoreRef) -> None:
     if ref.path is None and not ref.url.strip().lower().startswith("postgres"):
         raise CliError(
             f"the demo runs each command in its own process and needs a durable store; "
-            f"RUNTREE_STORE={ref.url} keeps nothing between processes: unset it or use "
+            f"RUNTREE_STORE={redact(ref.url)} keeps nothing between processes: unset it or use "
             "sqlite:///path.db or postgresql://...",
             code=2,
             kind="UsageError",
@@ -175,7 +176,7 @@ def _next_steps(out: Any, session_id: str, ref: StoreRef) -> None:
         (f"{name} ui", "the runs and sessions as live waterfalls in the browser"),
     ]
     if ref.how == "RUNTREE_STORE":
-        lines.append((f"export RUNTREE_STORE={ref.url}", "the store the demo used"))
+        lines.append((f"export RUNTREE_STORE={redact(ref.url)}", "the store the demo used"))
     for command, why in lines:
         print_to(out, Text(f"  # {why}", style="dim"))
         print_to(out, Text(f"  {command}"))

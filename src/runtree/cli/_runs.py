@@ -289,6 +289,9 @@ def runs_cancel(
 
 def _import_modules(modules: list[str]) -> list[Flow[Any, Any]]:
     """Import ``modules`` (the working folder is searched last); their flows."""
+    from .._drivers import import_drivers
+
+    import_drivers()  # sqlite3/psycopg load before this folder can shadow them
     here = os.getcwd()
     if here not in sys.path:
         sys.path.append(here)
