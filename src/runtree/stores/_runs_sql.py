@@ -10,6 +10,7 @@ while that process lives (same machine, checked by pid) or while its lease is re
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
@@ -96,6 +97,19 @@ RUNS_QUERIES: dict[str, str] = {
     "completed_at = excluded.completed_at, error_type = excluded.error_type, "
     "error_message = excluded.error_message, output = excluded.output, "
     "tags = excluded.tags, metadata = excluded.metadata",
+    # PostgreSQL: a batch of node rows as one JSON parameter, so the statement's text is
+    # the same for any number of rows (parsed and planned once, then prepared).
+    "r_nodes_json": "INSERT INTO {t}run_nodes AS n (root_id, node_id, seq, parent_id, name, "
+    "kind, key, attempt, status, started_at, completed_at, error_type, error_message, "
+    "replayed, input, output, tags, metadata) SELECT x.* FROM json_to_recordset(?::json) AS "
+    "x(root_id TEXT, node_id TEXT, seq BIGINT, parent_id TEXT, name TEXT, kind TEXT, "
+    "key TEXT, attempt INTEGER, status TEXT, started_at DOUBLE PRECISION, "
+    "completed_at DOUBLE PRECISION, error_type TEXT, error_message TEXT, replayed INTEGER, "
+    "input TEXT, output TEXT, tags TEXT, metadata TEXT) "
+    "ON CONFLICT (root_id, node_id) DO UPDATE SET status = excluded.status, "
+    "completed_at = excluded.completed_at, error_type = excluded.error_type, "
+    "error_message = excluded.error_message, output = excluded.output, "
+    "tags = excluded.tags, metadata = excluded.metadata",
     "r_finish": "UPDATE {t}runs SET status = ?, error_type = ?, error_message = ?, "
     "output = ?, updated_at = ?, completed_at = ?, cancel_reason = NULL "
     "WHERE root_id = ? AND owner = ? AND status = 'running'",
@@ -128,6 +142,26 @@ RUNS_QUERIES: dict[str, str] = {
     **_list_queries(),
 }
 
+_NODE_FIELDS = (
+    "root_id",
+    "node_id",
+    "seq",
+    "parent_id",
+    "name",
+    "kind",
+    "key",
+    "attempt",
+    "status",
+    "started_at",
+    "completed_at",
+    "error_type",
+    "error_message",
+    "replayed",
+    "input",
+    "output",
+    "tags",
+    "metadata",
+)
 NODES_PER_INSERT = 50  # 50 rows x 18 columns: under SQLite's oldest limit of 999 variables
 _multi: dict[tuple[str, int], str] = {}
 
@@ -233,6 +267,10 @@ class RunsSql:
         q = self._q
         if len(nodes) == 1:
             await tx.execute(q["r_node_put"], nodes[0])
+        elif nodes and q["r_exists"].endswith("%s"):  # PostgreSQL's placeholder
+            names = _NODE_FIELDS
+            batch = [dict(zip(names, row, strict=True)) for row in nodes]
+            await tx.execute(q["r_nodes_json"], (json.dumps(batch),))
         elif nodes:
             # One statement per NODES_PER_INSERT rows: a row's cost is then SQLite's
             # b-tree work (not a statement each), and PostgreSQL one round trip per chunk.
