@@ -351,6 +351,13 @@ class _SqliteEngine(SqlStore):
             return
         await self._release_all()
         self._closed = True
+        key = getattr(self, "_file", None)
+        if key is not None:
+            left = _OPEN_FILES.get(key, 1) - 1
+            if left:
+                _OPEN_FILES[key] = left
+            else:
+                _OPEN_FILES.pop(key, None)
         conn, self._conn = self._conn, None
         executor, self._executor = self._executor, None
         if executor is None:
@@ -429,6 +436,8 @@ class SqliteStore(_SqliteEngine):
                 self._conn.close()
                 self._conn = None
             raise
+        self._file = _file_key(self.path)
+        _OPEN_FILES[self._file] = _OPEN_FILES.get(self._file, 0) + 1
 
     @property
     def url(self) -> str:
@@ -445,7 +454,12 @@ class SqliteStore(_SqliteEngine):
 
     def _open(self, created: bool) -> None:
         head = b""
+        shared = False
         if not created:
+            shared = _file_key(self.path) in _OPEN_FILES
+        if not created and not shared:
+            # (Skipped when another store of this process has the file open: its checks
+            # passed, and opening the file here would drop that store's locks on close.)
             _check_header(self.path, self._where)
             # Read before connecting: closing any descriptor of the database file drops
             # every POSIX lock this process holds on it, the connection's too (another
@@ -459,7 +473,7 @@ class SqliteStore(_SqliteEngine):
             conn.execute("BEGIN")
             try:
                 found = self._open_schema(conn)
-                if not created and found:
+                if not created and found and not shared:
                     self._check_integrity(conn, head)
             finally:
                 if conn.in_transaction:
@@ -588,6 +602,20 @@ def _prepare_file(path: Path, where: str) -> bool:
         os.fchmod(side, 0o600)
         os.close(side)
     return True
+
+
+# Database files this process has open through a store, by (device, inode), with how many
+# stores: opening and closing any descriptor of a file drops every POSIX lock the process
+# holds on it, SQLite's too, so a second store of the same file must not read it directly.
+_OPEN_FILES: dict[tuple[int, int], int] = {}
+
+
+def _file_key(path: Path) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (-1, hash(str(path)))
+    return (st.st_dev, st.st_ino)
 
 
 def _check_header(path: Path, where: str) -> None:
