@@ -15,7 +15,7 @@ import json
 import logging
 import warnings
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypedDict, TypeVar
 
 from ._json import error_text, problem, type_name
 from .errors import (
@@ -363,19 +363,20 @@ class Journal:
         digest = entry.recorded_digest()
         if digest is not None:
             record["input_digest"] = digest
-        # The record is written in a task of its own: if this task is cancelled while the
-        # store commits, the tree must still learn the entry before the cancellation goes
-        # on (else the step would run again in this tree with another value).
-        writing = asyncio.ensure_future(
-            self.backend.journal_record(self.tree_id, key, self.owner, record)
-        )
+        # The tree learns the outcome before the write is awaited: the step ran, so a
+        # cancellation landing while (or right after) the store commits must not let it
+        # run again in this tree. If the write fails, the entry is taken back; if the task
+        # is cancelled before the commit, the entry stays for this tree (the step did run)
+        # and the store simply lacks it: a re-run after a crash runs the step again, which
+        # is the at-least-once rule for steps whose record was never committed.
+        self.entries[key] = entry
         try:
-            stored = await asyncio.shield(writing)
+            stored = await self.backend.journal_record(self.tree_id, key, self.owner, record)
         except asyncio.CancelledError:
-            if not writing.done():
-                await _wait_uncancelled(writing)
-            if not writing.cancelled() and writing.exception() is None:
-                self._learn(key, entry, record, writing.result())
+            raise
+        except BaseException:
+            if self.entries.get(key) is entry:
+                del self.entries[key]
             raise
         return self._learn(key, entry, record, stored)
 
@@ -409,15 +410,3 @@ CLAIMED = _CLAIMED  # what Journal.claim returns when the caller holds the key
 
 def _same_outcome(a: StepRecord, b: StepRecord) -> bool:
     return all(a.get(f) == b.get(f) for f in ("name", "ok", "value", "error_type"))
-
-
-async def _wait_uncancelled(fut: asyncio.Future[Any]) -> None:
-    """Wait for ``fut`` to finish even if this task is cancelled again meanwhile (the
-    caller re-raises its own cancellation afterwards)."""
-    while not fut.done():
-        try:
-            await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            continue
-        except Exception:
-            return

@@ -273,3 +273,62 @@ class TestJournal:
             await root.exec(leaf, key="x")
             with pytest.raises(rt.JournalMismatchError):
                 await root.exec(parent, key="x")
+
+
+class SlowCommitBackend:
+    """A journal backend whose record commits, then suspends before returning (as a
+    networked store does): the moment a cancellation can land."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, object]] = {}
+        self.committed = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def journal_load(self, tree_id: str) -> dict[str, object]:
+        return dict(self.rows)
+
+    async def journal_acquire(self, tree_id: str, key: str, owner: str) -> object:
+        return self.rows.get(key)
+
+    async def journal_record(
+        self, tree_id: str, key: str, owner: str, record: dict[str, object]
+    ) -> dict[str, object]:
+        self.rows.setdefault(key, record)
+        self.committed.set()
+        await self.release.wait()
+        return self.rows[key]
+
+    async def journal_release(self, tree_id: str, owner: str) -> None:
+        return None
+
+    async def journal_delete(self, tree_id: str, pattern: str | None) -> int:
+        return 0
+
+
+class FakeStore:
+    def __init__(self, backend: SlowCommitBackend) -> None:
+        self.backend = backend
+
+    def journal_backend(self) -> SlowCommitBackend:
+        return self.backend
+
+
+async def test_a_cancel_right_after_the_commit_still_replays_in_the_tree() -> None:
+    backend = SlowCommitBackend()
+    runs: list[int] = []
+
+    def step() -> int:
+        runs.append(len(runs))
+        return len(runs) * 10
+
+    async with rt.create_scope(store=FakeStore(backend), record="none") as scope:  # type: ignore[arg-type]
+        root = scope.create_context(id="tree")
+        first = asyncio.create_task(root.run(step, key="s"))
+        await backend.committed.wait()
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        backend.release.set()
+        assert await root.run(step, key="s") == 10  # replayed: the step ran once
+        assert runs == [0]
+        await root.close()
