@@ -35,6 +35,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._override import Override
+    from .stores._base import Store
 
 __all__ = ["Scope", "create_scope"]
 
@@ -58,7 +59,7 @@ class Scope:
         tags: Iterable[Tagged[Any]] = (),
         extensions: Iterable[Extension] = (),
         presets: Iterable[Preset[Any]] = (),
-        store: object = None,
+        store: Store | None = None,
         record: RecordMode = "durable",
         record_limit: int = 4096,
         record_values: bool = True,
@@ -475,7 +476,7 @@ def create_scope(
     tags: Iterable[Tagged[Any]] = (),
     extensions: Iterable[Extension] = (),
     presets: Iterable[Preset[Any]] = (),
-    store: object = None,
+    store: Store | None = None,
     record: RecordMode = "durable",
     record_limit: int = 4096,
     record_values: bool = True,

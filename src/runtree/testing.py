@@ -119,7 +119,7 @@ def _marker_options(node: pytest.Item) -> dict[str, Any]:
     return options
 
 
-def _open_store(spec: object, request: pytest.FixtureRequest) -> tuple[object, Any]:
+def _open_store(spec: object, request: pytest.FixtureRequest) -> tuple[Any, Any]:
     """The store for ``create_scope`` and the one to close after the test (if ours)."""
     if spec is None:
         return None, None

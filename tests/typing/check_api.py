@@ -153,3 +153,10 @@ async def sinks(scope: rt.Scope, ctx: rt.ExecutionContext) -> None:
     ctx.set(tenant, 1)  # type: ignore[misc]
     tenant(1)  # type: ignore[arg-type]
     greet(ctx)  # type: ignore[operator]  # flows are exec'd, not called
+
+
+def store_typed() -> None:
+    from runtree.stores import InMemoryStore
+
+    rt.create_scope(store=InMemoryStore())
+    rt.create_scope(store="sqlite:///x.db")  # type: ignore[arg-type]  # a Store, not a URL
