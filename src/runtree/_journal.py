@@ -217,25 +217,19 @@ class Journal:
         if entry is not None:  # the common replay: no waiting, no timer
             return entry.replay(key, name, given)  # type: ignore[return-value]
         if timeout is None:
-            return await self._claim_and_run(key, name, step, caller, given)
+            if self.backend is None and key not in self.pending:
+                # Nobody runs the key in this tree and no store to claim it in: it is ours.
+                self.pending[key] = None
+                return await self._run_claimed(key, name, step, given)
+            claimed = await self._claim(key, name, caller, given)
+            if claimed is not _CLAIMED:
+                return claimed  # type: ignore[return-value]
+            return await self._run_claimed(key, name, step, given)
         try:
             async with asyncio.timeout(timeout):
                 claimed = await self._claim(key, name, caller, given)
         except TimeoutError:
             raise ExecTimeoutError(name, timeout) from None
-        if claimed is not _CLAIMED:
-            return claimed  # type: ignore[return-value]
-        return await self._run_claimed(key, name, step, given)
-
-    async def _claim_and_run(
-        self,
-        key: str,
-        name: str,
-        step: Callable[[], Awaitable[T]],
-        caller: ExecutionContext | None,
-        given: object,
-    ) -> T:
-        claimed = await self._claim(key, name, caller, given)
         if claimed is not _CLAIMED:
             return claimed  # type: ignore[return-value]
         return await self._run_claimed(key, name, step, given)

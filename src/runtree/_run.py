@@ -97,6 +97,11 @@ class Call:
         self.retry_on = retry_on
 
 
+def _new_call() -> Call:
+    """A Call without ``__init__`` (exec_options sets every slot)."""
+    return Call.__new__(Call)
+
+
 async def exec_options(
     parent: ExecutionContext, flow: Flow[Any, Any], input: object, options: ExecOptions
 ) -> object:
@@ -108,7 +113,23 @@ async def exec_options(
             f"options are {', '.join(sorted(_OPTION_NAMES))}"
         )
         raise TypeError(msg)
-    return await exec_full(Call(parent, "subflow", flow, input, **options))
+    call = _new_call()  # (the options dict read directly: no keyword binding per exec)
+    call.parent = parent
+    call.kind = "subflow"
+    call.target = flow
+    call.input = input
+    call.args = ()
+    call.kwargs = None
+    call.key = options.get("key")
+    call.timeout = options.get("timeout")
+    call.retry = options.get("retry", 0)
+    call.tags = tuple(options.get("tags", ()))
+    call.name = options.get("name") or ""
+    call.delay = options.get("retry_delay", 0.0)
+    call.backoff = options.get("retry_backoff", 1.0)
+    call.jitter = options.get("retry_jitter", 0.0)
+    call.retry_on = options.get("retry_on", Exception)
+    return await exec_full(call)
 
 
 async def exec_full(call: Call) -> object:
@@ -141,15 +162,19 @@ async def exec_full(call: Call) -> object:
     if not journal.loaded:
         await journal._load()
     given = call.input if kind != "fn" else (call.args, call.kwargs or {})
-    if key in journal.entries:
+    entry = journal.entries.get(key) if type(key) is str else None
+    if entry is not None:
         # Visible to tracers and tree printouts: this step was replayed, not run.
-        replays = parent.details.metadata.setdefault("journal_replays", [])
+        x = parent._extra()
+        metadata = x.metadata
+        if metadata is None:
+            metadata = x.metadata = {}
+        replays = metadata.setdefault("journal_replays", [])
         assert isinstance(replays, list)
         replays.append(key)
         if scope._recorder is not None:  # run trees: a replayed step is a node too
-            scope._recorder.note_replay(
-                parent, kind, step_name, call.input, key, journal.entries[key], given
-            )
+            scope._recorder.note_replay(parent, kind, step_name, call.input, key, entry, given)
+        return entry.replay(key, step_name, given)
     return await journal.run(key, step_name, partial(_attempts, call), parent, timeout, given)
 
 
