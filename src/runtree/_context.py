@@ -590,17 +590,19 @@ class ExecutionContext(Generic[InputT]):
                 "fn",
                 fn,
                 args if args else None,
-                args=args,
-                kwargs=kwargs,
-                key=key,
-                timeout=timeout,
-                retry=retry,
-                tags=tags,
-                name=name,
-                retry_delay=retry_delay,
-                retry_backoff=retry_backoff,
-                retry_jitter=retry_jitter,
-                retry_on=retry_on,
+                args,
+                kwargs,
+                {
+                    "key": key,
+                    "timeout": timeout,
+                    "retry": retry,
+                    "tags": tags,
+                    "name": name,
+                    "retry_delay": retry_delay,
+                    "retry_backoff": retry_backoff,
+                    "retry_jitter": retry_jitter,
+                    "retry_on": retry_on,
+                },
             )
         )
 
@@ -759,13 +761,11 @@ class ExecutionContext(Generic[InputT]):
         exc: BaseException | None,
         tb: object,
     ) -> None:
-        if exc is None or self._task is not None or self._status is not _OPEN:
+        x = self._x
+        if exc is None or self._task is not None or self._status is not _OPEN or (x and x.closing):
             await self.close()
             return
         x = self._extra()
-        if x.closing:
-            await self.close()
-            return
         # The block raised: the boundary ends failed (cancelled) with that error, its
         # resources see it at ``yield`` (a transaction rolls back), and the error goes on
         # unchanged; cleanup failures become notes on it.

@@ -19,7 +19,15 @@ import sys
 
 from .errors import SerializationError, StoreError
 
-__all__ = ["MAX_NAME_BYTES", "check_name", "dumps", "error_text", "problem", "readable"]
+__all__ = [
+    "MAX_NAME_BYTES",
+    "check_name",
+    "dumps",
+    "error_text",
+    "jsonable",
+    "problem",
+    "readable",
+]
 
 # A journal row's primary key is (tree id, key): PostgreSQL's btree entries hold at most
 # ≈ 2,700 bytes, so each part is kept well under half of that on every store.
@@ -73,6 +81,18 @@ def _repr(value: object) -> str:
         return repr(value)
     except Exception:
         return f"<{type(value).__name__} whose repr() raised>"
+
+
+def jsonable(value: object) -> object:
+    """A copy of ``value`` for showing (not storing): non-finite floats become their
+    ``repr``, dict keys ``str``, tuples lists; anything else is left as it is."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
 
 
 def dumps(value: object, what: str) -> str:

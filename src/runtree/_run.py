@@ -25,7 +25,7 @@ from ._context import (
 )
 from ._defs import Flow
 from ._extensions import ExecKind, ExecOp, wrapped
-from ._tags import MISSING, Tagged
+from ._tags import MISSING
 from .errors import Cancelled, NestingError
 
 __all__ = ["Call", "exec_full", "parallel", "run_body"]
@@ -67,39 +67,26 @@ class Call:
         kind: ExecKind,
         target: Any,
         input: object,
-        *,
-        args: tuple[object, ...] = (),
-        kwargs: dict[str, object] | None = None,
-        key: str | None = None,
-        timeout: float | None = None,
-        retry: int = 0,
-        tags: Iterable[Tagged[Any]] = (),
-        name: str | None = None,
-        retry_delay: float = 0.0,
-        retry_backoff: float = 1.0,
-        retry_jitter: float = 0.0,
-        retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+        args: tuple[object, ...],
+        kwargs: dict[str, object] | None,
+        options: ExecOptions,
     ) -> None:
+        # The options dict is read directly: no keyword binding per exec.
         self.parent = parent
         self.kind: ExecKind = kind
         self.target = target
         self.input = input
         self.args = args
         self.kwargs = kwargs
-        self.key = key
-        self.timeout = timeout
-        self.retry = retry
-        self.tags = tuple(tags)
-        self.name = name or ""
-        self.delay = retry_delay
-        self.backoff = retry_backoff
-        self.jitter = retry_jitter
-        self.retry_on = retry_on
-
-
-def _new_call() -> Call:
-    """A Call without ``__init__`` (exec_options sets every slot)."""
-    return Call.__new__(Call)
+        self.key = options.get("key")
+        self.timeout = options.get("timeout")
+        self.retry = options.get("retry", 0)
+        self.tags = tuple(options.get("tags", ()))
+        self.name = options.get("name") or ""
+        self.delay = options.get("retry_delay", 0.0)
+        self.backoff = options.get("retry_backoff", 1.0)
+        self.jitter = options.get("retry_jitter", 0.0)
+        self.retry_on = options.get("retry_on", Exception)
 
 
 async def exec_options(
@@ -113,23 +100,7 @@ async def exec_options(
             f"options are {', '.join(sorted(_OPTION_NAMES))}"
         )
         raise TypeError(msg)
-    call = _new_call()  # (the options dict read directly: no keyword binding per exec)
-    call.parent = parent
-    call.kind = "subflow"
-    call.target = flow
-    call.input = input
-    call.args = ()
-    call.kwargs = None
-    call.key = options.get("key")
-    call.timeout = options.get("timeout")
-    call.retry = options.get("retry", 0)
-    call.tags = tuple(options.get("tags", ()))
-    call.name = options.get("name") or ""
-    call.delay = options.get("retry_delay", 0.0)
-    call.backoff = options.get("retry_backoff", 1.0)
-    call.jitter = options.get("retry_jitter", 0.0)
-    call.retry_on = options.get("retry_on", Exception)
-    return await exec_full(call)
+    return await exec_full(Call(parent, "subflow", flow, input, (), None, options))
 
 
 async def exec_full(call: Call) -> object:

@@ -341,7 +341,7 @@ class FlowStream(Generic[Y]):
                         )
                     child.details.metadata["replayed"] = True
                     self._items = None  # nothing to record again
-            if scope._open_hooks or scope._close_hooks:
+            if scope._lifecycle:
                 await scope._context_opened(child)
             if recorded is not MISSING:
                 source = _iterate(recorded)  # type: ignore[arg-type]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any, Generic, Literal, TypeAlias, TypeVar, final, overload
 
@@ -192,17 +191,6 @@ def tag(
 
 def check_json(value: object, what: str) -> None:
     """Raise :class:`SerializationError` unless ``value`` is strict JSON."""
-    reason = _json_problem(value, 0)
+    reason = _problem(value)
     if reason is not None:
         raise SerializationError(what, reason)
-
-
-def _json_problem(value: object, depth: int = 0) -> str | None:
-    """Why ``value`` is not strict JSON, or ``None`` (one policy: :mod:`runtree._json`)."""
-    return _problem(value, depth)
-
-
-def dumps(value: object, what: str) -> str:
-    """Strict JSON text of ``value`` or :class:`SerializationError`."""
-    check_json(value, what)
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)

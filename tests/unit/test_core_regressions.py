@@ -135,41 +135,6 @@ class TestSelfPresets:
             rt.create_scope(presets=[rt.preset(leaf, other), rt.preset(other, leaf)])
 
 
-class TestChildrenInOtherTasksJoined:
-    @pytest.mark.parametrize("options", [{}, {"name": "named"}])
-    async def test_grandchild_cancelled_and_joined(self, options: dict[str, str]) -> None:
-        log: list[str] = []
-        started = asyncio.Event()
-
-        @rt.flow
-        async def slow(ctx: rt.ExecutionContext) -> None:
-            started.set()
-            try:
-                await asyncio.sleep(10)
-            finally:
-                log.append("grandchild finished")
-
-        tasks: list[asyncio.Task[object]] = []
-
-        @rt.flow
-        async def spawner(ctx: rt.ExecutionContext) -> str:
-            tasks.append(asyncio.create_task(ctx.exec(slow)))
-            await started.wait()
-            return "done"
-
-        @rt.flow
-        async def top(ctx: rt.ExecutionContext) -> str:
-            result = await ctx.exec(spawner, **options)  # type: ignore[arg-type]
-            log.append("spawner returned")
-            return result
-
-        async with rt.create_scope() as scope:
-            assert await scope.exec(top) == "done"
-            assert log == ["grandchild finished", "spawner returned"]
-            with pytest.raises(rt.Cancelled):
-                await tasks[0]
-
-
 class TestBoundaryAsContextManager:
     async def test_exception_in_block_fails_boundary_and_rolls_back(self) -> None:
         log: list[str] = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import shutil
 import sys
@@ -14,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TextIO
+
+from .._json import jsonable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -101,17 +102,6 @@ def print_error(message: str) -> None:
     sys.stderr.flush()
 
 
-def _plain(value: object) -> object:
-    """A copy where non-finite floats are strings (strict JSON has no NaN)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 def json_text(value: object, *, indent: int | None = 2) -> str:
     """Strict JSON for any value: what is not JSON is shown as its ``str``."""
     try:
@@ -121,7 +111,7 @@ def json_text(value: object, *, indent: int | None = 2) -> str:
     except (TypeError, RecursionError):
         return json.dumps(f"<{type(value).__name__}>", indent=indent)
     try:
-        return json.dumps(_plain(value), indent=indent, default=str, allow_nan=False)
+        return json.dumps(jsonable(value), indent=indent, default=str, allow_nan=False)
     except (ValueError, TypeError, RecursionError):
         return json.dumps(f"<{type(value).__name__}>", indent=indent)
 

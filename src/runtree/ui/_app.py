@@ -31,6 +31,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._json import jsonable
 from ..errors import RunNotFoundError, SessionNotFoundError, StoreError
 from ..stores._secrets import redact, scrub
 
@@ -89,17 +90,7 @@ def _dumps(value: object) -> str:
     try:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError):
-        return json.dumps(_plain(value), ensure_ascii=False, separators=(",", ":"), default=str)
-
-
-def _plain(value: object) -> object:
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+        return json.dumps(jsonable(value), ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def _json(value: object, status: int = 200) -> Response:
