@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TracingExtension"]
 
+_get_current = otel_context.get_current
+
 #: The instrumentation scope name of every span this module makes.
 TRACER_NAME: Final = "runtree"
 #: ``record_input=True`` records inputs that are not str/bool/int/float as their
@@ -88,24 +90,36 @@ class TracingExtension(Extension):
         )
         self.record_input = record_input
         self.stream_events = stream_events
-        # The span of each context whose exec is running, keyed by the context object
-        # (contexts have no __weakref__ slot, and root ids may repeat: two runs of one
-        # session's root). An entry lives exactly as long as its wrap_exec call, which
-        # outlives the context's children: a context closes (joining every child) before
-        # its exec returns.
-        self._spans: dict[ExecutionContext, Span] = {}
+        # The span of each context whose exec is running, as the OpenTelemetry context
+        # that holds it (built once per span: it is both what the body runs under and the
+        # parent of the context's children), keyed by the context object (contexts have
+        # no __weakref__ slot, and root ids may repeat: two runs of one session's root).
+        # An entry lives exactly as long as its wrap_exec call, which outlives the
+        # context's children: a context closes (joining every child) before its exec
+        # returns.
+        self._spans: dict[ExecutionContext, Context] = {}
 
     # -- hooks -----------------------------------------------------------------------
 
     async def wrap_exec(self, next: Callable[[], Awaitable[object]], op: ExecOp) -> object:
-        if op.kind == "stream":
+        kind = op.kind
+        if kind == "stream":
             return await self._wrap_stream(next, op)
+        if kind == "parallel":
+            return await self._wrap_parallel(next, op)
         ctx = op.context
-        parallel = op.kind == "parallel"
-        # For parallel, op.context is the caller: the span hangs under the caller's span.
-        parent = self._parent_of(ctx if parallel else ctx.parent)
+        spans = self._spans
+        parent = ctx.parent
+        # Common case: the parent is traced and its context is still the current one
+        # (the child runs in the parent's task, under nothing the user attached).
+        above = spans.get(parent) if parent is not None else None
+        if above is None:
+            if parent is not None and parent.parent is not None:
+                above = self._parent_of(parent.parent)  # past an untraced boundary
+        elif above is not _get_current():
+            above = self._parent_of(parent)
         attributes: dict[str, AttributeValue] = {
-            "runtree.kind": op.kind,
+            "runtree.kind": kind,
             "runtree.context_id": ctx.id,
             "runtree.root_id": ctx.root.id,
             "runtree.attempt": op.attempt,
@@ -114,15 +128,10 @@ class TracingExtension(Extension):
             attributes["runtree.key"] = op.key
         if self.record_input and op.input is not None:
             attributes["runtree.input"] = _attribute(op.input)
-        span = self.tracer.start_span(
-            f"parallel {ctx.name}" if parallel else ctx.name,
-            context=parent,
-            attributes=attributes,
-        )
-        spans = self._spans
-        if not parallel:
-            spans[ctx] = span
-        token = otel_context.attach(trace.set_span_in_context(span))
+        span = self.tracer.start_span(ctx.name, above, attributes=attributes)
+        here = trace.set_span_in_context(span)
+        spans[ctx] = here
+        token = otel_context.attach(here)
         detach = True
         outcome = "completed"
         try:
@@ -139,12 +148,45 @@ class TracingExtension(Extension):
         finally:
             if detach:
                 otel_context.detach(token)
-            if not parallel and spans.get(ctx) is span:
+            if spans.get(ctx) is here:
                 del spans[ctx]
             # A closed context reports its own final status (a timeout ends "failed").
-            span.set_attribute("runtree.status", ctx.details.status if ctx.closed else outcome)
-            if not parallel:
-                _add_replays(span, ctx)
+            span.set_attribute("runtree.status", ctx._status if ctx.closed else outcome)
+            x = ctx._x  # read, not ctx.details.metadata: that would allocate per exec
+            if x is not None and x.metadata:
+                _add_replays(span, x.metadata)
+            span.end()
+
+    async def _wrap_parallel(self, next: Callable[[], Awaitable[object]], op: ExecOp) -> object:
+        """For parallel, ``op.context`` is the caller: the span hangs under the caller's
+        span and marks the interval the caller waited."""
+        ctx = op.context
+        span = self.tracer.start_span(
+            f"parallel {ctx.name}",
+            self._parent_of(ctx),
+            attributes={
+                "runtree.kind": "parallel",
+                "runtree.context_id": ctx.id,
+                "runtree.root_id": ctx.root.id,
+                "runtree.attempt": op.attempt,
+            },
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        detach = True
+        outcome = "completed"
+        try:
+            return await next()
+        except GeneratorExit:
+            detach = False
+            outcome = "cancelled"
+            raise
+        except BaseException as exc:
+            outcome = _record_failure(span, exc)
+            raise
+        finally:
+            if detach:
+                otel_context.detach(token)
+            span.set_attribute("runtree.status", outcome)
             span.end()
 
     async def wrap_resolve(self, next: Callable[[], Awaitable[object]], op: ResolveOp) -> object:
@@ -190,26 +232,27 @@ class TracingExtension(Extension):
             attributes["runtree.key"] = op.key
         if self.record_input and op.input is not None:
             attributes["runtree.input"] = _attribute(op.input)
-        span = self.tracer.start_span(ctx.name, context=self._parent_of(ctx.parent))
-        span.set_attributes(attributes)
+        span = self.tracer.start_span(ctx.name, self._parent_of(ctx.parent), attributes=attributes)
+        here = trace.set_span_in_context(span)
         spans = self._spans
-        spans[ctx] = span
+        spans[ctx] = here
 
         def end() -> None:
-            if spans.get(ctx) is span:
+            if spans.get(ctx) is here:
                 del spans[ctx]
-            error = ctx.details.error
+            details = ctx.details
+            error = details.error
             if error is not None:
                 _record_failure(span, error)
-            span.set_attribute("runtree.status", ctx.details.status)
-            items = ctx.details.metadata.get("stream_items")
+            span.set_attribute("runtree.status", details.status)
+            metadata = details.metadata
+            items = metadata.get("stream_items")
             if isinstance(items, int):
                 span.set_attribute("runtree.stream.items", items)
-            _add_replays(span, ctx)
+            _add_replays(span, metadata)
             span.end()
 
         ctx.on_close(end)
-        here = trace.set_span_in_context(span)
         token = otel_context.attach(here)
         try:
             source = await next()
@@ -220,13 +263,16 @@ class TracingExtension(Extension):
     # -- helpers ---------------------------------------------------------------------
 
     def _parent_of(self, ctx: ExecutionContext | None) -> Context | None:
-        """The OpenTelemetry context holding the span of ``ctx`` or its nearest traced
-        ancestor; ``None`` (the current context) when none is traced."""
+        """The current OpenTelemetry context with the span of ``ctx`` or its nearest traced
+        ancestor in it (the caller's baggage and other values kept); ``None`` (the current
+        context as it is) when none is traced."""
         spans = self._spans
         while ctx is not None:
-            span = spans.get(ctx)
-            if span is not None:
-                return trace.set_span_in_context(span)
+            here = spans.get(ctx)
+            if here is not None:
+                if here is _get_current():
+                    return here
+                return trace.set_span_in_context(trace.get_current_span(here))
             ctx = ctx.parent
         return None
 
@@ -269,11 +315,11 @@ def _record_failure(span: Span, exc: BaseException) -> str:
     return "failed"
 
 
-def _add_replays(span: Span, ctx: ExecutionContext) -> None:
-    """One event per journal replay ``ctx`` saw (the core records them, by key, in the
+def _add_replays(span: Span, metadata: dict[str, object]) -> None:
+    """One event per journal replay a context saw (the core records them, by key, in the
     caller's ``details.metadata``; there is no hook at the moment of the replay, so the
     events carry the span's end time)."""
-    replays = ctx.details.metadata.get("journal_replays")
+    replays = metadata.get("journal_replays")
     if isinstance(replays, list):
         for key in replays:
             span.add_event(REPLAY_EVENT, {"runtree.key": str(key)})

@@ -16,7 +16,10 @@ import runtree as rt
 
 pytest.importorskip("opentelemetry.sdk")
 
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry import baggage
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
@@ -236,6 +239,64 @@ class TestTree:
         # a nested boundary has no span: its execs hang under its traced ancestor
         assert traced.parent(traced.one("in-nested")) == "nested_boundary"
         assert traced.parent(traced.one("untraced-parent")) is None
+
+    async def test_an_exec_from_another_task_on_a_nested_boundary_hangs_under_its_ancestor(
+        self, traced: Traced
+    ) -> None:
+        jobs: asyncio.Queue[rt.ExecutionContext] = asyncio.Queue()
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        async def worker() -> None:
+            ctx = await jobs.get()  # its OTel context has no span
+            async with ctx.scope.create_context(parent=ctx, name="nested") as nested:
+                done.set_result(await nested.exec(leaf, name="from-worker"))
+
+        task = asyncio.ensure_future(worker())
+
+        @rt.flow
+        async def owner(ctx: rt.ExecutionContext) -> int:
+            jobs.put_nowait(ctx)
+            return await done
+
+        async with rt.create_scope(extensions=[traced.ext]) as scope:
+            assert await scope.exec(owner) == 1
+        await task
+        assert traced.parent(traced.one("from-worker")) == "owner"
+
+    async def test_a_childs_span_starts_in_the_callers_context_with_its_baggage(
+        self, traced: Traced
+    ) -> None:
+        """Span processors (and samplers) see the caller's current context, with the
+        parent's span in it: baggage the flow attached reaches its children's spans."""
+        seen: dict[str, object] = {}
+
+        class BaggageProbe(SpanProcessor):
+            def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+                seen[span.name] = baggage.get_baggage("tenant", parent_context)
+
+        traced.provider.add_span_processor(BaggageProbe())
+
+        @rt.flow
+        async def work(ctx: rt.ExecutionContext) -> None:
+            await ctx.exec(leaf, name="plain")
+            token = otel_context.attach(baggage.set_baggage("tenant", "acme"))
+            try:
+                await ctx.exec(leaf, name="with-baggage")
+                await ctx.parallel(ctx.exec(leaf, name="branch"))
+            finally:
+                otel_context.detach(token)
+
+        async with rt.create_scope(extensions=[traced.ext]) as scope:
+            await scope.exec(work)
+        assert seen == {
+            "work": None,
+            "plain": None,
+            "with-baggage": "acme",
+            "parallel work": "acme",
+            "branch": "acme",
+        }
+        for name in ("plain", "with-baggage", "branch"):
+            assert traced.parent(traced.one(name)) == "work"
 
     async def test_tracing_added_later_traces_new_work_only(self, traced: Traced) -> None:
         async with rt.create_scope() as scope:
