@@ -20,6 +20,7 @@ import stat
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from time import perf_counter
 from types import TracebackType
@@ -102,6 +103,58 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _BUSY
 
 
+def _others_ready() -> bool:
+    """Whether other callbacks wait to run in this loop turn (they may add records to
+    a batch). Unknown loops (no ``_ready`` queue) say yes: the batch then costs a turn."""
+    ready = getattr(asyncio.get_running_loop(), "_ready", None)
+    return ready is None or len(ready) > 0
+
+
+_Batch: TypeAlias = "list[tuple[tuple[object, ...], asyncio.Future[StepRecord | None]]]"
+
+
+def _settle(
+    batch: _Batch,
+    results: list[StepRecord | None] | None = None,
+    error: BaseException | None = None,
+) -> None:
+    for i, (_, done) in enumerate(batch):
+        if done.done():
+            continue  # its step was cancelled while waiting: the row is written anyway
+        if error is not None:
+            done.set_exception(error)
+        else:
+            assert results is not None
+            done.set_result(results[i])
+
+
+def _settle_from(batch: _Batch, job: asyncio.Future[list[StepRecord | None]]) -> None:
+    if job.cancelled():
+        _settle(batch, error=StoreError("the store was closed while a step was recorded"))
+    elif (exc := job.exception()) is not None:
+        _settle(batch, error=exc)
+    else:
+        _settle(batch, job.result())
+
+
+def _chain(
+    task: asyncio.Future[StepRecord | None], done: asyncio.Future[StepRecord | None]
+) -> None:
+    def copy(task: asyncio.Future[StepRecord | None]) -> None:
+        if done.done():
+            if not task.cancelled():
+                task.exception()  # retrieved: its step no longer waits for it
+            return
+        if task.cancelled():
+            done.cancel()
+        elif (exc := task.exception()) is not None:
+            done.set_exception(exc)
+        else:
+            done.set_result(task.result())
+
+    task.add_done_callback(copy)
+
+
 class _SqliteEngine(SqlStore):
     """The parts shared by :class:`SqliteStore` and the in-memory store."""
 
@@ -131,6 +184,7 @@ class _SqliteEngine(SqlStore):
         self._checkpoint: Future[None] | None = None
         self._checkpointing = False
         self._yielded = 0.0
+        self._batch: _Batch | None = None
 
     @property
     def durability(self) -> Durability:
@@ -270,9 +324,7 @@ class _SqliteEngine(SqlStore):
                 # Locked by another connection: wait for it on the thread, not here.
             else:
                 if write:
-                    self._writes += 1
-                    if self._writes >= _CHECKPOINT_EVERY:
-                        self._schedule_checkpoint()
+                    self._wrote()
                 now = perf_counter()
                 if now - self._yielded > _YIELD_AFTER:
                     # A chain of direct calls never suspends: let other tasks run.
@@ -284,25 +336,82 @@ class _SqliteEngine(SqlStore):
         )
 
     async def _insert_record(self, params: tuple[object, ...]) -> StepRecord | None:
-        # The hot path of a journaled step: one autocommitted INSERT on the loop.
+        # The hot path of a journaled step. Alone on the loop: one autocommitted INSERT,
+        # right here. When other tasks are ready to run in this loop turn, the record
+        # joins a batch that commits once, after they had their turn (group commit:
+        # SQLite's cost is the commit, not the row); each step still waits for its own
+        # record to be committed before it returns.
         conn = self._conn
-        if conn is not None and not (self._offload or self._checkpointing):
+        if conn is None or self._offload or self._checkpointing:
+            return await super()._insert_record(params)
+        batch = self._batch
+        if batch is None and not _others_ready():
             try:
                 inserted = conn.execute(self._insert_sql, params).rowcount
             except sqlite3.Error as exc:
                 if not (_is_busy(exc) and self._can_thread()):
                     raise self._error(exc, self._insert_sql) from exc
+                return await super()._insert_record(params)
+            self._wrote()
+            now = perf_counter()
+            if now - self._yielded > _YIELD_AFTER:
+                # A chain of direct calls never suspends: let other tasks run.
+                await asyncio.sleep(0)
+                self._yielded = perf_counter()
+            if inserted:
+                return None
+            return await super()._insert_record(params)
+        loop = asyncio.get_running_loop()
+        if batch is None:
+            batch = self._batch = []
+            loop.call_soon(self._commit_batch)
+        done: asyncio.Future[StepRecord | None] = loop.create_future()
+        batch.append((params, done))
+        return await done
+
+    def _wrote(self, commits: int = 1) -> None:
+        self._writes += commits
+        if self._writes >= _CHECKPOINT_EVERY:
+            self._schedule_checkpoint()
+
+    def _commit_batch(self) -> None:
+        """Commit the records gathered in one loop turn in one transaction."""
+        batch, self._batch = self._batch or [], None
+        rows = [params for params, _ in batch]
+        conn = self._conn
+        if conn is not None and not (self._offload or self._checkpointing):
+            try:
+                stood = _drive(conn, lambda tx: self._op_records(tx, rows), True, True)
+            except sqlite3.Error as exc:
+                if not (_is_busy(exc) and self._can_thread()):
+                    if len(batch) > 1:
+                        # One row the database refuses must not fail the others: each
+                        # on its own, so the error reaches the step that caused it.
+                        for params, done in batch:
+                            task = asyncio.ensure_future(super()._insert_record(params))
+                            _chain(task, done)
+                        return
+                    _settle(batch, error=self._error(exc, self._insert_sql))
+                    return
+                # Locked by another connection: wait for it on the thread, not here.
             else:
-                self._writes += 1
-                if self._writes >= _CHECKPOINT_EVERY:
-                    self._schedule_checkpoint()
-                now = perf_counter()
-                if now - self._yielded > _YIELD_AFTER:
-                    await asyncio.sleep(0)
-                    self._yielded = perf_counter()
-                if inserted:
-                    return None
-        return await super()._insert_record(params)
+                self._wrote()
+                self._yielded = perf_counter()
+                _settle(batch, stood)
+                return
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(
+            self._thread(),
+            self._in_thread,
+            lambda tx: self._op_records(tx, rows),
+            True,
+            True,
+            self._insert_sql,
+        )
+        job.add_done_callback(partial(_settle_from, batch))
+
+    async def _op_records(self, tx: Tx, rows: list[tuple[object, ...]]) -> list[StepRecord | None]:
+        return [await self._op_record(tx, params) for params in rows]
 
     def _can_thread(self) -> bool:
         return False
@@ -349,6 +458,8 @@ class _SqliteEngine(SqlStore):
         if self._closed or self._conn is None:
             self._closed = True
             return
+        if self._batch is not None:
+            self._commit_batch()  # records waiting for this loop turn's commit
         await self._release_all()
         self._closed = True
         key = getattr(self, "_file", None)
