@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
 from runtree.integrations.asgi import (
+    _READ_AHEAD,
     ErrorResponse,
     RuntreeMiddleware,
     context_of,
@@ -122,6 +123,10 @@ class TestStarlette:
         with pytest.raises(TypeError, match=r"^RuntreeMiddleware\(scope=\.\.\.\) takes a runtree"):
             RuntreeMiddleware(_drop, scope="nope")  # type: ignore[arg-type]
 
+    def test_watch_after_must_be_seconds(self) -> None:
+        with pytest.raises(ValueError, match=r"^RuntreeMiddleware\(watch_after=\.\.\.\) takes"):
+            RuntreeMiddleware(_drop, watch_after=-1)
+
 
 async def _never() -> dict[str, Any]:
     await asyncio.Event().wait()
@@ -140,9 +145,16 @@ class Client:
         self.sent: list[dict[str, Any]] = []
         self.inbox.put_nowait({"type": "http.request", "body": b"", "more_body": False})
         self.disconnect_read = asyncio.Event()
+        self.waiting = asyncio.Event()  # a receive() waits for the next message
+        self.reads = 0
+        self.read = asyncio.Event()  # set at each message read (clear it to wait again)
 
     async def receive(self) -> dict[str, Any]:
+        if self.inbox.empty():
+            self.waiting.set()
         message = await self.inbox.get()
+        self.reads += 1
+        self.read.set()
         if message["type"] == "http.disconnect":
             self.disconnect_read.set()
         return message
@@ -193,29 +205,107 @@ class TestRawASGI:
 
     async def test_a_disconnect_after_the_response_is_not_a_cancel(self) -> None:
         contexts: list[rt.ExecutionContext] = []
-        after_response = asyncio.Event()
+        go, after_response = asyncio.Event(), asyncio.Event()
 
         async def app(scope: Any, receive: Any, send: Any) -> None:
             contexts.append(context_of(scope))
+            await go.wait()
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"ok"})
             await after_response.wait()  # a background task after the response
 
         async with rt.create_scope() as scope:
             client = Client()
-            call = asyncio.ensure_future(
-                RuntreeMiddleware(app, scope=scope)(http_scope(), client.receive, client.send)
-            )
+            watching = RuntreeMiddleware(app, scope=scope, watch_after=0)
+            call = asyncio.ensure_future(watching(http_scope(), client.receive, client.send))
+            await client.waiting.wait()  # the watcher read the request and waits for more
+            go.set()
+            await client.read.wait()
             client.disconnect()
             await client.disconnect_read.wait()  # the watcher has it (and ignores it)
             after_response.set()
             await call
         assert contexts[0].details.status == "completed"
 
-    async def test_the_app_reads_the_body_through_the_watcher(self) -> None:
-        bodies: list[bytes] = []
+    async def test_the_app_reading_a_disconnect_after_the_response_is_not_a_cancel(
+        self,
+    ) -> None:
+        contexts: list[rt.ExecutionContext] = []
 
         async def app(scope: Any, receive: Any, send: Any) -> None:
+            contexts.append(context_of(scope))
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+            assert (await receive())["type"] == "http.request"
+            assert (await receive())["type"] == "http.disconnect"
+
+        async with rt.create_scope() as scope:
+            client = Client()
+            client.disconnect()
+            await RuntreeMiddleware(app, scope=scope)(http_scope(), client.receive, client.send)
+        assert contexts[0].details.status == "completed"
+
+    async def test_a_request_shorter_than_watch_after_starts_no_task(self) -> None:
+        tasks: list[set[asyncio.Task[Any]]] = []
+        client = Client()
+
+        def app(turn: Callable[[], Awaitable[object]]) -> Any:
+            async def app(scope: Any, receive: Any, send: Any) -> None:
+                await turn()
+                tasks.append(asyncio.all_tasks())
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+                await send({"type": "http.response.body", "body": b"ok"})
+
+            return app
+
+        async with rt.create_scope() as scope:
+            before = asyncio.all_tasks()
+            # A loop turn: a watcher started with the request would exist by now.
+            fast = RuntreeMiddleware(app(lambda: asyncio.sleep(0)), scope=scope)
+            await fast(http_scope(), client.receive, client.send)
+            # watch_after=0: the watcher reads the request and waits for more.
+            slow = RuntreeMiddleware(app(client.waiting.wait), scope=scope, watch_after=0)
+            await slow(http_scope(), client.receive, client.send)
+        assert tasks[0] == before
+        assert len(tasks[1] - before) == 1
+
+    async def test_a_watch_due_while_the_app_reads_starts_after_that_read(self) -> None:
+        tx, started, bodies = Tx(), asyncio.Event(), []
+
+        @rt.flow(deps={"tx": tx.resource})
+        async def wait_forever(ctx: rt.ExecutionContext, tx: str) -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            bodies.append((await receive())["body"])  # waits: the body is not there yet
+            await rt.current_context().exec(wait_forever)  # type: ignore[union-attr]
+
+        async with rt.create_scope() as scope:
+            client = Client()
+            client.inbox = asyncio.Queue()
+            watching = RuntreeMiddleware(app, scope=scope, watch_after=0)
+            call = asyncio.ensure_future(watching(http_scope(), client.receive, client.send))
+            await client.waiting.wait()  # the app reads; the watch is due meanwhile
+            client.inbox.put_nowait({"type": "http.request", "body": b"hi", "more_body": False})
+            await started.wait()
+            client.disconnect()
+            await call
+        assert bodies == [b"hi"]
+        assert tx.outcomes == ["rollback Cancelled"]
+
+    async def test_the_app_reads_the_body_through_the_watcher(self) -> None:
+        bodies: list[bytes] = []
+        reads_ahead: list[int] = []
+        client = Client()
+        client.inbox = asyncio.Queue()
+        chunk = 16 * 1024
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            while client.reads < _READ_AHEAD // chunk:  # the watcher reads ahead ...
+                client.read.clear()
+                await client.read.wait()
+            reads_ahead.append(client.reads)  # ... up to its limit, then waits for room
             chunks = []
             while True:
                 message = await receive()
@@ -227,15 +317,15 @@ class TestRawASGI:
             await send({"type": "http.response.body", "body": b""})
 
         async with rt.create_scope() as scope:
-            client = Client()
-            client.inbox = asyncio.Queue()
             big = b"x" * (200 * 1024)  # more than the watcher reads ahead
-            for i in range(0, len(big), 16 * 1024):
-                more = i + 16 * 1024 < len(big)
+            for i in range(0, len(big), chunk):
+                more = i + chunk < len(big)
                 client.inbox.put_nowait(
-                    {"type": "http.request", "body": big[i : i + 16 * 1024], "more_body": more}
+                    {"type": "http.request", "body": big[i : i + chunk], "more_body": more}
                 )
-            await RuntreeMiddleware(app, scope=scope)(http_scope(), client.receive, client.send)
+            watching = RuntreeMiddleware(app, scope=scope, watch_after=0)
+            await watching(http_scope(), client.receive, client.send)
+        assert reads_ahead == [_READ_AHEAD // chunk]
         assert bodies == [big]
 
     async def test_an_app_error_closes_failed_and_reaches_the_server(self) -> None:

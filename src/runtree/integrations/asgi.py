@@ -136,11 +136,24 @@ class RuntreeMiddleware:
         scope: The scope to open boundaries in; ``None`` takes it from the lifespan state
             (see :func:`lifespan`).
         fail_status: Responses with this status or above close the boundary failed.
-        watch_disconnect: Watch for an HTTP client disconnect while the app runs (one
-            task per request); off, a disconnect is only seen when the app reads it.
+        watch_disconnect: Watch for an HTTP client disconnect while the app runs;
+            off, a disconnect is only seen when the app reads it.
+        watch_after: Seconds a request runs before its watch starts (between one and
+            two times this, checked by one timer for all requests); a request that ends
+            sooner costs no task, and a disconnect does not cancel it (its work is done).
     """
 
-    __slots__ = ("app", "fail_status", "scope", "watch_disconnect")
+    __slots__ = (
+        "_loop",
+        "_older",
+        "_tick",
+        "_younger",
+        "app",
+        "fail_status",
+        "scope",
+        "watch_after",
+        "watch_disconnect",
+    )
 
     def __init__(
         self,
@@ -149,6 +162,7 @@ class RuntreeMiddleware:
         scope: Scope | None = None,
         fail_status: int = 500,
         watch_disconnect: bool = True,
+        watch_after: float = 0.05,
     ) -> None:
         if scope is not None and not isinstance(scope, Scope):
             msg = f"RuntreeMiddleware(scope=...) takes a runtree Scope (got {scope!r})"
@@ -157,6 +171,17 @@ class RuntreeMiddleware:
         self.scope = scope
         self.fail_status = fail_status
         self.watch_disconnect = watch_disconnect
+        if not watch_after >= 0:
+            msg = f"RuntreeMiddleware(watch_after=...) takes seconds >= 0 (got {watch_after!r})"
+            raise ValueError(msg)
+        self.watch_after = watch_after
+        # Running HTTP requests not watched yet, in two generations: each tick of one
+        # timer (every `watch_after` seconds while any are pending) starts a watcher for
+        # each request of the older one, and the younger one becomes the older.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._younger: dict[_Exchange, None] = {}
+        self._older: dict[_Exchange, None] = {}
+        self._tick: asyncio.TimerHandle | None = None
 
     async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -186,23 +211,19 @@ class RuntreeMiddleware:
         self, ctx: ExecutionContext, request: _RequestScope, receive: Receive, send: Send
     ) -> None:
         exchange = _Exchange(ctx, receive, send)
-        watcher = None
         if self.watch_disconnect:
-            watcher = asyncio.get_running_loop().create_task(exchange.watch())
-            app_receive: Receive = exchange.receive
-        else:
-            app_receive = exchange.receive_direct
+            self._pending(exchange)
         answered_error = False
         try:
             async with ctx:
                 try:
-                    await self.app(request, app_receive, exchange.send)
+                    await self.app(request, exchange.receive, exchange.send)
                 finally:
-                    if watcher is not None:
-                        watcher.cancel()
-                        # Not `await watcher`: that would raise the watcher's CancelledError
-                        # here and hide a cancellation of this very task.
-                        await asyncio.wait((watcher,))
+                    generation = exchange.generation
+                    if generation is not None:
+                        del generation[exchange]
+                    elif exchange.watcher is not None:
+                        await exchange.stop_watch()
                 if exchange.status >= self.fail_status:
                     answered_error = True
                     raise ErrorResponse(exchange.status)
@@ -217,13 +238,33 @@ class RuntreeMiddleware:
             # The client went away: nobody is left to answer, and the boundary already
             # closed cancelled (its resources rolled back).
 
+    def _pending(self, exchange: _Exchange) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # the app moved to another loop (tests do that)
+            self._loop, self._younger, self._older, self._tick = loop, {}, {}, None
+        younger = self._younger
+        younger[exchange] = None
+        exchange.generation = younger
+        if self._tick is None:
+            self._tick = loop.call_later(self.watch_after, self._watch_older)
+
+    def _watch_older(self) -> None:
+        older, self._older, self._younger = self._older, self._younger, {}
+        for exchange in older:
+            exchange.generation = None
+            exchange.start_watch()
+        if self._older and self._loop is not None:
+            self._tick = self._loop.call_later(self.watch_after, self._watch_older)
+        else:
+            self._tick = None
+
     async def _websocket(
         self, ctx: ExecutionContext, request: _RequestScope, receive: Receive, send: Send
     ) -> None:
         exchange = _Exchange(ctx, receive, send)
         try:
             async with ctx:
-                await self.app(request, exchange.receive_direct, exchange.send)
+                await self.app(request, exchange.receive, exchange.send)
         except Cancelled:
             if not exchange.gone:
                 raise
@@ -296,13 +337,21 @@ class _RequestScope(dict[str, Any]):
 @final
 class _Exchange:
     """One request's messages: tracks the response status and end, and (HTTP) watches
-    for a client disconnect while the app runs."""
+    for a client disconnect once the request has run for a while.
+
+    Until the watcher starts, the app reads the server's ``receive`` directly. Once it
+    runs, the watcher is the only reader: it reads the body ahead of the app (at most
+    ``_READ_AHEAD`` bytes) and hands each message over, so that it is already waiting in
+    ``receive`` when the client disconnects. The two never read at the same time: a
+    watcher due while the app waits in ``receive`` starts when that call returns."""
 
     __slots__ = (
         "_buffered",
+        "_due",
         "_error",
         "_messages",
         "_more",
+        "_reading",
         "_receive",
         "_room",
         "_send",
@@ -310,8 +359,10 @@ class _Exchange:
         "ctx",
         "done",
         "ended",
+        "generation",
         "gone",
         "status",
+        "watcher",
     )
 
     def __init__(self, ctx: ExecutionContext, receive: Receive, send: Send) -> None:
@@ -323,7 +374,12 @@ class _Exchange:
         self.closed_by_app = False  # the app closed the websocket
         self.gone = False  # the client disconnected before the app finished
         self.ended = False  # the watcher saw the disconnect (or receive failed)
-        self._messages: deque[Message] = deque()
+        self.watcher: asyncio.Task[None] | None = None
+        # While waiting for its watch: the middleware's generation that holds it.
+        self.generation: dict[_Exchange, None] | None = None
+        self._reading = False  # the app waits in the server's receive (no watcher yet)
+        self._due = False  # the watcher was due while the app was reading
+        self._messages: deque[Message] | None = None
         self._buffered = 0
         self._error: BaseException | None = None
         self._more: asyncio.Event | None = None
@@ -349,16 +405,49 @@ class _Exchange:
             self.status = message["status"]
         await self._send(message)
 
-    async def receive_direct(self) -> Message:
-        message = await self._receive()
+    async def receive(self) -> Message:
+        if self._messages is not None:
+            return await self._handed_over()
+        self._reading = True
+        try:
+            message = await self._receive()
+        finally:
+            self._reading = False
+            if self._due:
+                self._start()
         kind = message["type"]
         if kind == "http.disconnect" or kind == "websocket.disconnect":
             self._client_left()
         return message
 
-    # -- HTTP with a watcher: the watcher is the only reader of the server's receive ----
+    # -- HTTP: the disconnect watcher ------------------------------------------------
 
-    async def watch(self) -> None:
+    def start_watch(self) -> None:
+        """The request ran ``watch_after``: start the watcher unless the response is
+        complete."""
+        if self.done or self.ended:
+            return
+        if self._reading:
+            self._due = True
+        else:
+            self._start()
+
+    def _start(self) -> None:
+        self._due = False
+        self._messages = deque()
+        self.watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def stop_watch(self) -> None:
+        watcher = self.watcher
+        if watcher is not None:
+            watcher.cancel()
+            # Not `await watcher`: that would raise the watcher's CancelledError here and
+            # hide a cancellation of this very task.
+            await asyncio.wait((watcher,))
+
+    async def _watch(self) -> None:
+        messages = self._messages
+        assert messages is not None
         try:
             while True:
                 if self._buffered >= _READ_AHEAD:
@@ -371,7 +460,7 @@ class _Exchange:
                     self._wake()
                     return
                 self._buffered += len(message.get("body", b""))
-                self._messages.append(message)
+                messages.append(message)
                 self._wake()
         except Exception as exc:
             # The server's receive failed: the app's next receive raises it.
@@ -383,8 +472,9 @@ class _Exchange:
         if self._more is not None:
             self._more.set()
 
-    async def receive(self) -> Message:
+    async def _handed_over(self) -> Message:
         messages = self._messages
+        assert messages is not None
         while not messages:
             if self.ended:
                 if self._error is not None:
