@@ -41,6 +41,11 @@ def _task_getter() -> Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | 
 task_of = _task_getter()
 
 
+# How many cancellations were requested in this process so far (``[n]``: a list, so a hot
+# loop holds it in a local). A streaming flow re-walks its ancestors for a cancellation
+# only when this changed since its last item, instead of at every item.
+generation = [0]
+
 # task -> targets whose cancellation is pending or being delivered in that task
 _pending: dict[asyncio.Task[object], list[ExecutionContext]] = {}
 

@@ -674,6 +674,7 @@ class ExecutionContext(Generic[InputT]):
 
     def _mark_cancelled(self, reason: str | None, timed_out: float | None = None) -> None:
         self._cancelled = True
+        _cancel.generation[0] += 1  # (streams check their ancestors when this moves)
         x = self._extra()
         x.cancel_reason = reason
         if timed_out is not None:

@@ -206,8 +206,9 @@ class FlowStream(Generic[Y]):
         return pump
 
     async def _run(self) -> AsyncIterator[Y]:
-        """The pump: what ``async for`` iterates. Per item: a cancellation check, one step
-        of the source with the child as the current context, one yield."""
+        """The pump: what ``async for`` iterates. Per item: one step of the source with the
+        child as the current context, one yield; between items a cancellation check that
+        walks the ancestors only when some context was cancelled since the last item."""
         child = self.context
         parent = child.parent
         assert parent is not None
@@ -215,20 +216,28 @@ class FlowStream(Generic[Y]):
             x = child._x
             raise (x.error if x is not None and x.error else Cancelled(child.name, "closed"))
         source = await self._start()
-        nxt = source.__anext__
         task_of = _task_of
         loop = asyncio.get_running_loop()
         set_current = _current.set
         reset_current = _current.reset
+        generation = _cancel.generation
+        seen = -1  # the generation of cancellations checked (-1: check before the first)
         items = self._items
         count = 0
+        stepping = False
+        attached = False
+        task: asyncio.Task[Any] | None = None
         try:
             while True:
-                node: ExecutionContext | None = child
-                while node is not None and not node._cancelled:
-                    node = node.parent
-                if node is not None:  # cancelled (the child or an ancestor) between items
-                    raise await self._stop_cancelled(node)
+                if generation[0] != seen:
+                    # Something was cancelled since the last check: the child, or an
+                    # ancestor whose cancel (same task) flags only itself.
+                    seen = generation[0]
+                    node: ExecutionContext | None = child
+                    while node is not None and not node._cancelled:
+                        node = node.parent
+                    if node is not None:
+                        raise await self._stop_cancelled(node)
                 task = task_of(loop)
                 # While the step runs, the child's work is this task: a cancel or timeout
                 # is delivered into the generator; between steps it only flags the child.
@@ -242,18 +251,17 @@ class FlowStream(Generic[Y]):
                     parent._attach(child)
                     attached = True
                 token = set_current(child)
-                try:
-                    item = await nxt()
-                except StopAsyncIteration:
+                stepping = True
+                async for item in source:  # noqa: B007 - one step (cheaper than await __anext__())
+                    break
+                else:
                     reset_current(token)
+                    stepping = False
                     self._count(count)
                     await self._complete()
                     return
-                except BaseException as exc:
-                    reset_current(token)
-                    self._count(count)
-                    raise await self._failed(exc)  # noqa: B904 - exc itself, or its conversion
                 reset_current(token)
+                stepping = False
                 child._task = None
                 if attached:
                     if parent._running is child and parent._x is None:
@@ -268,13 +276,13 @@ class FlowStream(Generic[Y]):
                 if items is not None:
                     items.append(item)
                 yield item
-        except GeneratorExit:
+        except BaseException as exc:
             self._count(count)
-            await self._stop_early("the consumer left the stream")
-            raise
-        except BaseException:
-            self._count(count)
-            if self._state < _CLOSING:  # thrown in by athrow(): an early stop too
+            if stepping:  # the source raised (or its step was cancelled)
+                reset_current(token)
+                raise await self._failed(exc)  # noqa: B904 - exc itself, or its conversion
+            if self._state < _CLOSING:  # GeneratorExit at ``yield`` (aclose, a dropped
+                # pump) or anything thrown in by athrow(): an early stop
                 await self._stop_early("the consumer left the stream")
             raise
 

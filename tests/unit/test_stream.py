@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -372,6 +373,119 @@ class TestFailures:
 
             with pytest.raises(ExecTimeoutError):
                 await consume(stream, [], slow_consumer)
+
+
+class TestCancellationBetweenItems:
+    """Between items the stream walks its ancestors only when some context was cancelled
+    since the last item; these pin down what that check must still catch."""
+
+    async def test_a_grandparent_cancelled_from_the_loop_body_in_the_same_task(self) -> None:
+        numbers, seen, _ = watched()
+        got: list[int] = []
+
+        @rt.flow
+        async def outer(ctx: rt.ExecutionContext) -> None:
+            # The stream's parent runs in this task: the boundary's cancel reaches it as a
+            # flag only, never through the stream's own context.
+            await consume(
+                ctx.exec_stream(numbers, 0), got, lambda i: b.cancel("enough") if i == 1 else None
+            )
+
+        async with rt.create_scope() as scope, scope.create_context() as b:
+            with pytest.raises(Cancelled):
+                await b.exec(outer)
+            assert got == [0, 1]
+            assert seen == {"finally": 1, "on_close": 1, "started": 1}
+
+    async def test_the_child_cancelled_between_items(self) -> None:
+        numbers, seen, _ = watched()
+        async with rt.create_scope() as scope, scope.create_context() as ctx:
+            stream = ctx.exec_stream(numbers, 0)
+            got: list[int] = []
+            with pytest.raises(Cancelled):
+                await consume(stream, got, lambda i: stream.context.cancel() if i == 3 else None)
+            assert got == [0, 1, 2, 3]
+            assert stream.context.details.status == "cancelled"
+            assert not ctx.cancelled
+            assert seen["finally"] == seen["on_close"] == 1
+
+    async def test_a_cancel_elsewhere_does_not_stop_the_stream(self) -> None:
+        async with rt.create_scope() as scope, scope.create_context() as ctx:
+            other = scope.create_context()
+            sibling = ctx.exec_stream(count, 2)
+
+            async def cancel_others(i: int) -> None:
+                if i == 1:
+                    other.cancel("unrelated")
+                    await sibling.aclose()  # cancels the sibling stream's context
+
+            got: list[int] = []
+            stream = ctx.exec_stream(count, 5)
+            await consume(stream, got, cancel_others)
+            assert got == [0, 1, 2, 3, 4]
+            assert stream.context.details.status == "completed"
+            assert sibling.context.details.status == "cancelled"
+            await other.close()
+
+    async def test_a_cancel_between_items_from_another_task(self) -> None:
+        numbers, seen, _ = watched()
+        async with rt.create_scope() as scope, scope.create_context() as ctx:
+            stream = ctx.exec_stream(numbers, 0)
+            it = stream.__aiter__()
+            assert await it.__anext__() == 0
+
+            async def cancel() -> None:
+                ctx.cancel("from another task")
+
+            await asyncio.create_task(cancel())
+            with pytest.raises(Cancelled):
+                await it.__anext__()
+            assert stream.context.details.status == "cancelled"
+            assert seen["finally"] == 1
+
+
+class TestContextVarsInTheGenerator:
+    """The generator runs in the consumer's contextvars context, as any async generator
+    does; only ``current_context()`` is switched to the child around each step."""
+
+    async def test_a_var_set_across_a_yield_is_seen_by_the_consumer(self) -> None:
+        var: contextvars.ContextVar[str] = contextvars.ContextVar("test_stream_var", default="-")
+
+        @rt.flow
+        async def setter(ctx: rt.ExecutionContext) -> AsyncIterator[str]:
+            token = var.set("inside")
+            try:
+                yield var.get()
+                yield var.get()
+            finally:
+                var.reset(token)
+            yield var.get()
+
+        async with rt.create_scope() as scope, scope.create_context() as ctx:
+            seen = []
+            async for item in ctx.exec_stream(setter):
+                seen.append((item, var.get(), rt.current_context() is None))
+            assert seen == [
+                ("inside", "inside", True),
+                ("inside", "inside", True),
+                ("-", "-", True),
+            ]
+            assert var.get() == "-"
+
+    async def test_a_var_the_consumer_sets_between_items_reaches_the_generator(self) -> None:
+        var: contextvars.ContextVar[int] = contextvars.ContextVar("test_stream_var2", default=0)
+
+        @rt.flow
+        async def reader(ctx: rt.ExecutionContext) -> AsyncIterator[tuple[int, bool]]:
+            for _ in range(3):
+                yield var.get(), rt.current_context() is ctx
+
+        async with rt.create_scope() as scope, scope.create_context() as ctx:
+            got = []
+            async for value, current in ctx.exec_stream(reader):
+                got.append((value, current))
+                var.set(value + 1)
+            assert got == [(0, True), (1, True), (2, True)]
 
 
 class TestJournal:
