@@ -197,6 +197,7 @@ class RuntreeMiddleware:
         request = _RequestScope(scope)
         request.ctx = ctx
         request.method = method
+        request.prefix = ""
         request[CONTEXT_KEY] = ctx
         token = _current.set(ctx)
         try:
@@ -318,7 +319,7 @@ class _RequestScope(dict[str, Any]):
             self._matched(args[0]["route"])
 
     def _matched(self, route: object) -> None:
-        prefix = getattr(self, "prefix", "")
+        prefix = self.prefix
         if hasattr(route, "routes"):  # a Mount: its app routes the rest
             path = getattr(route, "path", None)
             if isinstance(path, str):
@@ -379,11 +380,8 @@ class _Exchange:
         self.generation: dict[_Exchange, None] | None = None
         self._reading = False  # the app waits in the server's receive (no watcher yet)
         self._due = False  # the watcher was due while the app was reading
+        # Set when the watch starts (the rest is only read once it has).
         self._messages: deque[Message] | None = None
-        self._buffered = 0
-        self._error: BaseException | None = None
-        self._more: asyncio.Event | None = None
-        self._room: asyncio.Event | None = None
 
     def _client_left(self) -> None:
         if not self.done and not self.closed_by_app:
@@ -434,6 +432,10 @@ class _Exchange:
 
     def _start(self) -> None:
         self._due = False
+        self._buffered = 0
+        self._error: BaseException | None = None
+        self._more: asyncio.Event | None = None
+        self._room: asyncio.Event | None = None
         self._messages = deque()
         self.watcher = asyncio.get_running_loop().create_task(self._watch())
 
