@@ -264,8 +264,11 @@ class FlowStream(Generic[Y]):
                 stepping = False
                 child._task = None
                 if attached:
-                    if parent._running is child and parent._x is None:
-                        parent._running = None  # (parent._detach, inlined)
+                    if parent._running is child:  # (parent._detach, inlined: per item)
+                        parent._running = None
+                        px = parent._x  # (set on every parent: the stream's on_close)
+                        if px is not None and px.drained is not None:
+                            parent._drained()  # someone waits for the parent's children
                     else:
                         parent._detach(child)
                 if child._cancelled:
