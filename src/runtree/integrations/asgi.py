@@ -333,6 +333,17 @@ class _RequestScope(dict[str, Any]):
         template = prefix + path
         self.ctx.set(http_route, template)
         self.ctx.name = f"{self.method} {template}"
+        # Routing is done: the app's further writes to the scope need no look.
+        self.__class__ = _RoutedScope
+
+
+class _RoutedScope(_RequestScope):
+    """A request scope whose route was matched: plain dict writes from then on."""
+
+    __slots__ = ()
+
+    __setitem__ = dict.__setitem__
+    update = dict.update
 
 
 @final
