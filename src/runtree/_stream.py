@@ -25,6 +25,7 @@ before they return. See docs/streaming.md for the reasons.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import sys
 import weakref
@@ -224,9 +225,9 @@ class FlowStream(Generic[Y]):
         seen = -1  # the generation of cancellations checked (-1: check before the first)
         items = self._items
         count = 0
-        stepping = False
         attached = False
         task: asyncio.Task[Any] | None = None
+        token: contextvars.Token[ExecutionContext | None] | None = None  # set: in a step
         try:
             while True:
                 if generation[0] != seen:
@@ -251,17 +252,16 @@ class FlowStream(Generic[Y]):
                     parent._attach(child)
                     attached = True
                 token = set_current(child)
-                stepping = True
                 async for item in source:  # noqa: B007 - one step (cheaper than await __anext__())
                     break
                 else:
                     reset_current(token)
-                    stepping = False
+                    token = None
                     self._count(count)
                     await self._complete()
                     return
                 reset_current(token)
-                stepping = False
+                token = None
                 child._task = None
                 if attached:
                     if parent._running is child:  # (parent._detach, inlined: per item)
@@ -281,7 +281,7 @@ class FlowStream(Generic[Y]):
                 yield item
         except BaseException as exc:
             self._count(count)
-            if stepping:  # the source raised (or its step was cancelled)
+            if token is not None:  # the source raised (or its step was cancelled)
                 reset_current(token)
                 raise await self._failed(exc)  # noqa: B904 - exc itself, or its conversion
             if self._state < _CLOSING:  # GeneratorExit at ``yield`` (aclose, a dropped
