@@ -122,8 +122,13 @@ class TracingExtension(Extension):
             "runtree.kind": kind,
             "runtree.context_id": ctx.id,
             "runtree.root_id": ctx.root.id,
-            "runtree.attempt": op.attempt,
         }
+        # Attributes that would repeat the common case are left out (each one costs the
+        # SDK a validation): no runtree.attempt on a first attempt, no runtree.status on
+        # work that completed. docs/otel.md states both rules.
+        attempt = op.attempt
+        if attempt != 1:
+            attributes["runtree.attempt"] = attempt
         if op.key is not None:
             attributes["runtree.key"] = op.key
         if self.record_input and op.input is not None:
@@ -151,7 +156,9 @@ class TracingExtension(Extension):
             if spans.get(ctx) is here:
                 del spans[ctx]
             # A closed context reports its own final status (a timeout ends "failed").
-            span.set_attribute("runtree.status", ctx._status if ctx.closed else outcome)
+            status = ctx._status if ctx.closed else outcome
+            if status != "completed":
+                span.set_attribute("runtree.status", status)
             x = ctx._x  # read, not ctx.details.metadata: that would allocate per exec
             if x is not None and x.metadata:
                 _add_replays(span, x.metadata)
@@ -168,7 +175,6 @@ class TracingExtension(Extension):
                 "runtree.kind": "parallel",
                 "runtree.context_id": ctx.id,
                 "runtree.root_id": ctx.root.id,
-                "runtree.attempt": op.attempt,
             },
         )
         token = otel_context.attach(trace.set_span_in_context(span))
@@ -186,7 +192,8 @@ class TracingExtension(Extension):
         finally:
             if detach:
                 otel_context.detach(token)
-            span.set_attribute("runtree.status", outcome)
+            if outcome != "completed":
+                span.set_attribute("runtree.status", outcome)
             span.end()
 
     async def wrap_resolve(self, next: Callable[[], Awaitable[object]], op: ResolveOp) -> object:
@@ -244,7 +251,9 @@ class TracingExtension(Extension):
             error = details.error
             if error is not None:
                 _record_failure(span, error)
-            span.set_attribute("runtree.status", details.status)
+            status = details.status
+            if status != "completed":
+                span.set_attribute("runtree.status", status)
             metadata = details.metadata
             items = metadata.get("stream_items")
             if isinstance(items, int):
