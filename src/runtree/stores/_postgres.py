@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import re
 import select
@@ -17,10 +18,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
+from .._journal import StepRecord
 from ..errors import StoreError
 from ._base import DEFAULT_LEASE
 from ._secrets import passwords, redact
-from ._sql import MIGRATIONS, QUERIES, SqlStore, Tx, prepare, schema_version
+from ._sql import MIGRATIONS, QUERIES, Batch, SqlStore, Tx, prepare, schema_version, settle
+from ._sql import _record as _stored
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -33,6 +36,11 @@ T = TypeVar("T")
 
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _INSTALL = "pip install 'runtree[postgres]'"
+# The journal row's parameters, in the order journal_record builds them.
+_JOURNAL_FIELDS = (
+    "tree_id", "key", "name", "ok", "value", "error_type", "error_message", "owner",
+    "recorded_at", "input_digest",
+)  # fmt: skip
 
 
 class _PgTx:
@@ -170,6 +178,11 @@ class PostgresStore(SqlStore):
         self._idle: list[AsyncConnection[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = False
+        # Group commit: while a journal record is being written, the records of other
+        # steps queue and are written together, in one statement, by one task.
+        self._recording = False
+        self._queued: Batch = []
+        self._batcher: asyncio.Task[None] | None = None
 
     @property
     def dsn(self) -> str:
@@ -357,6 +370,76 @@ class PostgresStore(SqlStore):
         self._give(conn)
         return result
 
+    async def _insert_record(self, params: tuple[object, ...]) -> StepRecord | None:
+        # Alone: one round trip, in the step's own task. While another record is on its
+        # way, queue: the records that gathered meanwhile go together in one statement
+        # and one commit (group commit), and each step waits for its own.
+        if not self._recording:
+            self._recording = True
+            try:
+                return await super()._insert_record(params)
+            finally:
+                self._recording = False
+                if self._queued:
+                    self._start_batcher()
+        done: asyncio.Future[StepRecord | None] = asyncio.get_running_loop().create_future()
+        self._queued.append((params, done))
+        return await done
+
+    def _start_batcher(self) -> None:
+        self._recording = True
+        self._batcher = asyncio.get_running_loop().create_task(
+            self._write_queued(), name="runtree: journal records"
+        )
+
+    async def _write_queued(self) -> None:
+        """Write what queued, batch after batch, until nothing waits. A task of its own,
+        so that no waiting step's cancellation stops the others' records."""
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                rows = [params for params, _ in batch]
+                try:
+                    stood = await self._write(self._op_records, rows)
+                except Exception as exc:
+                    if len(batch) == 1:
+                        settle(batch, error=exc)
+                        continue
+                    # One row the server refuses must not fail the others.
+                    for params, done in batch:
+                        try:
+                            one = await self._write1(self._op_record, params)
+                        except Exception as each:
+                            settle([(params, done)], error=each)
+                        else:
+                            settle([(params, done)], [one])
+                else:
+                    settle(batch, stood)
+        except BaseException as exc:
+            # Cancelled (the loop is closing): nobody may wait forever.
+            left, self._queued = self._queued, []
+            settle(left, error=StoreError(f"{self._where}: the store closed while recording"))
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._recording = False
+            self._batcher = None
+
+    async def _op_records(self, tx: Tx, rows: list[tuple[object, ...]]) -> list[StepRecord | None]:
+        if len(rows) == 1:
+            return [await self._op_record(tx, rows[0])]
+        fields = _JOURNAL_FIELDS
+        text = json.dumps([dict(zip(fields, row, strict=True)) for row in rows])
+        inserted = {tuple(r) for r in await tx.all(self._q["j_insert_json"], (text,))}
+        out: list[StepRecord | None] = []
+        for row in rows:
+            if row[:2] in inserted:
+                out.append(None)
+                continue
+            got = await tx.one(self._q["j_get"], row[:2])
+            out.append(None if got is None else _stored(got))
+        return out
+
     async def _migrate(self, conn: AsyncConnection[Any]) -> None:
         lock_id = int.from_bytes(
             hashlib.sha256(f"runtree:{self.schema}".encode()).digest()[:8], "big", signed=True
@@ -403,6 +486,8 @@ class PostgresStore(SqlStore):
         """Release this store's claims and close its connections. Idempotent."""
         if self._closed:
             return
+        if self._batcher is not None:
+            await asyncio.shield(self._batcher)  # records waiting for their commit
         if self._ready:
             await self._release_all()
         self._closed = True

@@ -18,7 +18,7 @@ import secrets
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeAlias, TypeVar, cast
 
 from .._journal import StepRecord
 from .._json import check_name, readable
@@ -38,7 +38,7 @@ from ._base import (
 )
 from ._runs_sql import RUNS_MIGRATION, RUNS_QUERIES, RunsSql
 
-__all__ = ["MIGRATIONS", "SqlStore", "Tx", "schema_version"]
+__all__ = ["MIGRATIONS", "Batch", "SqlStore", "Tx", "schema_version", "settle"]
 
 log = logging.getLogger("runtree")
 
@@ -113,6 +113,13 @@ QUERIES: dict[str, str] = {
     "j_insert": "INSERT INTO {t}journal (tree_id, key, name, ok, value, error_type, "
     "error_message, owner, recorded_at, input_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT DO NOTHING",
+    # PostgreSQL: a batch of records as one JSON parameter (one statement text for any
+    # batch); the keys it inserted come back, the others were recorded already.
+    "j_insert_json": "INSERT INTO {t}journal (tree_id, key, name, ok, value, error_type, "
+    "error_message, owner, recorded_at, input_digest) SELECT x.* FROM json_to_recordset(?::json) "
+    "AS x(tree_id TEXT, key TEXT, name TEXT, ok INTEGER, value TEXT, error_type TEXT, "
+    "error_message TEXT, owner TEXT, recorded_at DOUBLE PRECISION, input_digest TEXT) "
+    "ON CONFLICT DO NOTHING RETURNING tree_id, key",
     "j_keys": "SELECT key FROM {t}journal WHERE tree_id = ?",
     "j_del_key": "DELETE FROM {t}journal WHERE tree_id = ? AND key = ?",
     "j_del_all": "DELETE FROM {t}journal WHERE tree_id = ?",
@@ -236,6 +243,26 @@ def prepare(
             text = text.replace("?", placeholder)
         out[name] = text
     return out
+
+
+# Journal records waiting for one commit: (row parameters, the future its step awaits).
+Batch: TypeAlias = "list[tuple[tuple[object, ...], asyncio.Future[StepRecord | None]]]"
+
+
+def settle(
+    batch: Batch,
+    results: list[StepRecord | None] | None = None,
+    error: BaseException | None = None,
+) -> None:
+    """Hand each waiting step its record's outcome (or the error)."""
+    for i, (_, done) in enumerate(batch):
+        if done.done():
+            continue  # its step was cancelled while waiting: the row is written anyway
+        if error is not None:
+            done.set_exception(error)
+        else:
+            assert results is not None
+            done.set_result(results[i])
 
 
 def _record(row: Sequence[Any]) -> StepRecord:
@@ -612,6 +639,11 @@ class SqlStore(RunsSql):
             return None
         row = await tx.one(self._q["j_get"], params[:2])
         return None if row is None else _record(row)
+
+    async def _op_records(self, tx: Tx, rows: list[tuple[object, ...]]) -> list[StepRecord | None]:
+        """Several records in one transaction (group commit): for each, ``None`` when
+        inserted, else the record that stands."""
+        return [await self._op_record(tx, params) for params in rows]
 
     async def journal_release(self, tree_id: str, owner: str) -> None:
         self._held.pop((tree_id, owner), None)
@@ -1052,6 +1084,7 @@ _OP_TEXT: dict[str, str] = {
     "_op_acquire_key": "claiming a journal key",
     "_op_release": "releasing a tree's claims",
     "_op_record": "recording a journal entry",
+    "_op_records": "recording journal entries",
     "_op_delete": "deleting journal entries",
     "_op_renew": "renewing the lease",
     "_op_goodbye": "releasing claims on close",

@@ -30,7 +30,7 @@ from urllib.parse import quote
 from .._journal import StepRecord
 from ..errors import StoreError
 from ._base import DEFAULT_LEASE
-from ._sql import MIGRATIONS, QUERIES, SqlStore, Tx, prepare, schema_version
+from ._sql import MIGRATIONS, QUERIES, Batch, SqlStore, Tx, prepare, schema_version, settle
 
 __all__ = ["Durability", "SqliteStore"]
 
@@ -110,31 +110,13 @@ def _others_ready() -> bool:
     return ready is None or len(ready) > 0
 
 
-_Batch: TypeAlias = "list[tuple[tuple[object, ...], asyncio.Future[StepRecord | None]]]"
-
-
-def _settle(
-    batch: _Batch,
-    results: list[StepRecord | None] | None = None,
-    error: BaseException | None = None,
-) -> None:
-    for i, (_, done) in enumerate(batch):
-        if done.done():
-            continue  # its step was cancelled while waiting: the row is written anyway
-        if error is not None:
-            done.set_exception(error)
-        else:
-            assert results is not None
-            done.set_result(results[i])
-
-
-def _settle_from(batch: _Batch, job: asyncio.Future[list[StepRecord | None]]) -> None:
+def _settle_from(batch: Batch, job: asyncio.Future[list[StepRecord | None]]) -> None:
     if job.cancelled():
-        _settle(batch, error=StoreError("the store was closed while a step was recorded"))
+        settle(batch, error=StoreError("the store was closed while a step was recorded"))
     elif (exc := job.exception()) is not None:
-        _settle(batch, error=exc)
+        settle(batch, error=exc)
     else:
-        _settle(batch, job.result())
+        settle(batch, job.result())
 
 
 def _chain(
@@ -184,7 +166,7 @@ class _SqliteEngine(SqlStore):
         self._checkpoint: Future[None] | None = None
         self._checkpointing = False
         self._yielded = 0.0
-        self._batch: _Batch | None = None
+        self._batch: Batch | None = None
 
     @property
     def durability(self) -> Durability:
@@ -391,13 +373,13 @@ class _SqliteEngine(SqlStore):
                             task = asyncio.ensure_future(super()._insert_record(params))
                             _chain(task, done)
                         return
-                    _settle(batch, error=self._error(exc, self._insert_sql))
+                    settle(batch, error=self._error(exc, self._insert_sql))
                     return
                 # Locked by another connection: wait for it on the thread, not here.
             else:
                 self._wrote()
                 self._yielded = perf_counter()
-                _settle(batch, stood)
+                settle(batch, stood)
                 return
         loop = asyncio.get_running_loop()
         job = loop.run_in_executor(
@@ -409,9 +391,6 @@ class _SqliteEngine(SqlStore):
             self._insert_sql,
         )
         job.add_done_callback(partial(_settle_from, batch))
-
-    async def _op_records(self, tx: Tx, rows: list[tuple[object, ...]]) -> list[StepRecord | None]:
-        return [await self._op_record(tx, params) for params in rows]
 
     def _can_thread(self) -> bool:
         return False

@@ -1,0 +1,238 @@
+"""Group commit: journal records of concurrent steps share commits on SQLite and
+PostgreSQL. Every step still waits for its own record; every record survives a reopen;
+a row the database refuses fails only its own step; a step cancelled while its record
+waits for the shared commit is recorded all the same (it ran)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import runtree
+from runtree.errors import StoreError
+from runtree.stores import PostgresStore, SqliteStore, Store
+
+StoreFactory = Callable[..., Store]
+
+ROOTS = 16
+STEPS = 6
+
+
+@runtree.flow
+async def step(ctx: runtree.ExecutionContext) -> dict[str, int]:
+    ran: Counter[str] = ctx.get(RAN)
+    ran[ctx.name] += 1
+    assert isinstance(ctx.input, int)
+    return {"i": ctx.input}
+
+
+RAN: runtree.Tag[Counter[str]] = runtree.tag("ran")
+
+
+async def run_roots(store: Store, ran: Counter[str]) -> dict[str, object]:
+    scope = runtree.create_scope(store=store, tags=[RAN(ran)])
+    results: dict[str, object] = {}
+
+    async def one(r: int) -> None:
+        async with scope.create_context(id=f"gc-{r}") as root:
+            for i in range(STEPS):
+                results[f"{r}/{i}"] = await root.exec(step, r * 100 + i, key=f"s{i}")
+
+    try:
+        await asyncio.gather(*(one(r) for r in range(ROOTS)))
+    finally:
+        await scope.dispose()
+    return results
+
+
+def count_commits(store: Store) -> list[int]:
+    """SQLite: commits that wrote journal rows on the store's loop connection (seen by
+    its trace callback): an autocommitted INSERT, or a transaction holding some."""
+    assert isinstance(store, SqliteStore)
+    conn = store._conn
+    assert conn is not None
+    commits = [0]
+    state = {"tx": False, "journal": False}
+
+    def trace(sql: str) -> None:
+        head = sql.strip().upper()
+        if head.startswith("BEGIN"):
+            state["tx"], state["journal"] = True, False
+        elif head.startswith("INSERT INTO RUNTREE_JOURNAL"):
+            if state["tx"]:
+                state["journal"] = True
+            else:
+                commits[0] += 1
+        elif head in ("COMMIT", "ROLLBACK"):
+            commits[0] += head == "COMMIT" and state["journal"]
+            state["tx"] = False
+
+    conn.set_trace_callback(trace)
+    return commits
+
+
+async def transactions_of_journal(store: Store) -> tuple[int, int]:
+    """PostgreSQL: (journal rows, distinct transactions that wrote them)."""
+    assert isinstance(store, PostgresStore)
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(store._dsn, autocommit=True) as conn:
+        cur = await conn.execute(
+            f'SELECT count(*), count(DISTINCT xmin::text) FROM "{store.schema}".journal '
+            "WHERE tree_id LIKE 'gc-%%'"
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+async def test_concurrent_steps_share_commits_and_every_record_survives(
+    open_durable: StoreFactory,
+) -> None:
+    ran: Counter[str] = Counter()
+    async with open_durable() as store:
+        if isinstance(store, SqliteStore):
+            await store.journal_load("warm-up")  # the loop connection exists now
+            commits = count_commits(store)
+        results = await run_roots(store, ran)
+        if isinstance(store, SqliteStore):
+            # One commit per step would be ROOTS * STEPS; shared commits are far fewer.
+            assert 0 < commits[0] <= ROOTS * STEPS // 2
+        else:
+            rows, transactions = await transactions_of_journal(store)
+            assert rows == ROOTS * STEPS
+            assert transactions <= rows // 2
+    assert results == {f"{r}/{i}": {"i": r * 100 + i} for r in range(ROOTS) for i in range(STEPS)}
+    assert ran == Counter({"step": ROOTS * STEPS})
+
+    # A new process (a new store instance) replays every step: all records were committed.
+    async with open_durable() as store:
+        again = await run_roots(store, ran)
+    assert again == results
+    assert ran == Counter({"step": ROOTS * STEPS})
+
+
+def refuse_key(store: Store, key: str) -> None:
+    """Make the database itself refuse journal rows with ``key`` (a trigger)."""
+    if isinstance(store, SqliteStore):
+        with sqlite3.connect(store.path) as conn:
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON runtree_journal "
+                f"WHEN NEW.key = '{key}' BEGIN SELECT RAISE(ABORT, 'refused by policy'); END"
+            )
+        return
+    assert isinstance(store, PostgresStore)
+    import psycopg
+
+    with psycopg.connect(store._dsn, autocommit=True) as conn:
+        s = store.schema
+        conn.execute(
+            f'CREATE FUNCTION "{s}".refuse() RETURNS trigger AS $$ BEGIN '  # type: ignore[arg-type]
+            f"IF NEW.key = '{key}' THEN RAISE EXCEPTION 'refused by policy'; END IF; "
+            "RETURN NEW; END $$ LANGUAGE plpgsql"
+        )
+        conn.execute(
+            f'CREATE TRIGGER refuse BEFORE INSERT ON "{s}".journal '  # type: ignore[arg-type]
+            f'FOR EACH ROW EXECUTE FUNCTION "{s}".refuse()'
+        )
+
+
+async def test_a_row_the_database_refuses_fails_only_its_own_step(
+    open_durable: StoreFactory,
+) -> None:
+    async with open_durable() as store:
+        await store.journal_load("warm-up")  # schema created
+        refuse_key(store, "s3")
+        scope = runtree.create_scope(store=store, tags=[RAN(Counter())])
+        outcomes: dict[tuple[int, int], object] = {}
+
+        async def one(r: int) -> None:
+            async with scope.create_context(id=f"gc-{r}") as root:
+                for i in range(STEPS):
+                    try:
+                        outcomes[r, i] = await root.exec(step, i, key=f"s{i}")
+                    except StoreError as exc:
+                        outcomes[r, i] = exc
+
+        try:
+            await asyncio.gather(*(one(r) for r in range(ROOTS)))
+        finally:
+            await scope.dispose()
+    for (_, i), outcome in outcomes.items():
+        if i == 3:
+            assert isinstance(outcome, StoreError)
+            assert "refused by policy" in str(outcome)
+        else:
+            assert outcome == {"i": i}
+    assert len(outcomes) == ROOTS * STEPS
+
+
+async def test_a_step_cancelled_while_its_record_waits_is_recorded(
+    open_durable: StoreFactory,
+) -> None:
+    ran: Counter[str] = Counter()
+    started = asyncio.Event()
+
+    @runtree.flow(name="step")
+    async def cancelled_at_return(ctx: runtree.ExecutionContext) -> int:
+        ran["step"] += 1
+        task = asyncio.current_task()
+        assert task is not None
+        # The cancellation lands while the record waits for its commit (the batch of
+        # this loop turn, or the write in flight).
+        asyncio.get_running_loop().call_soon(task.cancel)
+        started.set()
+        return 7
+
+    @runtree.flow(name="other")
+    async def other(ctx: runtree.ExecutionContext) -> int:
+        await started.wait()
+        return 8
+
+    async with open_durable() as store:
+        scope = runtree.create_scope(store=store)
+        a = scope.create_context(id="gc-cancel-a")
+        b = scope.create_context(id="gc-cancel-b")
+        ta = asyncio.ensure_future(a.exec(cancelled_at_return, key="k"))
+        tb = asyncio.ensure_future(b.exec(other, key="k"))
+        results: list[Any] = await asyncio.gather(ta, tb, return_exceptions=True)
+        assert isinstance(results[0], asyncio.CancelledError)
+        assert results[1] == 8
+        await a.close()
+        await b.close()
+        await scope.dispose()
+
+    async with open_durable() as store:
+        scope = runtree.create_scope(store=store)
+        async with scope.create_context(id="gc-cancel-a") as a:
+            assert await a.exec(cancelled_at_return, key="k") == 7  # replayed, not run
+        await scope.dispose()
+    assert ran["step"] == 1
+
+
+@pytest.mark.parametrize("n", [1, 2])
+async def test_records_waiting_at_close_are_committed(tmp_path: Any, n: int) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteStore(path)
+    await store.journal_load("warm-up")
+    loop = asyncio.get_running_loop()
+    loop.call_soon(lambda: None)  # another callback is ready: the record joins a batch
+    pending = [
+        asyncio.ensure_future(
+            store.journal_record(f"t{k}", "k", "me", {"name": "s", "ok": True, "value": k})
+        )
+        for k in range(n)
+    ]
+    await asyncio.sleep(0)
+    await store.aclose()
+    for k, p in enumerate(pending):
+        stood = await p
+        assert stood == {"name": "s", "ok": True, "value": k}
+    async with SqliteStore(path) as again:
+        for k in range(n):
+            assert (await again.journal_load(f"t{k}"))["k"]["value"] == k
