@@ -11,7 +11,8 @@ reads`` picks parts).
   Batches alternate (unrecorded, no-op extension, recorded, ...); floors and medians.
 - concurrency: journaled steps (``await root.exec(step, i, key=...)``, recording on)
   from 1, 4, 16 and 64 concurrent roots, as steps per second against a raw
-  insert + commit per step (``sqlite3``, WAL, ``synchronous=NORMAL``; psycopg autocommit).
+  insert + commit per step (``sqlite3``, WAL, ``synchronous=NORMAL``; psycopg autocommit,
+  with a blocking connection and, for reference, an ``AsyncConnection``).
 - reads: ``runs.list(limit=50)`` over 100,000 runs; ``runs.get`` of a 10,000-node tree.
 """
 
@@ -162,6 +163,25 @@ def raw_postgres(dsn: str, schema: str, n: int) -> float:
         return (time.perf_counter() - t0) / n
 
 
+async def raw_postgres_async(dsn: str, schema: str, n: int) -> float:
+    """The same with psycopg's AsyncConnection: the I/O model an asyncio program uses."""
+    import psycopg
+
+    conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+    try:
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await conn.execute(f'SET search_path TO "{schema}"')
+        await conn.execute(RAW_DDL)
+        sql = RAW_SQL.format(p="%s")
+        tag = secrets.token_hex(4)
+        t0 = time.perf_counter()
+        for i in range(n):
+            await conn.execute(sql, (tag, f"k{i}", f'{{"n": {i}}}', time.time()))
+        return (time.perf_counter() - t0) / n
+    finally:
+        await conn.close()
+
+
 async def journaled(
     store: Store, roots: int, per_root: int, tag: str, record: str = "durable"
 ) -> float:
@@ -202,12 +222,19 @@ async def bench_concurrency(folder: Path, dsn: str | None) -> None:
             rec = {r: [] for r in counts}
             off = {r: [] for r in counts}
             raws = []
+            araws: list[float] = []
             for k in range(rounds):
                 raws.append(raw_postgres(dsn, schema + "_raw", 500))
+                araws.append(await raw_postgres_async(dsn, schema + "_raw", 500))
                 for roots in counts:
                     rec[roots].append(await journaled(store, roots, 32, f"p{k}"))
                     off[roots].append(await journaled(store, roots, 32, f"q{k}", "none"))
             _report("PostgreSQL", min(raws), rec, off)
+            print(
+                f"  PostgreSQL raw insert+commit, async psycopg: {1 / min(araws):7.0f}/s; "
+                f"one root recorded {min(araws) / min(rec[1]):.2f}x it, unrecorded "
+                f"{min(araws) / min(off[1]):.2f}x"
+            )
     finally:
         import psycopg
 

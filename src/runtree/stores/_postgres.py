@@ -400,7 +400,8 @@ class PostgresStore(SqlStore):
                 batch, self._queued = self._queued, []
                 rows = [params for params, _ in batch]
                 try:
-                    stood = await self._write(self._op_records, rows)
+                    # One statement: atomic without a transaction (one round trip).
+                    stood = await self._write1(self._op_records, rows)
                 except Exception as exc:
                     if len(batch) == 1:
                         settle(batch, error=exc)
