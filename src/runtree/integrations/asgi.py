@@ -315,8 +315,11 @@ class _RequestScope(dict[str, Any]):
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         dict.update(self, *args, **kwargs)
-        if args and isinstance(args[0], Mapping) and "route" in args[0]:
-            self._matched(args[0]["route"])
+        if args:
+            other = args[0]
+            # type() first: the ABC check costs more than the rest of this method.
+            if (type(other) is dict or isinstance(other, Mapping)) and "route" in other:
+                self._matched(other["route"])
 
     def _matched(self, route: object) -> None:
         prefix = self.prefix
