@@ -10,7 +10,8 @@ Life of a stream::
     exec_stream()  -> child made (status running), parent checked, nothing runs yet
     first item     -> open hooks, journal replay check, wrap_exec(op.kind == "stream")
                       opens the source: parse, deps, the factory's generator
-    each item      -> cancellation checked, one generator step under the child
+    each item      -> cancellation checked (the ancestors walked only when a cancel
+                      happened since the last item), one generator step under the child
     end            -> completed (items journaled under key=), failed, or cancelled
 
 Leaving early: ``FlowStream.__aiter__`` hands out a fresh async generator (the *pump*)
