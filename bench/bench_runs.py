@@ -227,8 +227,8 @@ async def bench_concurrency(folder: Path, dsn: str | None) -> None:
                 raws.append(raw_postgres(dsn, schema + "_raw", 500))
                 araws.append(await raw_postgres_async(dsn, schema + "_raw", 500))
                 for roots in counts:
-                    rec[roots].append(await journaled(store, roots, 32, f"p{k}"))
-                    off[roots].append(await journaled(store, roots, 32, f"q{k}", "none"))
+                    rec[roots].append(await journaled(store, roots, 64, f"p{k}"))
+                    off[roots].append(await journaled(store, roots, 64, f"q{k}", "none"))
             _report("PostgreSQL", min(raws), rec, off)
             print(
                 f"  PostgreSQL raw insert+commit, async psycopg: {1 / min(araws):7.0f}/s; "

@@ -416,6 +416,9 @@ class PostgresStore(SqlStore):
                             settle([(params, done)], [one])
                 else:
                     settle(batch, stood)
+                # One loop turn: the steps just settled run on to their next record,
+                # which joins the next batch instead of going alone.
+                await asyncio.sleep(0)
         except BaseException as exc:
             # Cancelled (the loop is closing): nobody may wait forever.
             left, self._queued = self._queued, []
