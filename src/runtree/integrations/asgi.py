@@ -198,7 +198,7 @@ class RuntreeMiddleware:
         request.ctx = ctx
         request.method = method
         request.prefix = ""
-        request[CONTEXT_KEY] = ctx
+        dict.__setitem__(request, CONTEXT_KEY, ctx)  # not through the route hook
         token = _current.set(ctx)
         try:
             if kind == "http":
