@@ -67,7 +67,9 @@ class Tag(Generic[T]):
                 raise
             except Exception as exc:
                 raise ParseError("tag", self.label, f"{type(exc).__name__}: {exc}") from exc
-        if self.serializable:
+        # A str is always strict JSON: skip the walk (and the message built for it) on
+        # the most common value, bound on every request by the ASGI middleware.
+        if self.serializable and type(value) is not str:
             check_json(value, f"Value of serializable tag {self.label!r}")
         return value  # type: ignore[return-value]
 
