@@ -214,8 +214,11 @@ class ExecutionContext(Generic[InputT]):
         try:
             ident = self._id
         except AttributeError:
-            ident = self._id = next(_ids)
-        return ident if type(ident) is str else f"{_PREFIX}-{ident}"
+            ident = next(_ids)
+        if type(ident) is not str:
+            # Made once, on the first read (recorders and tracers read it per exec).
+            ident = self._id = f"{_PREFIX}-{ident}"
+        return ident
 
     @property
     def root(self) -> ExecutionContext:
