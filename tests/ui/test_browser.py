@@ -97,22 +97,23 @@ class TestWaterfall:
         open_run(page, server, run_id)
         bars = page.locator(".tree .row .bar")
         assert bars.count() == len(tree.nodes) == 4
-        widths = {
-            page.locator(f'.row[data-node="{n.node_id}"] .bar').bounding_box()["width"]: n
+        widths = [
+            (page.locator(f'.row[data-node="{n.node_id}"] .bar').bounding_box()["width"], n)
             for n in tree.nodes
-        }
+        ]
         track = page.locator(".tree .row .track").first.bounding_box()["width"]
         run = tree.run
         t0 = min([run.created_at, *(n.started_at for n in tree.nodes)])
         t1 = max([run.completed_at or 0, *(n.completed_at or 0 for n in tree.nodes)])
-        for width, node in widths.items():
+        for width, node in widths:
             assert node.duration is not None
             expected = node.duration / (t1 - t0) * track
             assert abs(width - expected) <= 2, (node.name, node.key, width, expected)
-        # The longest step's bar is about six times the shortest's (0.3 s vs 0.05 s).
-        by_key = {n.key: w for w, n in widths.items()}
-        assert by_key["long"] > 4 * by_key["short"]
-        assert by_key["medium"] > 2 * by_key["short"]
+        # The steps sleep 0.05 s, 0.1 s and 0.3 s: their bars are in that order (a loaded
+        # host stretches the sleeps, so the proportions are checked against the recorded
+        # durations above, not against the nominal ones).
+        by_key = {n.key: w for w, n in widths}
+        assert by_key["long"] > by_key["medium"] > by_key["short"] > 0
         keys = page.locator(".tree .row .key").all_inner_texts()
         assert keys == ["short", "medium", "long"]
         page.screenshot(path=str(artefacts / "waterfall-1280.png"))
