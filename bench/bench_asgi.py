@@ -12,8 +12,13 @@ the best runtree batch over the best bare one). Batches are
 timed in process CPU time (``time.process_time_ns``): on a shared host, time spent
 descheduled would otherwise land on whichever side was running.
 
+``--instructions`` counts instructions per request instead, with ``valgrind
+--tool=callgrind``: each app runs in its own process, instrumented only around ``--n``
+warm requests (``callgrind_control -i on``, ``-z``, ``-d``). The host's load cannot blur
+the counts; the timing ratios above move by tens of percent between runs on a busy host.
+
 Run: ``python bench/bench_asgi.py`` (``--quick`` for a smoke run, ``--no-watch`` for the
-middleware without its disconnect watcher).
+middleware without its disconnect watcher, ``--instructions [--n 100]``).
 """
 
 from __future__ import annotations
@@ -21,9 +26,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
+import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
@@ -155,9 +165,73 @@ async def main(quick: bool, watch: bool) -> None:
     )
 
 
+SUBJECTS = {
+    "bare": "bare FastAPI + Depends",
+    "runtree": "RuntreeMiddleware + Resolve",
+    "no-watch": "... watch_disconnect=False",
+}
+
+
+async def counted(subject: str, n: int) -> None:
+    """Run ``n`` requests of one app under callgrind, counting only those."""
+    async with rt.create_scope() as scope:
+        watch = subject == "runtree"
+        app = bare_app() if subject == "bare" else runtree_app(scope, watch=watch)
+        await batch(app, 50)  # warm up, uncounted
+        pid = str(os.getpid())
+        subprocess.run(["callgrind_control", "-i", "on", pid], check=True, capture_output=True)
+        subprocess.run(["callgrind_control", "-z", pid], check=True, capture_output=True)
+        for _ in range(n):  # not batch(): its gc.collect() would be counted
+            exchange = Exchange()
+            await app(scope_for(), exchange.receive, exchange.send)
+        subprocess.run(["callgrind_control", "-d", "bench", pid], check=True, capture_output=True)
+
+
+def instructions(n: int) -> None:
+    counts: dict[str, float] = {}
+    for subject in SUBJECTS:
+        with tempfile.TemporaryDirectory() as out:
+            subprocess.run(
+                [
+                    "valgrind",
+                    "--tool=callgrind",
+                    "--instr-atstart=no",
+                    f"--callgrind-out-file={out}/cg.%p",
+                    sys.executable,
+                    __file__,
+                    "--count",
+                    subject,
+                    "--n",
+                    str(n),
+                ],
+                check=True,
+                capture_output=True,
+            )
+            for dump in Path(out).iterdir():
+                text = dump.read_text()
+                if "Trigger: dump bench" in text:
+                    found = re.search(r"^summary: (\d+)", text, re.MULTILINE)
+                    assert found is not None
+                    counts[subject] = int(found.group(1)) / n
+    print(f"CPython {sys.version.split()[0]}, instructions per request (callgrind, {n} requests)")
+    for subject, label in SUBJECTS.items():
+        ratio = counts[subject] / counts["bare"]
+        print(f"{label:33} {counts[subject] / 1000:7.1f} k   {ratio:.3f}x")
+    verdict = "PASS" if counts["runtree"] / counts["bare"] <= 1.2 else "FAIL"
+    print(f"budget <= 1.2x: {verdict}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-watch", action="store_true", help="watch_disconnect=False")
+    parser.add_argument("--instructions", action="store_true", help="count with callgrind")
+    parser.add_argument("--n", type=int, default=100, help="requests counted (--instructions)")
+    parser.add_argument("--count", choices=SUBJECTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    asyncio.run(main(args.quick, not args.no_watch))
+    if args.count:
+        asyncio.run(counted(args.count, args.n))
+    elif args.instructions:
+        instructions(args.n)
+    else:
+        asyncio.run(main(args.quick, not args.no_watch))
