@@ -269,6 +269,49 @@ class TestRawASGI:
         assert tasks[0] == before
         assert len(tasks[1] - before) == 1
 
+    def test_the_watch_follows_the_app_to_a_new_event_loop(self) -> None:
+        # A timer left pending on a closed loop must not keep a later loop's requests
+        # from being watched.
+        outcomes: list[str] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["path"] == "/slow":
+                try:
+                    await rt.current_context().exec(forever)  # type: ignore[union-attr]
+                except rt.Cancelled:
+                    outcomes.append("cancelled")
+                    raise
+
+        started = asyncio.Event()
+
+        @rt.flow
+        async def forever(ctx: rt.ExecutionContext) -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+        scope = rt.create_scope()
+        middleware = RuntreeMiddleware(app, scope=scope, watch_after=60)
+
+        async def fast() -> None:
+            client = Client()
+            await middleware(http_scope("/fast"), client.receive, client.send)
+
+        async def slow() -> None:
+            client = Client()
+            middleware.watch_after = 0
+            call = asyncio.ensure_future(
+                middleware(http_scope("/slow"), client.receive, client.send)
+            )
+            await started.wait()
+            client.disconnect()
+            await call
+
+        asyncio.run(fast())  # leaves the 60 s timer pending on a loop that closes
+        started = asyncio.Event()
+        asyncio.run(slow())
+        asyncio.run(scope.dispose())
+        assert outcomes == ["cancelled"]
+
     async def test_a_watch_due_while_the_app_reads_starts_after_that_read(self) -> None:
         tx, started, bodies = Tx(), asyncio.Event(), []
 
