@@ -17,9 +17,8 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextvars import ContextVar
-from functools import partial
 from time import time
-from types import ModuleType
+from types import MethodType, ModuleType
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -40,7 +39,7 @@ from ._details import (
     Settled,
     StreamOptions,
 )
-from ._extensions import ExecOp, wrapped
+from ._extensions import ExecOp, new_op, wrapped
 from ._tags import ALL_VALUES, MISSING, ParsedTag, Tag, Tagged
 from .errors import (
     Cancelled,
@@ -419,15 +418,24 @@ class ExecutionContext(Generic[InputT]):
                 child = _child(self, name, input, depth, task)
                 if foreign:
                     self._attach(child)
-                call = wrapped(
-                    wrappers,
-                    # a partial, not a lambda: a closure would turn child/flow/input into
-                    # cell variables for the whole method, slowing the plain path too
-                    partial(_run.run_body, child, "subflow", flow, input, (), None, None),
-                    ExecOp("subflow", flow, input, None, child),
-                )
+                op = new_op(ExecOp)  # ExecOp("subflow", flow, input, None, child), cheaper
+                op.kind = "subflow"
+                op.target = flow
+                op.input = input
+                op.key = None
+                op.context = child
+                op.attempt = 1
+                op._ctx = child
+                op._flow = flow
+                op._input = input
+                # ``next``: the body bound to the op (cheaper than a partial; a lambda
+                # would turn child/flow/input into cells, slowing the plain path too)
+                body = MethodType(_run.run_sub, op)
                 try:
-                    answer: Any = await call()
+                    if len(wrappers) == 1:  # the common case: no chain to build
+                        answer: Any = await wrappers[0](body, op)
+                    else:
+                        answer = await wrapped(wrappers, body, op)()
                 except BaseException as exc:
                     if child._status is not _OPEN:
                         raise

@@ -28,7 +28,7 @@ from ._extensions import ExecKind, ExecOp, wrapped
 from ._tags import MISSING
 from .errors import Cancelled, NestingError
 
-__all__ = ["Call", "exec_full", "parallel", "run_body"]
+__all__ = ["Call", "exec_full", "parallel", "run_body", "run_sub"]
 
 # Frames one level of the full path costs (exec, exec_full, attempts, attempt, body,
 # factory) before extension wrappers: used to stop runaway nesting before CPython does.
@@ -296,6 +296,50 @@ async def run_body(
             scope._forget_root(ctx)
         elif parent._running:
             parent._detach(ctx)
+    else:
+        await ctx._succeed()
+    return result
+
+
+async def run_sub(op: ExecOp) -> object:
+    """``run_body`` for a plain ``ctx.exec`` under exec wrappers alone (no presets, no
+    timeout, no lifecycle hooks): the body of the inline plain path, in its own frame so
+    that the wrappers can await it. Bound to the op (``MethodType(run_sub, op)``), the
+    cheapest ``next`` to build."""
+    ctx, flow, input = op._ctx, op._flow, op._input
+    token = _current.set(ctx)
+    try:
+        if ctx._cancelled:  # a wrapper awaited something, and the child was cancelled
+            ctx.raise_if_cancelled()
+        if flow.plain:
+            result: Any = await flow.factory(ctx)  # type: ignore[misc]
+        else:
+            if flow.parse is not None:
+                ctx.input = flow.parse_input(input)
+            if flow.deps:
+                deps = await ctx.scope._resolver.context_deps(ctx, flow.deps, ())
+                result = flow.factory(ctx, **deps)
+            else:
+                result = flow.factory(ctx)
+            if flow.is_async or inspect.isawaitable(result):
+                result = await result
+            elif flow.is_stream:
+                result = await _stream.collect(result)
+    except GeneratorExit:
+        _current.reset(token)
+        ctx._abandon()
+        raise
+    except BaseException as exc:
+        _current.reset(token)
+        raise await ctx._fail(exc)
+    _current.reset(token)
+    # (a cancel leaves ``_x`` set: the plain path's test, plus hooks added meanwhile)
+    if ctx._x is None and ctx._running is None and not ctx.scope._lifecycle:
+        ctx._status = "completed"
+        ctx._completed_at = time()
+        parent = ctx.parent
+        if parent._running:  # type: ignore[union-attr]
+            parent._detach(ctx)  # type: ignore[union-attr]
     else:
         await ctx._succeed()
     return result
