@@ -128,6 +128,8 @@ async def exec_full(call: Call) -> object:
         msg = f"retry= must be a non-negative int (got {retry!r}) for {step_name!r}"
         raise ValueError(msg)
     if key is None:
+        if retry == 0:  # one attempt: no retry loop (one coroutine frame less)
+            return await _attempt(call, 1)
         return await _attempts(call)
     journal = scope._journal_of(parent.root)
     if not journal.loaded:
@@ -146,7 +148,8 @@ async def exec_full(call: Call) -> object:
         if scope._recorder is not None:  # run trees: a replayed step is a node too
             scope._recorder.note_replay(parent, kind, step_name, call.input, key, entry, given)
         return entry.replay(key, step_name, given)
-    return await journal.run(key, step_name, partial(_attempts, call), parent, timeout, given)
+    attempts = partial(_attempt, call, 1) if retry == 0 else partial(_attempts, call)
+    return await journal.run(key, step_name, attempts, parent, timeout, given)
 
 
 async def _attempts(call: Call) -> object:
@@ -211,11 +214,12 @@ async def _attempt(call: Call, attempt: int, pause: float = 0.0) -> object:
     if not wrappers:
         return await run_body(child, kind, target, input, args, kwargs, timeout)
     op = ExecOp(kind, target, input, key, child, attempt)
-    body = wrapped(
-        wrappers, partial(run_body, child, kind, target, input, args, kwargs, timeout), op
-    )
+    body = partial(run_body, child, kind, target, input, args, kwargs, timeout)
     try:
-        result = await body()
+        if len(wrappers) == 1:
+            result = await wrappers[0](body, op)
+        else:
+            result = await wrapped(wrappers, body, op)()
     except BaseException as exc:
         if child._status is not _OPEN:
             raise

@@ -220,3 +220,42 @@ class TestNestingWithExtensions:
             await root.close()
         assert seen[0].closed
         assert seen[0].details.status == "completed"
+
+    @pytest.mark.parametrize("wrappers", [1, 2])
+    @pytest.mark.parametrize("options", [{}, {"timeout": 30.0}, {"retry": 1}])
+    async def test_the_op_is_as_documented_and_the_body_runs_what_was_exec_d(
+        self, wrappers: int, options: dict[str, object]
+    ) -> None:
+        # Whatever a wrapper does to the op's fields, the body runs the flow and the input
+        # the exec was given (on every path: one wrapper or a chain, with options or not).
+        ops: list[ExecOp] = []
+
+        class Meddler(rt.Extension):
+            async def wrap_exec(self, next: Callable[[], Awaitable[object]], op: ExecOp) -> object:
+                if not ops:  # the outermost wrapper sees the op untouched
+                    assert (op.kind, op.target, op.input, op.key, op.attempt) == (
+                        "subflow",
+                        echo,
+                        "given",
+                        None,
+                        1,
+                    )
+                ops.append(op)
+                assert op.context.input == "given"
+                assert op.context.parent is root
+                assert rt.current_context() is not op.context
+                op.input = "changed"
+                op.target = leaf
+                return await next()
+
+        @rt.flow
+        async def echo(ctx: rt.ExecutionContext) -> object:
+            assert rt.current_context() is ctx
+            return ctx.input
+
+        async with rt.create_scope(extensions=[Meddler() for _ in range(wrappers)]) as scope:
+            root = scope.create_context()
+            assert await root.exec(echo, "given", **options) == "given"  # type: ignore[call-overload]
+            assert ops[0].context.details.status == "completed"
+            await root.close()
+        assert len(ops) == wrappers
