@@ -36,7 +36,7 @@ from ._base import (
     loads,
     proc_alive,
 )
-from ._runs_sql import RUNS_MIGRATION, RUNS_QUERIES, RunsSql
+from ._runs_sql import RUNS_CHUNKS_MIGRATION, RUNS_MIGRATION, RUNS_QUERIES, RunsSql
 
 __all__ = ["MIGRATIONS", "Batch", "SqlStore", "Tx", "schema_version", "settle"]
 
@@ -93,6 +93,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
 }
 MIGRATIONS[2] = RUNS_MIGRATION  # run trees (see _runs_sql)
+MIGRATIONS[4] = RUNS_CHUNKS_MIGRATION  # node rows written in chunks (see _runs_sql)
 
 
 def schema_version() -> int:
