@@ -210,13 +210,10 @@ class ExecutionContext(Generic[InputT]):
     def id(self) -> str:
         """Unique within the process (and across processes sharing a store); a root made
         with ``id=`` keeps that id."""
-        try:
-            ident = self._id
-        except AttributeError:
-            ident = next(_ids)
+        ident = getattr(self, "_id", None)  # unset until first read (no exception)
         if type(ident) is not str:
             # Made once, on the first read (recorders and tracers read it per exec).
-            ident = self._id = f"{_PREFIX}-{ident}"
+            ident = self._id = f"{_PREFIX}-{next(_ids) if ident is None else ident}"
         return ident
 
     @property
