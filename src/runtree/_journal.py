@@ -75,12 +75,16 @@ class JournalBackend(Protocol):
     async def journal_delete(self, tree_id: str, pattern: str | None) -> int: ...
 
 
+# Canonical JSON of an input (sorted keys, compact, ASCII): made once, not per digest.
+_canonical = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=True
+).encode
+
+
 def input_digest(value: object) -> str | None:
     """A short digest of a step's input when it is JSON (``None`` otherwise: not checked)."""
     try:
-        text = json.dumps(
-            value, sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=True
-        )
+        text = _canonical(value)
     except (TypeError, ValueError, RecursionError):
         return None
     return hashlib.sha256(text.encode()).hexdigest()[:16]
