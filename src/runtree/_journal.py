@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import hashlib
-import json
 import logging
 import warnings
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol, TypedDict, TypeVar
 
-from ._json import error_text, problem, type_name
+from ._json import canonical, error_text, problem, type_name
 from .errors import (
     Cancelled,
     ExecTimeoutError,
@@ -75,16 +74,10 @@ class JournalBackend(Protocol):
     async def journal_delete(self, tree_id: str, pattern: str | None) -> int: ...
 
 
-# Canonical JSON of an input (sorted keys, compact, ASCII): made once, not per digest.
-_canonical = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=True
-).encode
-
-
 def input_digest(value: object) -> str | None:
     """A short digest of a step's input when it is JSON (``None`` otherwise: not checked)."""
     try:
-        text = _canonical(value)
+        text = canonical(value)
     except (TypeError, ValueError, RecursionError):
         return None
     return hashlib.sha256(text.encode()).hexdigest()[:16]

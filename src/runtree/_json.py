@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Callable
 
 from .errors import SerializationError, StoreError
 
@@ -34,7 +35,40 @@ __all__ = [
 MAX_NAME_BYTES = 1024
 # Below this many bits an int has fewer than 4,300 decimal digits (CPython's default limit).
 _SAFE_INT_BITS = 14_000
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def _encoder(sort_keys: bool) -> Callable[[object], str]:
+    """Compact strict JSON (no NaN or infinity, ASCII) as one function. It calls the C
+    encoder the ``json`` module builds inside every ``JSONEncoder.encode`` call once, so
+    a small dict costs ≈ 0.5 µs instead of ≈ 1.3 µs; the text is the same. No circular
+    check: a value that contains itself ends in a ``RecursionError``, as a too-deep one
+    does (callers treat both as "not JSON")."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has the C encoder
+        return json.JSONEncoder(sort_keys=sort_keys, separators=(",", ":"), allow_nan=False).encode
+    text = json.encoder.encode_basestring_ascii
+    chunks = make(None, _not_json, text, None, ":", ",", sort_keys, False, False)
+    join = "".join
+
+    def encode(value: object) -> str:
+        if type(value) is str:
+            return text(value)
+        return join(chunks(value, 0))
+
+    return encode
+
+
+def _not_json(value: object) -> object:
+    msg = f"Object of type {type(value).__name__} is not JSON serializable"
+    raise TypeError(msg)
+
+
+compact = _encoder(sort_keys=False)
+"""Compact strict JSON text of a value (``TypeError``/``ValueError``/``RecursionError``
+when it is not JSON); see :func:`problem` for what else strict means."""
+canonical = _encoder(sort_keys=True)
+""":func:`compact` with sorted keys: the same value always gives the same text."""
+_encode = compact
 
 
 def problem(value: object, depth: int = 0) -> str | None:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 from ._defs import Flow
 from ._extensions import ExecOp, Extension
 from ._journal import UNCHECKED
+from ._json import compact
 from .errors import Cancelled
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ CUT = "<runtree: cut, {size} bytes of JSON> "
 NOT_JSON = "<runtree: not JSON> "
 FAILURES_KEY = "runtree.record_failures"
 
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_encode = compact
 _SCALARS = (str, int, float, bool)
 # The parallel call whose member tasks run here: (the calling context, the node id).
 _parallel: ContextVar[tuple[ExecutionContext, str] | None] = ContextVar(

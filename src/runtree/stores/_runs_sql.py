@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
+from .._json import compact
 from ._base import loads, proc_alive
 
 if TYPE_CHECKING:
@@ -427,7 +428,7 @@ class RunsSql:
         return True
 
 
-_chunk_text = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+_chunk_text = compact
 
 
 def _merge(rows: list[tuple[Any, ...]], chunks: list[tuple[Any, ...]]) -> list[NodeRow]:

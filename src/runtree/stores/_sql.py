@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import json
 import logging
 import os
 import secrets
@@ -21,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeAlias, TypeVar, cast
 
 from .._journal import StepRecord
-from .._json import check_name, readable
+from .._json import check_name, compact, readable
 from ..errors import StoreError
 from ._base import (
     DEFAULT_LEASE,
@@ -213,7 +212,7 @@ KEYED_TREE_PREFIX = "session:"
 # Lease holders (store instances) open in this process: a claim whose holder is this
 # process but not an open store is an orphan (a release that failed), taken over at once.
 _OPEN_PROCS: set[str] = set()
-_json_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_json_dumps = compact
 _ITEM_FIELD: dict[str, str] = {
     "context": "context_loaded",
     "memory": "memory_updated",
