@@ -50,6 +50,12 @@ async def run_roots(store: Store, ran: Counter[str]) -> dict[str, object]:
     return results
 
 
+async def warm(store: Store) -> None:
+    """Open the store's database now (connection, schema)."""
+    assert isinstance(store, (SqliteStore, PostgresStore))
+    await store.journal_load("warm-up")
+
+
 def count_commits(store: Store) -> list[int]:
     """SQLite: commits that wrote journal rows on the store's loop connection (seen by
     its trace callback): an autocommitted INSERT, or a transaction holding some."""
@@ -97,7 +103,7 @@ async def test_concurrent_steps_share_commits_and_every_record_survives(
     ran: Counter[str] = Counter()
     async with open_durable() as store:
         if isinstance(store, SqliteStore):
-            await store.journal_load("warm-up")  # the loop connection exists now
+            await warm(store)  # the loop connection exists now
             commits = count_commits(store)
         results = await run_roots(store, ran)
         if isinstance(store, SqliteStore):
@@ -132,12 +138,12 @@ def refuse_key(store: Store, key: str) -> None:
     with psycopg.connect(store._dsn, autocommit=True) as conn:
         s = store.schema
         conn.execute(
-            f'CREATE FUNCTION "{s}".refuse() RETURNS trigger AS $$ BEGIN '  # type: ignore[arg-type]
+            f'CREATE FUNCTION "{s}".refuse() RETURNS trigger AS $$ BEGIN '
             f"IF NEW.key = '{key}' THEN RAISE EXCEPTION 'refused by policy'; END IF; "
             "RETURN NEW; END $$ LANGUAGE plpgsql"
         )
         conn.execute(
-            f'CREATE TRIGGER refuse BEFORE INSERT ON "{s}".journal '  # type: ignore[arg-type]
+            f'CREATE TRIGGER refuse BEFORE INSERT ON "{s}".journal '
             f'FOR EACH ROW EXECUTE FUNCTION "{s}".refuse()'
         )
 
@@ -146,7 +152,7 @@ async def test_a_row_the_database_refuses_fails_only_its_own_step(
     open_durable: StoreFactory,
 ) -> None:
     async with open_durable() as store:
-        await store.journal_load("warm-up")  # schema created
+        await warm(store)  # schema created
         refuse_key(store, "s3")
         scope = runtree.create_scope(store=store, tags=[RAN(Counter())])
         outcomes: dict[tuple[int, int], object] = {}
@@ -200,7 +206,7 @@ async def test_a_step_cancelled_while_its_record_waits_is_recorded(
         b = scope.create_context(id="gc-cancel-b")
         ta = asyncio.ensure_future(a.exec(cancelled_at_return, key="k"))
         tb = asyncio.ensure_future(b.exec(other, key="k"))
-        results: list[Any] = await asyncio.gather(ta, tb, return_exceptions=True)
+        results: list[Any] = list(await asyncio.gather(ta, tb, return_exceptions=True))
         assert isinstance(results[0], asyncio.CancelledError)
         assert results[1] == 8
         await a.close()
@@ -219,7 +225,7 @@ async def test_a_step_cancelled_while_its_record_waits_is_recorded(
 async def test_records_waiting_at_close_are_committed(tmp_path: Any, n: int) -> None:
     path = tmp_path / "s.db"
     store = SqliteStore(path)
-    await store.journal_load("warm-up")
+    await warm(store)
     loop = asyncio.get_running_loop()
     loop.call_soon(lambda: None)  # another callback is ready: the record joins a batch
     pending = [
@@ -285,7 +291,7 @@ async def test_a_kill_loses_no_record_a_step_returned_with(
     import sys
 
     async with open_durable() as store:
-        await store.journal_load("warm-up")  # the schema exists
+        await warm(store)  # the schema exists
         url = store_url(store)
     log = tmp_path / "done.log"
     proc = subprocess.Popen([sys.executable, "-c", CRASH_JOB, url, str(log)])
@@ -306,6 +312,7 @@ async def test_a_kill_loses_no_record_a_step_returned_with(
     assert sum(len(keys) for keys in done.values()) > 16
     async with open_durable() as store:
         for root, keys in done.items():
+            assert isinstance(store, (SqliteStore, PostgresStore))
             recorded = await store.journal_load(root)
             assert keys <= set(recorded), f"{root}: returned but not recorded"
             for key in keys:
@@ -317,7 +324,7 @@ async def test_a_batch_that_meets_another_writers_lock_waits_for_it(tmp_path: An
     the lock on the store's thread (the loop goes on), then commits every record."""
     path = tmp_path / "locked.db"
     async with SqliteStore(path) as store:
-        await store.journal_load("warm-up")
+        await warm(store)
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # the write lock, as another process holds it
         scope = runtree.create_scope(store=store, tags=[RAN(Counter())])
@@ -342,3 +349,22 @@ async def test_a_batch_that_meets_another_writers_lock_waits_for_it(tmp_path: An
     async with SqliteStore(path) as store:
         for r in range(4):
             assert (await store.journal_load(f"lk-{r}"))["k"]["value"] == {"i": r}
+
+
+async def test_a_batch_that_fails_otherwise_fails_its_steps_and_hangs_none(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any error of a batch's write (not only SQLite's) reaches every step waiting in it."""
+    async with SqliteStore(tmp_path / "f.db") as store:
+        await warm(store)
+
+        async def broken(tx: Any, rows: Any) -> Any:
+            raise ValueError("a stored record could not be read back")
+
+        monkeypatch.setattr(store, "_op_records", broken)
+        record: Any = {"name": "s", "ok": True, "value": 1}
+        calls = [store.journal_record(f"t{k}", "k", "me", record) for k in range(3)]
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*calls, return_exceptions=True), timeout=10
+        )
+    assert [type(o) for o in outcomes] == [ValueError] * 3

@@ -376,6 +376,9 @@ class _SqliteEngine(SqlStore):
                     settle(batch, error=self._error(exc, self._insert_sql))
                     return
                 # Locked by another connection: wait for it on the thread, not here.
+            except Exception as exc:  # anything else reaches the waiting steps: none hangs
+                settle(batch, error=exc)
+                return
             else:
                 self._wrote()
                 self._yielded = perf_counter()
