@@ -68,7 +68,6 @@ compact = _encoder(sort_keys=False)
 when it is not JSON); see :func:`problem` for what else strict means."""
 canonical = _encoder(sort_keys=True)
 """:func:`compact` with sorted keys: the same value always gives the same text."""
-_encode = compact
 
 
 def problem(value: object, depth: int = 0) -> str | None:
@@ -138,7 +137,7 @@ def dumps(value: object, what: str) -> str:
     reason = problem(value)
     if reason is None:
         try:
-            return _encode(value)
+            return compact(value)
         except (TypeError, ValueError, RecursionError) as exc:
             reason = f"json.dumps refused it ({type(exc).__name__})"
     raise SerializationError(what, reason)

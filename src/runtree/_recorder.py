@@ -56,7 +56,6 @@ CUT = "<runtree: cut, {size} bytes of JSON> "
 NOT_JSON = "<runtree: not JSON> "
 FAILURES_KEY = "runtree.record_failures"
 
-_encode = compact
 _SCALARS = (str, int, float, bool)
 # The parallel call whose member tasks run here: (the calling context, the node id).
 _parallel: ContextVar[tuple[ExecutionContext, str] | None] = ContextVar(
@@ -96,16 +95,16 @@ def capture(value: object, limit: int) -> str | None:
     if value is None:
         return None
     try:
-        text = _encode(value)  # ensure_ascii: bytes == characters
+        text = compact(value)  # ensure_ascii: bytes == characters
     except (TypeError, ValueError, RecursionError):
         marker = NOT_JSON + _repr(value)
         if len(marker) > limit:
             marker = marker[: max(limit, len(NOT_JSON) + 16)]
-        return _encode(marker)
+        return compact(marker)
     if len(text) <= limit:
         return text
     head = CUT.format(size=len(text))
-    return _encode(head + text[: max(limit - len(head), 16)])
+    return compact(head + text[: max(limit - len(head), 16)])
 
 
 def error_fields(exc: BaseException | None) -> tuple[str | None, str | None]:
@@ -297,7 +296,7 @@ class Recorder(Extension):
             return None
         if type(value) in _SCALARS and (type(value) is not str or len(value) < 200):
             try:
-                return _encode(value)
+                return compact(value)
             except ValueError:
                 pass
         return capture(value, self.limit)
@@ -438,13 +437,13 @@ class Recorder(Extension):
     def _map(self, values: dict[str, object]) -> str:
         """A JSON object; a value that is not JSON (or too long) becomes its marker."""
         try:
-            text = _encode(values)
+            text = compact(values)
         except (TypeError, ValueError, RecursionError):
             text = ""
         if text and len(text) <= self.limit:
             return text
         each = max(self.limit // max(len(values), 1), 64)
-        return _encode({k: json.loads(capture(v, each) or "null") for k, v in values.items()})
+        return compact({k: json.loads(capture(v, each) or "null") for k, v in values.items()})
 
     async def _parallel(
         self, next: Callable[[], Awaitable[object]], run: _Run, ctx: ExecutionContext
@@ -648,7 +647,7 @@ class Recorder(Extension):
         if value is None:
             return None, 1
         try:
-            return _encode(value), 1
+            return compact(value), 1
         except (TypeError, ValueError, RecursionError):
             return capture(value, self.limit), 0
 

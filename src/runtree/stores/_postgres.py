@@ -409,7 +409,7 @@ class PostgresStore(SqlStore):
                     # One row the server refuses must not fail the others.
                     for params, done in batch:
                         try:
-                            one = await self._write1(self._op_record, params)
+                            one = await SqlStore._insert_record(self, params)
                         except Exception as each:
                             settle([(params, done)], error=each)
                         else:
@@ -422,7 +422,12 @@ class PostgresStore(SqlStore):
         except BaseException as exc:
             # Cancelled (the loop is closing): nobody may wait forever.
             left, self._queued = self._queued, []
-            settle(left, error=StoreError(f"{self._where}: the store closed while recording"))
+            msg = (
+                f"{self._where}: the store closed while steps waited for their records; "
+                "those steps run again on a re-run (close the store after the roots that "
+                "use it)"
+            )
+            settle(left, error=StoreError(msg))
             if not isinstance(exc, Exception):
                 raise
         finally:

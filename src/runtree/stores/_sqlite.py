@@ -112,29 +112,15 @@ def _others_ready() -> bool:
 
 def _settle_from(batch: Batch, job: asyncio.Future[list[StepRecord | None]]) -> None:
     if job.cancelled():
-        settle(batch, error=StoreError("the store was closed while a step was recorded"))
+        msg = (
+            "the store was closed while steps waited for their records; those steps run "
+            "again on a re-run (close the store after the roots that use it)"
+        )
+        settle(batch, error=StoreError(msg))
     elif (exc := job.exception()) is not None:
         settle(batch, error=exc)
     else:
         settle(batch, job.result())
-
-
-def _chain(
-    task: asyncio.Future[StepRecord | None], done: asyncio.Future[StepRecord | None]
-) -> None:
-    def copy(task: asyncio.Future[StepRecord | None]) -> None:
-        if done.done():
-            if not task.cancelled():
-                task.exception()  # retrieved: its step no longer waits for it
-            return
-        if task.cancelled():
-            done.cancel()
-        elif (exc := task.exception()) is not None:
-            done.set_exception(exc)
-        else:
-            done.set_result(task.result())
-
-    task.add_done_callback(copy)
 
 
 class _SqliteEngine(SqlStore):
@@ -359,6 +345,9 @@ class _SqliteEngine(SqlStore):
     def _commit_batch(self) -> None:
         """Commit the records gathered in one loop turn in one transaction."""
         batch, self._batch = self._batch or [], None
+        self._commit(batch)
+
+    def _commit(self, batch: Batch) -> None:
         rows = [params for params, _ in batch]
         conn = self._conn
         if conn is not None and not (self._offload or self._checkpointing):
@@ -369,9 +358,8 @@ class _SqliteEngine(SqlStore):
                     if len(batch) > 1:
                         # One row the database refuses must not fail the others: each
                         # on its own, so the error reaches the step that caused it.
-                        for params, done in batch:
-                            task = asyncio.ensure_future(super()._insert_record(params))
-                            _chain(task, done)
+                        for one in batch:
+                            self._commit([one])
                         return
                     settle(batch, error=self._error(exc, self._insert_sql))
                     return
