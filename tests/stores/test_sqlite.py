@@ -187,6 +187,58 @@ class TestDurability:
             # Without checkpoints 3000 commits leave a WAL of ~25 MB; with them it is
             # reused from its start after each checkpoint.
             assert os.path.getsize(f"{path}-wal") < 10_000_000
+            # The last pass copied every frame (writes were held for it): the next write
+            # restarts the WAL from its beginning.
+            await journal_some(store, n=1, tree="after")
+            probe = sqlite3.connect(path)
+            try:
+                _, frames, _ = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            finally:
+                probe.close()
+            assert 0 < frames < 50
+
+    async def test_writes_go_on_on_the_loop_while_a_checkpoint_copies(self, tmp_path: Path) -> None:
+        """The checkpoint's first phase copies frames while the loop keeps writing; only
+        its last pass holds the loop's writes (they queue on the thread)."""
+        path = tmp_path / "a.db"
+        async with SqliteStore(path) as store:
+            await journal_some(store, n=1)
+            passes: list[bool] = []
+            thread_conn = store._thread_conn
+
+            def watched() -> sqlite3.Connection:
+                passes.append(store._checkpointing)
+                return thread_conn()
+
+            store._thread_conn = watched  # type: ignore[method-assign]
+            store._writes = 10**6  # the next write starts a checkpoint
+            await journal_some(store, n=200, tree="during")
+            assert store._checkpoint is not None
+            await asyncio.wrap_future(store._checkpoint)
+            assert passes[0] is False  # the catch-up passes: writes not held
+            assert passes.count(True) == 1  # the last pass: writes held
+            assert store._checkpointing is False
+            assert len(await store.journal_load("during")) == 200
+
+    async def test_a_failing_checkpoint_is_logged_and_lets_writes_go_on(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        path = tmp_path / "a.db"
+        async with SqliteStore(path) as store:
+            await journal_some(store, n=1)
+
+            def broken() -> sqlite3.Connection:
+                raise sqlite3.OperationalError("disk I/O error")
+
+            store._thread_conn = broken  # type: ignore[method-assign]
+            store._writes = 10**6
+            await journal_some(store, n=20, tree="t2")
+            assert store._checkpoint is not None
+            await asyncio.wrap_future(store._checkpoint)
+            assert "checkpoint of" in caplog.text
+            assert store._checkpointing is False
+            await journal_some(store, n=5, tree="t3")  # writes still run on the loop
+            assert len(await store.journal_load("t3")) == 5
 
 
 class TestLocks:

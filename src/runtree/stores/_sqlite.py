@@ -50,6 +50,10 @@ _PREFIX = "runtree_"
 # Loop-connection writes between two checkpoints run on the thread (SQLite's own
 # auto-checkpoint would run one inside a commit on the loop every ~1000 pages).
 _CHECKPOINT_EVERY = 500
+# A checkpoint copies frames while the loop goes on writing (at most this many passes),
+# until at most _CHECKPOINT_REST frames are left; only those are copied with writes held.
+_CHECKPOINT_PASSES = 3
+_CHECKPOINT_REST = 64
 _BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (primary codes)
 _PERM, _READONLY, _IOERR, _FULL, _CANTOPEN = 3, 8, 10, 13, 14
 # Direct calls on the loop hand it back to other tasks at least this often (seconds).
@@ -149,8 +153,9 @@ class _SqliteEngine(SqlStore):
         self._executor: ThreadPoolExecutor | None = None
         self._tconn: sqlite3.Connection | None = None
         self._writes = 0
-        self._checkpoint: Future[None] | None = None
-        self._checkpointing = False
+        self._checkpoint: Future[None] | None = None  # set when a checkpoint is over
+        self._checkpoint_running = False  # from its start to its end
+        self._checkpointing = False  # its last pass: loop writes queue on the thread
         self._yielded = 0.0
         self._batch: Batch | None = None
 
@@ -404,22 +409,66 @@ class _SqliteEngine(SqlStore):
         raise NotImplementedError
 
     def _schedule_checkpoint(self) -> None:
-        """Checkpoint the WAL on the thread. Until it is done, writes queue behind it on
-        the thread, so it copies every frame and the next write restarts the WAL (a
-        checkpoint racing with loop writes never completes, and the WAL would grow)."""
-        if self._checkpointing:
+        """Checkpoint the WAL on the thread, in two phases. First, passes copy frames while
+        the loop goes on writing (SQLite's PASSIVE mode never blocks a writer). A
+        checkpoint racing with writes never copies the frames written meanwhile, and the
+        WAL restarts from its beginning only after a checkpoint that copied every frame:
+        so the last pass, once few frames are left, runs with the loop's writes queued
+        behind it on the thread. The loop waits for that short pass only."""
+        if self._checkpoint_running:
             return
         self._writes = 0
-        self._checkpointing = True
-        self._checkpoint = self._thread().submit(self._run_checkpoint)
+        self._checkpoint_running = True
+        done: Future[None] = Future()
+        self._checkpoint = done
+        loop = asyncio.get_running_loop()
+        try:
+            self._thread().submit(self._catch_up, loop, done)
+        except RuntimeError:  # pragma: no cover - the executor is shut down: closing
+            self._checkpoint_over(done)
 
-    def _run_checkpoint(self) -> None:
+    def _catch_up(self, loop: asyncio.AbstractEventLoop, done: Future[None]) -> None:
+        """The first phase, on the thread: copy frames while the loop writes."""
+        try:
+            conn = self._thread_conn()
+            for _ in range(_CHECKPOINT_PASSES):
+                _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if frames - copied <= _CHECKPOINT_REST:
+                    break
+        except sqlite3.Error:
+            log.warning("checkpoint of %s failed", self._where, exc_info=True)
+            self._checkpoint_over(done)
+            return
+        try:
+            # Hold the loop's writes from the loop itself: no loop write is half done.
+            loop.call_soon_threadsafe(self._hold_writes, done)
+        except RuntimeError:  # the loop is closed: nobody writes any more
+            self._checkpoint_over(done)
+
+    def _hold_writes(self, done: Future[None]) -> None:
+        executor = self._executor
+        if self._conn is None or executor is None:
+            self._checkpoint_over(done)
+            return
+        self._checkpointing = True
+        try:
+            executor.submit(self._last_pass, done)
+        except RuntimeError:  # pragma: no cover - the executor is shut down: closing
+            self._checkpoint_over(done)
+
+    def _last_pass(self, done: Future[None]) -> None:
         try:
             self._thread_conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error:
             log.warning("checkpoint of %s failed", self._where, exc_info=True)
         finally:
-            self._checkpointing = False
+            self._checkpoint_over(done)
+
+    def _checkpoint_over(self, done: Future[None]) -> None:
+        self._checkpointing = False
+        self._checkpoint_running = False
+        if not done.done():
+            done.set_result(None)
 
     # -- lifecycle ---------------------------------------------------------------------
 
