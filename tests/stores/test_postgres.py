@@ -118,3 +118,79 @@ async def test_url_options(schema: str) -> None:
 def test_a_bad_schema_name_is_refused() -> None:
     with pytest.raises(StoreError, match=r"schema must be a plain identifier"):
         PostgresStore(DSN, schema='x"; DROP TABLE y; --')
+
+
+class TestPool:
+    """``pool_size`` bounds the connections a store opens; operations beyond wait."""
+
+    async def test_a_burst_of_roots_opens_at_most_pool_size_connections(self, schema: str) -> None:
+        async with PostgresStore(DSN, schema=schema, pool_size=2) as store:
+            connect = store._connect
+            opened = 0
+            most = 0
+
+            async def counted() -> object:
+                nonlocal opened, most
+                opened += 1
+                conn = await connect()
+                most = max(most, len(store._busy) + len(store._idle) + 1)
+                return conn
+
+            store._connect = counted  # type: ignore[method-assign,assignment]
+
+            async def root(r: int) -> None:
+                async with scope.create_context(id=f"burst-{r}") as ctx:
+                    for i in range(5):
+                        await ctx.run(lambda i=i: i, key=f"k{i}", name="s")
+
+            async with runtree.create_scope(store=store) as scope:
+                await asyncio.gather(*(root(r) for r in range(16)))
+            assert most <= 2
+            assert opened <= 2  # no connection opened and closed per operation
+            for r in range(16):
+                assert len(await store.journal_load(f"burst-{r}")) == 5
+
+    async def test_a_waiter_cancelled_passes_its_turn_on(self, schema: str) -> None:
+        async with PostgresStore(DSN, schema=schema, pool_size=1) as store:
+            held = await store._take()
+            first = asyncio.ensure_future(store.journal_load("a"))
+            second = asyncio.ensure_future(store.journal_load("b"))
+            await asyncio.sleep(0.01)
+            assert len(store._waiters) == 2  # both wait for the one connection
+            store._give(held)  # wakes `first` ...
+            first.cancel()  # ... which is cancelled before it runs: `second` goes on
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            assert await asyncio.wait_for(second, 5) == {}
+
+    async def test_a_waiter_cancelled_before_its_turn_leaves_the_queue(self, schema: str) -> None:
+        async with PostgresStore(DSN, schema=schema, pool_size=1) as store:
+            held = await store._take()
+            waiting = asyncio.ensure_future(store.journal_load("a"))
+            await asyncio.sleep(0.01)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            assert not store._waiters
+            store._give(held)
+            assert await asyncio.wait_for(store.journal_load("a"), 5) == {}
+
+    async def test_closing_the_store_waits_its_turn_and_then_refuses(self, schema: str) -> None:
+        store = PostgresStore(DSN, schema=schema, pool_size=1)
+        await store.open()
+        held = await store._take()
+        waiting = asyncio.ensure_future(store.journal_load("a"))
+        await asyncio.sleep(0.01)
+        closing = asyncio.ensure_future(store.aclose())  # its release queues behind
+        await asyncio.sleep(0.01)
+        store._give(held)
+        assert await asyncio.wait_for(waiting, 5) == {}
+        await asyncio.wait_for(closing, 5)
+        assert not store._idle and not store._busy
+        with pytest.raises(StoreError, match="closed"):
+            await store.journal_load("a")
+
+    @pytest.mark.parametrize("size", [0, -1, 1.5, "4"])
+    def test_a_bad_pool_size_is_refused(self, size: object) -> None:
+        with pytest.raises(StoreError, match="pool_size"):
+            PostgresStore(DSN, pool_size=size)  # type: ignore[arg-type]

@@ -140,8 +140,9 @@ def journal_rows(dsn: str, schema: str) -> list[tuple[Any, ...]]:
     return sync_execute(dsn, f'SELECT key, value FROM "{schema}".journal ORDER BY recorded_at')
 
 
+@pytest.mark.parametrize("pool_size", [1, 8])  # 1: a lost connection frees its slot
 async def test_terminated_backends_mid_run_lose_nothing_and_record_nothing_twice(
-    schema: str,
+    schema: str, pool_size: int
 ) -> None:
     app = f"rt_fault_{secrets.token_hex(3)}"
 
@@ -150,17 +151,21 @@ async def test_terminated_backends_mid_run_lose_nothing_and_record_nothing_twice
             assert terminate(DSN, app) >= 1
 
     ran: dict[str, int] = {}
-    async with PostgresStore(with_app_name(DSN, app), schema=schema) as store:
+    store = PostgresStore(with_app_name(DSN, app), schema=schema, pool_size=pool_size)
+    async with store:
         assert await run_steps(store, 30, ran, fault) == list(range(30))
     assert ran == {f"k{i}": 1 for i in range(30)}
     rows = journal_rows(DSN, schema)
     assert sorted(int(v) for _, v in rows) == list(range(30))
 
 
-async def test_a_backend_terminated_under_a_record_is_retried_once_safely(schema: str) -> None:
+@pytest.mark.parametrize("pool_size", [1, 8])
+async def test_a_backend_terminated_under_a_record_is_retried_once_safely(
+    schema: str, pool_size: int
+) -> None:
     app = f"rt_fault_{secrets.token_hex(3)}"
     kills: list[str] = []
-    store = HookedStore(with_app_name(DSN, app), schema=schema)
+    store = HookedStore(with_app_name(DSN, app), schema=schema, pool_size=pool_size)
 
     def kill_under_record(sql: str) -> None:
         if sql == store._q["j_insert"] and len(kills) < 2:

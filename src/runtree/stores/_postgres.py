@@ -14,6 +14,7 @@ import logging
 import re
 import select
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
@@ -100,7 +101,8 @@ class PostgresStore(SqlStore):
         schema: The schema holding runtree's tables (created and migrated on first use).
         lease: Seconds a claim on a context tree lives without renewal; a holder on
             another machine that died is taken over after it.
-        pool_size: Idle connections kept for reuse.
+        pool_size: Connections this store opens at most, kept open for reuse; an
+            operation that finds them all in use waits for one (default 8).
         connect_timeout: Seconds to wait for one connection attempt (default 10).
         timeout: Seconds one store operation (one transaction: a claim, a record, a
             session write) may take, waiting for row locks included (default 30). Past it
@@ -133,7 +135,7 @@ class PostgresStore(SqlStore):
         *,
         schema: str = "runtree",
         lease: float = DEFAULT_LEASE,
-        pool_size: int = 4,
+        pool_size: int = 8,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         timeout: float = DEFAULT_TIMEOUT,
         reconnect: float = DEFAULT_RECONNECT,
@@ -148,6 +150,9 @@ class PostgresStore(SqlStore):
                 bound = ">= 0" if low < 0 else "> 0"
                 msg = f"PostgresStore {name}= must be a number of seconds {bound} (got {value!r})"
                 raise StoreError(msg)
+        if type(pool_size) is not int or pool_size < 1:
+            msg = f"PostgresStore pool_size= must be an int >= 1 (got {pool_size!r})"
+            raise StoreError(msg)
         try:
             import psycopg
         except ImportError as exc:
@@ -176,6 +181,9 @@ class PostgresStore(SqlStore):
         self._timeout = float(timeout)
         self._reconnect = float(reconnect)
         self._idle: list[AsyncConnection[Any]] = []
+        self._busy: set[AsyncConnection[Any]] = set()  # taken by an operation
+        self._connecting = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = False
         # Group commit: while a journal record is being written, the records of other
@@ -270,25 +278,70 @@ class PostgresStore(SqlStore):
             for conn in self._idle:
                 conn.pgconn.finish()
             self._idle.clear()
+            self._busy.clear()
+            self._waiters.clear()
+            self._connecting = 0
             self._loop = loop
-        while self._idle:
-            conn = self._idle.pop()
-            if _alive(conn):
-                return conn
-            conn.pgconn.finish()  # the server closed it (a restart, a terminated backend)
-        conn = await self._connect()
-        if not self._ready:
-            await self._migrate(conn)
-            self._ready = True
+        while True:
+            while self._idle:
+                conn = self._idle.pop()
+                if _alive(conn):
+                    self._busy.add(conn)
+                    return conn
+                conn.pgconn.finish()  # the server closed it (a restart, a terminated backend)
+            if len(self._busy) + self._connecting < self._pool_size:
+                break
+            # Every connection is in use: wait for one rather than open more (a burst of
+            # roots must neither exhaust the server's connections nor pay a connect each).
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # woken, then cancelled: the turn goes to the next one
+                else:
+                    self._waiters.remove(waiter)
+                raise
+            self._check_open()
+        self._connecting += 1
+        try:
+            conn = await self._connect()
+            if not self._ready:
+                await self._migrate(conn)
+                self._ready = True
+        except BaseException:
+            self._connecting -= 1
+            self._wake()
+            raise
+        self._connecting -= 1
+        self._busy.add(conn)
         return conn
 
     def _give(self, conn: AsyncConnection[Any]) -> None:
+        self._busy.discard(conn)
         if conn.closed or conn.info.transaction_status != self._psycopg.pq.TransactionStatus.IDLE:
             conn.pgconn.finish()
-        elif len(self._idle) < self._pool_size and not self._closed:
+        elif not self._closed:
             self._idle.append(conn)
         else:
             conn.pgconn.finish()
+        self._wake()
+
+    def _drop(self, conn: AsyncConnection[Any]) -> None:
+        """Close a connection that was in use (broken, or in an unknown state)."""
+        self._busy.discard(conn)
+        conn.pgconn.finish()
+        self._wake()
+
+    def _wake(self) -> None:
+        """A connection came free (or a slot to open one): the first waiter takes it."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     async def _execute(
         self, fn: Callable[[Tx], Awaitable[T]], write: bool, tx: bool, what: object = None
@@ -338,6 +391,7 @@ class PostgresStore(SqlStore):
         except BaseException as exc:
             timer.cancel()
             if expired:
+                self._drop(conn)
                 if (
                     task is not None
                     and task.uncancel() > 0
@@ -355,16 +409,16 @@ class PostgresStore(SqlStore):
             if isinstance(exc, self._psycopg.OperationalError) and (
                 conn.closed or conn.pgconn.status != self._psycopg.pq.ConnStatus.OK
             ):
-                conn.pgconn.finish()
+                self._drop(conn)
                 raise _Lost(self._scrub(str(exc).strip())) from None
             if isinstance(exc, self._psycopg.Error):
-                conn.pgconn.finish()
+                self._drop(conn)
                 msg = f"{self._where}: {type(exc).__name__}: {self._scrub(str(exc))}"
                 raise StoreError(msg) from None
             if isinstance(exc, Exception):
                 self._give(conn)  # the operation's own error: the transaction rolled back
             else:
-                conn.pgconn.finish()  # cancelled mid-statement: the state is unknown
+                self._drop(conn)  # cancelled mid-statement: the state is unknown
             raise
         timer.cancel()
         self._give(conn)
@@ -500,6 +554,10 @@ class PostgresStore(SqlStore):
         if self._ready:
             await self._release_all()
         self._closed = True
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:  # they find the store closed
+            if not waiter.done():
+                waiter.set_result(None)
         idle, self._idle = self._idle, []
         for conn in idle:
             try:
