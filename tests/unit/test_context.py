@@ -249,7 +249,8 @@ class TestClose:
 
     async def test_nested_boundary_shares_the_tree_and_closes_with_its_parent(self) -> None:
         async with rt.create_scope() as scope:
-            root = scope.create_context(id="tree-1")
+            with pytest.warns(UserWarning, match="without a store"):
+                root = scope.create_context(id="tree-1")
             nested = scope.create_context(parent=root, name="batch")
             assert nested.root is root and nested.parent is root
             with pytest.raises(TypeError, match=r"roots only"):

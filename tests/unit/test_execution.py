@@ -109,7 +109,9 @@ class TestExecution:
             return ctx.get(who), ctx.root.id
 
         async with rt.create_scope() as scope:
-            assert await scope.exec(whoami, tags=[who("me")], id="job-7") == ("me", "job-7")
+            with pytest.warns(UserWarning, match="without a store"):
+                execution = scope.exec(whoami, tags=[who("me")], id="job-7")
+            assert await execution == ("me", "job-7")
 
     async def test_exec_rejects_non_flows(self) -> None:
         async with rt.create_scope() as scope:

@@ -38,7 +38,8 @@ class TestJournal:
         async with rt.create_scope() as scope, scope.create_context() as root:
             first = await root.exec(step, "a", key="k1")
             again = await root.exec(step, "a", key="k1")
-            nested = await root.exec(deeper)
+            with pytest.warns(rt.JournalInputWarning, match="'k1'"):
+                nested = await root.exec(deeper)  # another input under the same key
             assert first == {"run": 1, "input": "a"}
             assert again is first and nested is first
             assert c.runs == 1
