@@ -76,3 +76,47 @@ async def test_a_large_tree_round_trips_through_several_chunks(open_durable: Sto
         assert await Runs(store).prune(older_than=timedelta(0)) == 1
         s = sql(store)
         assert await s._read(_op_all, s._q["r_chunks"], ("large",)) == []
+
+
+async def test_timestamps_round_trip_to_the_microsecond_and_old_chunks_still_read(
+    open_durable: StoreFactory,
+) -> None:
+    """Chunks hold timestamps as whole microseconds (a float's repr is the costliest part
+    of writing a node); chunks written before held floats and read as they were."""
+    import json
+
+    contexts: dict[str, runtree.ExecutionContext] = {}
+
+    @runtree.flow
+    async def leaf(ctx: runtree.ExecutionContext) -> None:
+        contexts[ctx.id] = ctx
+
+    @runtree.flow
+    async def top(ctx: runtree.ExecutionContext) -> None:
+        for _ in range(3):
+            await ctx.exec(leaf)
+
+    async with open_durable() as store:
+        async with runtree.create_scope(store=store) as scope:
+            await scope.exec(top, id="times")
+        s = sql(store)
+        (text,) = (await s._read(_op_all, s._q["r_chunks"], ("times",)))[0]
+        assert all(type(n[8]) is int for n in json.loads(text))
+        tree = await Runs(store).get("times")
+        leaves = [x for x in tree.nodes if x.name == "leaf"]
+        assert len(leaves) == 3
+        for x in leaves:
+            ctx = contexts[x.node_id]
+            assert isinstance(x.started_at, float) and isinstance(x.completed_at, float)
+            assert abs(x.started_at - ctx.details.started_at) <= 1e-6
+            assert ctx.details.completed_at is not None
+            assert abs(x.completed_at - ctx.details.completed_at) <= 1e-6
+        # A chunk as the previous version wrote it: float seconds.
+        await s.runs_start(("legacy", "legacy", "job", None, None, 1, 999.0, None, None))
+        old = [["n1", 1, "legacy", "n1", "flow", None, 1, "completed", 1000.25, 1001.5]]
+        old[0] += [None, None, 0, None, None, None, None]
+        await s._write(_op_exec, s._q["r_chunk_put"], ("legacy", json.dumps(old)))
+        got = await s.runs_get("legacy")
+        assert got is not None
+        (row,) = got[1]
+        assert (row[7], row[8]) == (1000.25, 1001.5)
