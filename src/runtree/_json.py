@@ -72,6 +72,24 @@ canonical = _encoder(sort_keys=True)
 
 def problem(value: object, depth: int = 0) -> str | None:
     """Why ``value`` is not strict JSON, or ``None`` when it is."""
+    if type(value) is dict and depth < 200:
+        # The common case, a dict of plain values: its leaves are checked inline (no
+        # call per leaf); anything else goes through the general rules below.
+        isfinite = math.isfinite
+        for k, v in value.items():
+            if type(k) is not str and not isinstance(k, str):
+                return f"dict key {readable(repr(k), 80)} is not a str"
+            t = type(v)
+            if t is str or t is bool or v is None:
+                continue
+            if t is int and v.bit_length() < _SAFE_INT_BITS:
+                continue
+            if t is float and isfinite(v):
+                continue
+            found = problem(v, depth + 1)
+            if found is not None:
+                return found
+        return None
     if depth > 200:
         return "nested too deeply"
     if value is None or isinstance(value, (str, bool)):
