@@ -325,6 +325,10 @@ class SqlStore(RunsSql):
         self._proc = f"{self._info.pid:x}-{secrets.token_hex(6)}"
         # (tree_id, owner) -> the tree's records when this owner took the lease.
         self._held: dict[tuple[str, str], dict[str, StepRecord]] = {}
+        # The last root id and key that passed check_name (a step checks its key when it
+        # claims it and again when it records: the same str object needs no second look).
+        self._checked_tree: object = None
+        self._checked_key: object = None
         # Claims being taken right now (not in _held yet) and claims whose release failed
         # (the renewer releases them).
         self._claiming: set[tuple[str, str]] = set()
@@ -459,7 +463,7 @@ class SqlStore(RunsSql):
         the tree is free (released, or its holder's lease expired / process died).
         """
         # Checked before anything is written or run: the same rule on every store.
-        check_name(key, "journal key")
+        self._checked_key = check_name(key, "journal key")
         snapshot = self._held.get((tree_id, owner))
         if snapshot is not None:
             return snapshot.get(key)
@@ -597,11 +601,17 @@ class SqlStore(RunsSql):
             StoreError: the root id or key is not a valid name (nothing is written).
             SerializationError: the value is not strict JSON (nothing is written).
         """
-        check_name(tree_id, "root id")
-        check_name(key, "journal key")
-        name = _text(record.get("name", ""))
+        if tree_id is not self._checked_tree:
+            self._checked_tree = check_name(tree_id, "root id")
+        if key is not self._checked_key:
+            self._checked_key = check_name(key, "journal key")
+        name = record.get("name", "")
+        if type(name) is not str or not name.isascii() or "\x00" in name:
+            name = _text(name)
         digest = record.get("input_digest") or None
-        if digest is not None:
+        if digest is not None and (
+            type(digest) is not str or not digest.isascii() or "\x00" in digest
+        ):
             digest = _text(digest)
         if record.get("ok"):
             try:
