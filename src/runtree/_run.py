@@ -10,7 +10,7 @@ import sys
 from collections.abc import Awaitable, Iterable
 from functools import partial
 from time import time
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 from . import _context, _stream
 from ._context import (
@@ -27,6 +27,9 @@ from ._defs import Flow
 from ._extensions import ExecKind, ExecOp, wrapped
 from ._tags import MISSING
 from .errors import Cancelled, NestingError
+
+if TYPE_CHECKING:
+    from ._journal import Journal
 
 __all__ = ["Call", "exec_full", "parallel", "run_body", "run_sub"]
 
@@ -49,6 +52,7 @@ class Call:
         "delay",
         "input",
         "jitter",
+        "journal",
         "key",
         "kind",
         "kwargs",
@@ -87,6 +91,7 @@ class Call:
         self.backoff = options.get("retry_backoff", 1.0)
         self.jitter = options.get("retry_jitter", 0.0)
         self.retry_on = options.get("retry_on", Exception)
+        self.journal: Journal | None = None  # a keyed call's journal (set by exec_full)
 
 
 async def exec_options(
@@ -131,7 +136,7 @@ async def exec_full(call: Call) -> object:
         if retry == 0:  # one attempt: no retry loop (one coroutine frame less)
             return await _attempt(call, 1)
         return await _attempts(call)
-    journal = scope._journal_of(parent.root)
+    journal = call.journal = scope._journal_of(parent.root)
     if not journal.loaded:
         await journal._load()
     given = call.input if kind != "fn" else (call.args, call.kwargs or {})
@@ -197,7 +202,9 @@ async def _attempt(call: Call, attempt: int, pause: float = 0.0) -> object:
     if foreign:
         parent._attach(child)
     if key is not None:
-        parent.scope._journal_of(parent.root).running[key] = child
+        journal = call.journal
+        assert journal is not None
+        journal.running[key] = child
     if pause > 0:
         # The retry pause belongs to the attempt's child, so cancelling or closing the
         # parent (even an idle boundary) reaches it at once.

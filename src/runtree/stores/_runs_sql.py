@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias, TypeVar
 
 from .._json import compact
 from ._base import loads, proc_alive
@@ -173,6 +173,7 @@ class RunsSql:
     _q: dict[str, str]
     _proc: str
     _where: str
+    _relock: ClassVar[bool]
 
     if TYPE_CHECKING:
 
@@ -314,6 +315,15 @@ class RunsSql:
 
     # -- operating -----------------------------------------------------------------
 
+    async def _locked_run(self, tx: Tx, root_id: str) -> tuple[Any, ...] | None:
+        """The run's row, locked for this transaction, with its owner's liveness columns
+        as committed now (PostgreSQL reads them again after the lock: see _fresh)."""
+        q = self._q
+        row = await tx.one(q["r_row_lock"], (root_id,))
+        if row is not None and self._relock:
+            row = await tx.one(q["r_row"], (root_id,))
+        return row
+
     async def runs_cancel(self, root_id: str, reason: str) -> CancelState:
         """Ask the live owner to cancel the run (it reads the request when it renews its
         lease), or mark a run whose owner is dead ``cancelled`` at once."""
@@ -321,7 +331,7 @@ class RunsSql:
 
     async def _op_runs_cancel(self, tx: Tx, root_id: str, reason: str) -> CancelState:
         q = self._q
-        row = await tx.one(q["r_row_lock"], (root_id,))
+        row = await self._locked_run(tx, root_id)
         if row is None:
             return "missing"
         now = time.time()
@@ -345,7 +355,7 @@ class RunsSql:
         self, tx: Tx, root_id: str, orphan_only: bool
     ) -> tuple[ClaimState, RunRow]:
         q = self._q
-        row = await tx.one(q["r_row_lock"], (root_id,))
+        row = await self._locked_run(tx, root_id)
         if row is None:
             return "missing", ()
         now = time.time()
@@ -414,7 +424,7 @@ class RunsSql:
 
     async def _op_prune_one(self, tx: Tx, root_id: str, status: str, cutoff: float) -> bool:
         q = self._q
-        row = await tx.one(q["r_row_lock"], (root_id,))
+        row = await self._locked_run(tx, root_id)
         if row is None:
             return False
         run = _with_alive(row, time.time())

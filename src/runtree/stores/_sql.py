@@ -17,7 +17,7 @@ import secrets
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeAlias, TypeVar, cast
+from typing import Any, ClassVar, Concatenate, ParamSpec, Protocol, TypeAlias, TypeVar, cast
 
 from .._journal import StepRecord
 from .._json import check_name, compact, readable
@@ -132,6 +132,8 @@ QUERIES: dict[str, str] = {
     "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
     "l_holder": "SELECT l.owner, l.proc, p.host, p.pid, p.pid_start, p.expires_at "
     "FROM {t}leases l LEFT JOIN {t}procs p ON p.proc = l.proc WHERE l.tree_id = ?{lock}",
+    "l_holder_now": "SELECT l.owner, l.proc, p.host, p.pid, p.pid_start, p.expires_at "
+    "FROM {t}leases l LEFT JOIN {t}procs p ON p.proc = l.proc WHERE l.tree_id = ?",
     "l_take": "UPDATE {t}leases SET owner = ?, proc = ?, acquired_at = ? "
     "WHERE tree_id = ? AND owner = ? AND proc = ?",
     "l_release": "DELETE FROM {t}leases WHERE tree_id = ? AND owner = ? AND proc = ?",
@@ -143,6 +145,9 @@ QUERIES: dict[str, str] = {
     "k_holder": "SELECT l.owner, l.proc, p.host, p.pid, p.pid_start, p.expires_at "
     "FROM {t}key_claims l LEFT JOIN {t}procs p ON p.proc = l.proc "
     "WHERE l.tree_id = ? AND l.key = ?{lock}",
+    "k_holder_now": "SELECT l.owner, l.proc, p.host, p.pid, p.pid_start, p.expires_at "
+    "FROM {t}key_claims l LEFT JOIN {t}procs p ON p.proc = l.proc "
+    "WHERE l.tree_id = ? AND l.key = ?",
     "k_take": "UPDATE {t}key_claims SET owner = ?, proc = ?, acquired_at = ? "
     "WHERE tree_id = ? AND key = ? AND owner = ? AND proc = ?",
     "k_release": "DELETE FROM {t}key_claims WHERE tree_id = ? AND owner = ? AND proc = ?",
@@ -314,6 +319,8 @@ class SqlStore(RunsSql):
 
     _q: dict[str, str]
     _where: str  # names the database in errors (a file, a schema)
+    # Claim rows locked after a wait are read again (PostgreSQL; see _fresh).
+    _relock: ClassVar[bool] = False
 
     def __init__(self, *, lease: float = DEFAULT_LEASE) -> None:
         if not lease > 0:
@@ -506,6 +513,8 @@ class SqlStore(RunsSql):
         await self._upsert_proc(tx, now)
         await tx.execute(q["l_claim"], (tree_id, owner, self._proc, now))
         holder = await tx.one(q["l_holder"], (tree_id,))
+        if holder is not None and (holder[0] != owner or holder[1] != self._proc):
+            holder = await self._fresh(tx, q["l_holder_now"], (tree_id,), holder)
         if holder is None:
             # PostgreSQL (READ COMMITTED): the holder released between our INSERT … ON
             # CONFLICT DO NOTHING and this SELECT … FOR UPDATE. Try again at once.
@@ -562,6 +571,8 @@ class SqlStore(RunsSql):
         await self._upsert_proc(tx, now)
         await tx.execute(q["k_claim"], (tree_id, key, owner, self._proc, now))
         holder = await tx.one(q["k_holder"], (tree_id, key))
+        if holder is not None and (holder[0] != owner or holder[1] != self._proc):
+            holder = await self._fresh(tx, q["k_holder_now"], (tree_id, key), holder)
         if holder is None:
             return "again", None  # released between our insert and our look
         if holder[0] == owner and holder[1] == self._proc:
@@ -574,6 +585,19 @@ class SqlStore(RunsSql):
             return "held", holder[0]
         await tx.execute(q["k_take"], (owner, self._proc, now, tree_id, key, holder[0], holder[1]))
         return "owned", None
+
+    async def _fresh(
+        self, tx: Tx, sql: str, params: Sequence[object], read: tuple[Any, ...]
+    ) -> tuple[Any, ...] | None:
+        """A claim row read again after the ``… FOR UPDATE`` that locked it (``read``).
+        PostgreSQL (READ COMMITTED) re-checks a row it had to wait for, but keeps the rows
+        joined to it (the holder's ``procs`` row) as they were when the statement began:
+        a holder that took the claim meanwhile would read as dead and be taken over while
+        it runs. A new statement sees what committed before the lock was ours. SQLite
+        serializes writers (``BEGIN IMMEDIATE``): ``read`` is fresh already."""
+        if not self._relock:
+            return read
+        return await tx.one(sql, params)
 
     def _holder_alive(self, tree_id: str, holder: Sequence[Any], now: float) -> bool:
         """Is the claim's holder a live owner? This store's own claims are alive while a
