@@ -101,6 +101,8 @@ async def _run_race(a: PostgresStore, b: PostgresStore) -> None:
 
 
 async def test_a_tree_taken_while_a_claim_waits_is_not_taken_over() -> None:
+    """A tree claim's ``INSERT … ON CONFLICT DO NOTHING`` already waits for a take-over
+    in flight, so its locking read starts fresh; the read-again guards it all the same."""
     async with two_stores() as (a, b):
         await _tree_race(a, b)
 
