@@ -387,8 +387,15 @@ class Recorder(Extension):
         parent = rec[_PARENT]
         if type(parent) is not str:
             parent = parent.id
-        status, error, output = self._exec_outcome(rec)
         completed_at = None
+        if rec[_ENDED] and rec[_EXC] is None and ctx._status == "completed":
+            # The common case, inlined (per node): it completed and returned a value.
+            status: str = "completed"
+            error: ErrorFields = (None, None)
+            result = rec[_RESULT]
+            output = None if result is None else self._value(result)
+        else:
+            status, error, output = self._exec_outcome(rec)
         if rec[_ENDED]:
             completed_at = getattr(ctx, "_completed_at", None) or time()
         value = rec[_INPUT]

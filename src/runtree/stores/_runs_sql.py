@@ -249,7 +249,14 @@ class RunsSql:
             of_root = by_root.get(row[0])
             if of_root is None:
                 of_root = by_root[row[0]] = []
-            of_root.append((*row[1:9], _micros(row[9]), _micros(row[10]), *row[11:]))
+            # The two timestamps as whole microseconds (the shortest repr of a float
+            # costs ≈ 7,000 instructions, half of a node's write; an int's a few hundred).
+            started, ended = row[9], row[10]
+            if type(started) is float:
+                started = round(started * 1_000_000)
+            if type(ended) is float:
+                ended = round(ended * 1_000_000)
+            of_root.append((*row[1:9], started, ended, *row[11:]))
         for root_id, of_root in by_root.items():
             for start in range(0, len(of_root), NODES_PER_CHUNK):
                 text = _chunk_text(of_root[start : start + NODES_PER_CHUNK])
@@ -439,12 +446,6 @@ class RunsSql:
 
 
 _chunk_text = compact
-
-
-def _micros(t: object) -> object:
-    """A timestamp as whole microseconds in a chunk: the shortest repr of a float costs
-    ≈ 7,000 instructions (half of a node's write), an int's a few hundred."""
-    return round(t * 1_000_000) if type(t) is float else t
 
 
 def _seconds(t: object) -> object:
