@@ -396,8 +396,10 @@ class ExecutionContext(Generic[InputT]):
             msg = f"ctx.exec() takes a flow (got {flow!r}); use ctx.run() for plain callables"
             raise TypeError(msg) from None
         scope = self.scope
-        if (options and not _plain_options(options)) or scope._exec_slow:
-            if scope._wrap_only and (not options or _plain_options(options)):
+        if options and not _plain_options(options):
+            return await _run.exec_options(self, flow, input, options)  # type: ignore[return-value]
+        if scope._exec_slow:
+            if scope._wrap_only:
                 # Only exec extensions in the way: wrap a plain child, with no layers
                 # between the wrappers and the body (n + 3 frames per level).
                 if self._status is not _OPEN or self._cancelled:
