@@ -326,8 +326,10 @@ async def test_a_server_down_past_the_reconnect_bound_is_a_clear_error(
     private_server: PrivateServer,
 ) -> None:
     schema = f"rt_down_{secrets.token_hex(3)}"
+    # pool_size=1: the failed connection attempts must give their slot back, or the
+    # record after the server is back would wait forever.
     async with PostgresStore(
-        private_server.dsn, schema=schema, connect_timeout=1, reconnect=1.5
+        private_server.dsn, schema=schema, connect_timeout=1, reconnect=1.5, pool_size=1
     ) as store:
         await store.journal_acquire("tree", "k", "owner")
         await asyncio.get_running_loop().run_in_executor(None, private_server.stop)
@@ -342,6 +344,12 @@ async def test_a_server_down_past_the_reconnect_bound_is_a_clear_error(
             await asyncio.get_running_loop().run_in_executor(None, private_server.start)
         assert "Cannot connect to PostgreSQL" in str(info.value)
         assert "tried for 1.5s" in str(info.value)
+        count = f'SELECT count(*) FROM "{schema}".journal'
+        assert sync_execute(private_server.dsn, count) == [(0,)]  # nothing half-recorded
+        stored = await asyncio.wait_for(
+            store.journal_record("tree", "k", "owner", {"name": "s", "ok": True, "value": 1}),
+            10,
+        )
+        assert stored["value"] == 1
         store._held.clear()
-    rows = sync_execute(private_server.dsn, f'SELECT count(*) FROM "{schema}".journal')
-    assert rows == [(0,)]  # nothing half-recorded
+    assert sync_execute(private_server.dsn, count) == [(1,)]
