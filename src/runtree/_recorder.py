@@ -74,6 +74,14 @@ ExecRecord: TypeAlias = list[Any]
 ErrorFields: TypeAlias = tuple[str | None, str | None]  # the exception's type and message
 
 
+_text: Callable[[str], str] = json.encoder.encode_basestring_ascii
+"""A str as a JSON string, as the stores' encoder writes it (ASCII, escapes)."""
+
+
+def _json_text(text: str | None) -> str:
+    return "null" if text is None else _text(text)
+
+
 def _clean(text: str) -> str:
     """Text any store accepts: no NUL, no lone surrogate."""
     if text.isascii():
@@ -387,20 +395,35 @@ class Recorder(Extension):
         parent = rec[_PARENT]
         if type(parent) is not str:
             parent = parent.id
-        completed_at = None
+        x = ctx._x
         if rec[_ENDED] and rec[_EXC] is None and ctx._status == "completed":
-            # The common case, inlined (per node): it completed and returned a value.
-            status: str = "completed"
-            error: ErrorFields = (None, None)
-            result = rec[_RESULT]
-            output = None if result is None else self._value(result)
-        else:
-            status, error, output = self._exec_outcome(rec)
+            # The common case (per node): it completed and returned a value. Its chunk
+            # entry is written here as JSON text, as the store would encode the row.
+            name, key = ctx.name, rec[_KEY]
+            if type(name) is str and (key is None or type(key) is str):
+                result = rec[_RESULT]
+                value = rec[_INPUT]
+                tags = metadata = None
+                if x is not None:
+                    tags, metadata = self._extras(x)
+                ended = getattr(ctx, "_completed_at", None) or time()
+                return (
+                    rec[_RUN].root_id,
+                    f"[{_text(ctx.id)},{rec[_SEQ]},{_text(parent)},{_text(name)},"
+                    f'"{"fn" if rec[_KIND] == "fn" else "flow"}",'
+                    f"{'null' if key is None else _text(key)},{int(rec[_ATTEMPT])},"
+                    f'"completed",{round(ctx._started_at * 1_000_000)},'
+                    f"{round(ended * 1_000_000)},null,null,0,"
+                    f"{_json_text(None if value is None else self._value(value))},"
+                    f"{_json_text(None if result is None else self._value(result))},"
+                    f"{_json_text(tags)},{_json_text(metadata)}]",
+                )
+        status, error, output = self._exec_outcome(rec)
+        completed_at = None
         if rec[_ENDED]:
             completed_at = getattr(ctx, "_completed_at", None) or time()
         value = rec[_INPUT]
         tags = metadata = None
-        x = ctx._x
         if x is not None:
             tags, metadata = self._extras(x)
         return (

@@ -120,3 +120,43 @@ async def test_timestamps_round_trip_to_the_microsecond_and_old_chunks_still_rea
         assert got is not None
         (row,) = got[1]
         assert (row[7], row[8]) == (1000.25, 1001.5)
+
+
+async def test_the_recorders_own_node_text_is_what_the_store_would_encode(
+    open_durable: StoreFactory,
+) -> None:
+    """A completed exec's chunk entry is written by the recorder as JSON text: it must be
+    byte for byte what encoding its row gives, names and keys of any text included."""
+    import json
+
+    from runtree._json import compact
+
+    who = runtree.tag("who", serializable=True)
+
+    @runtree.flow(name='naïve "quoted" \\ name ✓')
+    async def odd(ctx: runtree.ExecutionContext) -> object:
+        ctx.details.metadata["note"] = "é"
+        return {"in": ctx.input, "ü": [1, 2.5, None, True]}
+
+    @runtree.flow
+    async def top(ctx: runtree.ExecutionContext) -> None:
+        await ctx.exec(odd, 'say "hi" ✓', key='ké\\y"1', tags=[who("zoë")])
+        await ctx.exec(odd, None)
+        await ctx.run(lambda: None, name="plain fn")
+
+    async with open_durable() as store:
+        async with runtree.create_scope(store=store) as scope:
+            await scope.exec(top, id="texts")
+        s = sql(store)
+        chunks = await s._read(_op_all, s._q["r_chunks"], ("texts",))
+        for (text,) in chunks:
+            assert compact(json.loads(text)) == text
+        tree = await Runs(store).get("texts")
+        odd_nodes = [n for n in tree.nodes if n.name == odd.name]
+        assert [n.key for n in odd_nodes] == ['ké\\y"1', None]
+        assert odd_nodes[0].input == 'say "hi" ✓'
+        assert odd_nodes[0].output == {"in": 'say "hi" ✓', "ü": [1, 2.5, None, True]}
+        assert odd_nodes[0].tags == {"who": "zoë"}
+        assert odd_nodes[0].metadata == {"note": "é"}
+        assert odd_nodes[1].input is None
+        assert [n.kind for n in tree.nodes if n.name == "plain fn"] == ["fn"]

@@ -242,13 +242,17 @@ class RunsSql:
         beat: bool,
     ) -> list[tuple[str, str]]:
         q = self._q
-        # One chunk row per root (per NODES_PER_CHUNK nodes): the rows in buffer order,
-        # each without its root_id.
-        by_root: dict[object, list[Sequence[object]]] = {}
+        # One chunk row per root (per NODES_PER_CHUNK nodes): a JSON array of the rows in
+        # buffer order, each without its root_id. A row is a tuple of the columns, or
+        # ``(root_id, text)``: the row's JSON already written by the recorder.
+        by_root: dict[object, list[str]] = {}
         for row in nodes:
             of_root = by_root.get(row[0])
             if of_root is None:
                 of_root = by_root[row[0]] = []
+            if len(row) == 2:
+                of_root.append(row[1])
+                continue
             # The two timestamps as whole microseconds (the shortest repr of a float
             # costs ≈ 7,000 instructions, half of a node's write; an int's a few hundred).
             started, ended = row[9], row[10]
@@ -256,10 +260,10 @@ class RunsSql:
                 started = round(started * 1_000_000)
             if type(ended) is float:
                 ended = round(ended * 1_000_000)
-            of_root.append((*row[1:9], started, ended, *row[11:]))
+            of_root.append(_chunk_text((*row[1:9], started, ended, *row[11:])))
         for root_id, of_root in by_root.items():
             for start in range(0, len(of_root), NODES_PER_CHUNK):
-                text = _chunk_text(of_root[start : start + NODES_PER_CHUNK])
+                text = f"[{','.join(of_root[start : start + NODES_PER_CHUNK])}]"
                 await tx.execute(q["r_chunk_put"], (root_id, text))
         now = time.time()
         for status, etype, emsg, output, completed_at, root_id in finished:
