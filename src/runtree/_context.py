@@ -39,7 +39,7 @@ from ._details import (
     Settled,
     StreamOptions,
 )
-from ._extensions import ExecOp, new_op, wrapped
+from ._extensions import ExecOp, new_op, run_wrapped
 from ._tags import ALL_VALUES, MISSING, ParsedTag, Tag, Tagged
 from .errors import (
     Cancelled,
@@ -431,10 +431,7 @@ class ExecutionContext(Generic[InputT]):
                 # would turn child/flow/input into cells, slowing the plain path too)
                 body = MethodType(_run.run_sub, op)
                 try:
-                    if len(wrappers) == 1:  # the common case: no chain to build
-                        answer: Any = await wrappers[0](body, op)
-                    else:
-                        answer = await wrapped(wrappers, body, op)()
+                    answer: Any = await run_wrapped(wrappers, body, op)
                 except BaseException as exc:
                     if child._status is not _OPEN:
                         raise

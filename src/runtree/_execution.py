@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeAlias, TypeVar, fin
 
 from . import _run
 from ._context import ExecutionContext, boundary_context
-from ._extensions import ExecOp, wrapped
+from ._extensions import ExecOp, run_wrapped
 from ._tags import Tagged
 from .errors import Cancelled
 
@@ -202,4 +202,4 @@ class Execution(Generic[T]):
         if not scope._wrap_exec:
             return await inner()
         op = ExecOp("execute", flow, input, None, ctx)
-        return await wrapped(scope._wrap_exec, inner, op)()
+        return await run_wrapped(scope._wrap_exec, inner, op)

@@ -128,6 +128,18 @@ def wrapped(
     return call
 
 
+def run_wrapped(
+    wrappers: list[Callable[..., Awaitable[object]]],
+    inner: Callable[[], Awaitable[object]],
+    op: object,
+) -> Awaitable[object]:
+    """``wrapped(wrappers, inner, op)()``: what every caller awaits. One wrapper (the
+    common case: a tracer, the recorder) is called directly, with no chain to build."""
+    if len(wrappers) == 1:
+        return wrappers[0](inner, op)
+    return wrapped(wrappers, inner, op)()
+
+
 def _bind(
     wrap: Callable[..., Awaitable[object]], nxt: Callable[[], Awaitable[object]], op: object
 ) -> Callable[[], Awaitable[object]]:

@@ -37,6 +37,10 @@ MAX_NAME_BYTES = 1024
 _SAFE_INT_BITS = 14_000
 
 
+quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
+"""A str as a JSON string literal (ASCII, escapes): what :func:`compact` writes for it."""
+
+
 def _encoder(sort_keys: bool) -> Callable[[object], str]:
     """Compact strict JSON (no NaN or infinity, ASCII) as one function. It calls the C
     encoder the ``json`` module builds inside every ``JSONEncoder.encode`` call once, so
@@ -46,13 +50,12 @@ def _encoder(sort_keys: bool) -> Callable[[object], str]:
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:  # pragma: no cover - CPython always has the C encoder
         return json.JSONEncoder(sort_keys=sort_keys, separators=(",", ":"), allow_nan=False).encode
-    text = json.encoder.encode_basestring_ascii
-    chunks = make(None, _not_json, text, None, ":", ",", sort_keys, False, False)
+    chunks = make(None, _not_json, quote, None, ":", ",", sort_keys, False, False)
     join = "".join
 
     def encode(value: object) -> str:
         if type(value) is str:
-            return text(value)
+            return quote(value)
         return join(chunks(value, 0))
 
     return encode

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 from ._defs import Flow
 from ._extensions import ExecOp, Extension
 from ._journal import UNCHECKED
-from ._json import compact
+from ._json import compact, quote
 from .errors import Cancelled
 
 if TYPE_CHECKING:
@@ -74,12 +74,8 @@ ExecRecord: TypeAlias = list[Any]
 ErrorFields: TypeAlias = tuple[str | None, str | None]  # the exception's type and message
 
 
-_text: Callable[[str], str] = json.encoder.encode_basestring_ascii
-"""A str as a JSON string, as the stores' encoder writes it (ASCII, escapes)."""
-
-
 def _json_text(text: str | None) -> str:
-    return "null" if text is None else _text(text)
+    return "null" if text is None else quote(text)
 
 
 def _clean(text: str) -> str:
@@ -409,9 +405,9 @@ class Recorder(Extension):
                 ended = getattr(ctx, "_completed_at", None) or time()
                 return (
                     rec[_RUN].root_id,
-                    f"[{_text(ctx.id)},{rec[_SEQ]},{_text(parent)},{_text(name)},"
+                    f"[{quote(ctx.id)},{rec[_SEQ]},{quote(parent)},{quote(name)},"
                     f'"{"fn" if rec[_KIND] == "fn" else "flow"}",'
-                    f"{'null' if key is None else _text(key)},{int(rec[_ATTEMPT])},"
+                    f"{'null' if key is None else quote(key)},{int(rec[_ATTEMPT])},"
                     f'"completed",{round(ctx._started_at * 1_000_000)},'
                     f"{round(ended * 1_000_000)},null,null,0,"
                     f"{_json_text(None if value is None else self._value(value))},"

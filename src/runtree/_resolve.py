@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, final
 
 from ._context import ExecutionContext, FlowHandle, _Callback
 from ._defs import Atom, Dep, Flow, Preset, Resource
-from ._extensions import ResolveOp, wrapped
+from ._extensions import ResolveOp, run_wrapped
 from ._tags import MISSING, Tag, TagDep
 from .errors import (
     Cancelled,
@@ -206,7 +206,9 @@ class Resolver:
 
         record = _Resolved(atom)
         if self.scope._wrap_resolve:
-            value = await wrapped(self.scope._wrap_resolve, produce, ResolveOp(atom, self.scope))()
+            value = await run_wrapped(
+                self.scope._wrap_resolve, produce, ResolveOp(atom, self.scope)
+            )
         else:
             value = await produce()
         record.cleanups = rctx._cleanups
@@ -317,7 +319,7 @@ class Resolver:
 
         if self.scope._wrap_resolve:
             op = ResolveOp(resource, self.scope, owner)
-            value = await wrapped(self.scope._wrap_resolve, produce, op)()
+            value = await run_wrapped(self.scope._wrap_resolve, produce, op)
         else:
             value = await produce()
         record.cleanups = rctx._cleanups

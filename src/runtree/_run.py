@@ -24,7 +24,7 @@ from ._context import (
     _task_of,
 )
 from ._defs import Flow
-from ._extensions import ExecKind, ExecOp, wrapped
+from ._extensions import ExecKind, ExecOp, run_wrapped
 from ._tags import MISSING
 from .errors import Cancelled, NestingError
 
@@ -223,10 +223,7 @@ async def _attempt(call: Call, attempt: int, pause: float = 0.0) -> object:
     op = ExecOp(kind, target, input, key, child, attempt)
     body = partial(run_body, child, kind, target, input, args, kwargs, timeout)
     try:
-        if len(wrappers) == 1:
-            result = await wrappers[0](body, op)
-        else:
-            result = await wrapped(wrappers, body, op)()
+        result = await run_wrapped(wrappers, body, op)
     except BaseException as exc:
         if child._status is not _OPEN:
             raise
@@ -374,7 +371,7 @@ async def parallel(
     if not scope._wrap_exec:
         return await run()
     op = ExecOp("parallel", None, None, None, ctx)
-    return await wrapped(scope._wrap_exec, run, op)()  # type: ignore[return-value]
+    return await run_wrapped(scope._wrap_exec, run, op)  # type: ignore[return-value]
 
 
 async def _gather(aws: tuple[Awaitable[Any], ...], *, settled: bool) -> list[Any]:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 from . import _cancel
 from ._context import _OPEN, ExecutionContext, _child, _current, _task_of
 from ._defs import Flow
-from ._extensions import ExecOp, wrapped
+from ._extensions import ExecOp, run_wrapped
 from ._journal import CLAIMED
 from ._tags import MISSING
 from .errors import Cancelled, ExecTimeoutError
@@ -359,8 +359,8 @@ class FlowStream(Generic[Y]):
                 source = _iterate(recorded)  # type: ignore[arg-type]
             elif scope._wrap_exec:
                 op = ExecOp("stream", self._flow, self._input, key, child)
-                call = wrapped(scope._wrap_exec, self._open_source, op)
-                source = _as_source(await call(), self._flow.name)
+                opened = await run_wrapped(scope._wrap_exec, self._open_source, op)
+                source = _as_source(opened, self._flow.name)
             else:
                 source = await self._open_source()
         except BaseException as exc:

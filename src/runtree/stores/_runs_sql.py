@@ -173,7 +173,7 @@ class RunsSql:
     _q: dict[str, str]
     _proc: str
     _where: str
-    _relock: ClassVar[bool]
+    _relock: ClassVar[bool]  # PostgreSQL: read a claim row again after its lock (_fresh)
 
     if TYPE_CHECKING:
 
@@ -260,7 +260,7 @@ class RunsSql:
                 started = round(started * 1_000_000)
             if type(ended) is float:
                 ended = round(ended * 1_000_000)
-            of_root.append(_chunk_text((*row[1:9], started, ended, *row[11:])))
+            of_root.append(compact((*row[1:9], started, ended, *row[11:])))
         for root_id, of_root in by_root.items():
             for start in range(0, len(of_root), NODES_PER_CHUNK):
                 text = f"[{','.join(of_root[start : start + NODES_PER_CHUNK])}]"
@@ -326,14 +326,23 @@ class RunsSql:
 
     # -- operating -----------------------------------------------------------------
 
+    async def _fresh(
+        self, tx: Tx, sql: str, params: Sequence[object], read: tuple[Any, ...]
+    ) -> tuple[Any, ...] | None:
+        """A claim row read again after the ``… FOR UPDATE`` that locked it (``read``).
+        PostgreSQL (READ COMMITTED) re-checks a row it had to wait for, but keeps the rows
+        joined to it (the holder's ``procs`` row) as they were when the statement began:
+        a holder that took the claim meanwhile would read as dead and be taken over while
+        it runs. A new statement sees what committed before the lock was ours. SQLite
+        serializes writers (``BEGIN IMMEDIATE``): ``read`` is fresh already."""
+        if not self._relock:
+            return read
+        return await tx.one(sql, params)
+
     async def _locked_run(self, tx: Tx, root_id: str) -> tuple[Any, ...] | None:
-        """The run's row, locked for this transaction, with its owner's liveness columns
-        as committed now (PostgreSQL reads them again after the lock: see _fresh)."""
-        q = self._q
-        row = await tx.one(q["r_row_lock"], (root_id,))
-        if row is not None and self._relock:
-            row = await tx.one(q["r_row"], (root_id,))
-        return row
+        """The run's row, locked for this transaction, its owner's liveness as now."""
+        row = await tx.one(self._q["r_row_lock"], (root_id,))
+        return row if row is None else await self._fresh(tx, self._q["r_row"], (root_id,), row)
 
     async def runs_cancel(self, root_id: str, reason: str) -> CancelState:
         """Ask the live owner to cancel the run (it reads the request when it renews its
@@ -447,9 +456,6 @@ class RunsSql:
             await tx.execute(q["j_del_all"], (root_id,))
         await tx.execute(q["r_delete"], (root_id,))
         return True
-
-
-_chunk_text = compact
 
 
 def _seconds(t: object) -> object:

@@ -17,7 +17,7 @@ import secrets
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, ClassVar, Concatenate, ParamSpec, Protocol, TypeAlias, TypeVar, cast
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeAlias, TypeVar, cast
 
 from .._journal import StepRecord
 from .._json import check_name, compact, readable
@@ -103,6 +103,13 @@ def schema_version() -> int:
 _JOURNAL_COLS = "name, ok, value, error_type, error_message, input_digest"
 _CMD_COLS = "id, command, status, started_at, completed_at, inputs, outputs"
 
+_HOLDER = "SELECT l.owner, l.proc, p.host, p.pid, p.pid_start, p.expires_at FROM "
+_L_HOLDER = f"{_HOLDER}{{t}}leases l LEFT JOIN {{t}}procs p ON p.proc = l.proc WHERE l.tree_id = ?"
+_K_HOLDER = (
+    f"{_HOLDER}{{t}}key_claims l LEFT JOIN {{t}}procs p ON p.proc = l.proc "
+    "WHERE l.tree_id = ? AND l.key = ?"
+)
+
 QUERIES: dict[str, str] = {
     "meta_all": "SELECT name, value FROM {t}meta",
     "meta_put": "INSERT INTO {t}meta (name, value) VALUES (?, ?) "
@@ -130,10 +137,9 @@ QUERIES: dict[str, str] = {
     "p_purge": "DELETE FROM {t}procs WHERE expires_at < ?",
     "l_claim": "INSERT INTO {t}leases (tree_id, owner, proc, acquired_at) "
     "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-    "l_holder": "SELECT l.owner, l.proc, p.host, p.pid, p.pid_start, p.expires_at "
-    "FROM {t}leases l LEFT JOIN {t}procs p ON p.proc = l.proc WHERE l.tree_id = ?{lock}",
-    "l_holder_now": "SELECT l.owner, l.proc, p.host, p.pid, p.pid_start, p.expires_at "
-    "FROM {t}leases l LEFT JOIN {t}procs p ON p.proc = l.proc WHERE l.tree_id = ?",
+    # A claim's holder, locked ({lock}), and read again after a lock wait ("_now").
+    "l_holder": f"{_L_HOLDER}{{lock}}",
+    "l_holder_now": _L_HOLDER,
     "l_take": "UPDATE {t}leases SET owner = ?, proc = ?, acquired_at = ? "
     "WHERE tree_id = ? AND owner = ? AND proc = ?",
     "l_release": "DELETE FROM {t}leases WHERE tree_id = ? AND owner = ? AND proc = ?",
@@ -142,12 +148,8 @@ QUERIES: dict[str, str] = {
     # per-key claims (session trees)
     "k_claim": "INSERT INTO {t}key_claims (tree_id, key, owner, proc, acquired_at) "
     "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-    "k_holder": "SELECT l.owner, l.proc, p.host, p.pid, p.pid_start, p.expires_at "
-    "FROM {t}key_claims l LEFT JOIN {t}procs p ON p.proc = l.proc "
-    "WHERE l.tree_id = ? AND l.key = ?{lock}",
-    "k_holder_now": "SELECT l.owner, l.proc, p.host, p.pid, p.pid_start, p.expires_at "
-    "FROM {t}key_claims l LEFT JOIN {t}procs p ON p.proc = l.proc "
-    "WHERE l.tree_id = ? AND l.key = ?",
+    "k_holder": f"{_K_HOLDER}{{lock}}",
+    "k_holder_now": _K_HOLDER,
     "k_take": "UPDATE {t}key_claims SET owner = ?, proc = ?, acquired_at = ? "
     "WHERE tree_id = ? AND key = ? AND owner = ? AND proc = ?",
     "k_release": "DELETE FROM {t}key_claims WHERE tree_id = ? AND owner = ? AND proc = ?",
@@ -217,7 +219,6 @@ KEYED_TREE_PREFIX = "session:"
 # Lease holders (store instances) open in this process: a claim whose holder is this
 # process but not an open store is an orphan (a release that failed), taken over at once.
 _OPEN_PROCS: set[str] = set()
-_json_dumps = compact
 _ITEM_FIELD: dict[str, str] = {
     "context": "context_loaded",
     "memory": "memory_updated",
@@ -319,8 +320,7 @@ class SqlStore(RunsSql):
 
     _q: dict[str, str]
     _where: str  # names the database in errors (a file, a schema)
-    # Claim rows locked after a wait are read again (PostgreSQL; see _fresh).
-    _relock: ClassVar[bool] = False
+    _relock = False  # claim rows locked after a wait are read again (see RunsSql._fresh)
 
     def __init__(self, *, lease: float = DEFAULT_LEASE) -> None:
         if not lease > 0:
@@ -586,19 +586,6 @@ class SqlStore(RunsSql):
         await tx.execute(q["k_take"], (owner, self._proc, now, tree_id, key, holder[0], holder[1]))
         return "owned", None
 
-    async def _fresh(
-        self, tx: Tx, sql: str, params: Sequence[object], read: tuple[Any, ...]
-    ) -> tuple[Any, ...] | None:
-        """A claim row read again after the ``… FOR UPDATE`` that locked it (``read``).
-        PostgreSQL (READ COMMITTED) re-checks a row it had to wait for, but keeps the rows
-        joined to it (the holder's ``procs`` row) as they were when the statement began:
-        a holder that took the claim meanwhile would read as dead and be taken over while
-        it runs. A new statement sees what committed before the lock was ours. SQLite
-        serializes writers (``BEGIN IMMEDIATE``): ``read`` is fresh already."""
-        if not self._relock:
-            return read
-        return await tx.one(sql, params)
-
     def _holder_alive(self, tree_id: str, holder: Sequence[Any], now: float) -> bool:
         """Is the claim's holder a live owner? This store's own claims are alive while a
         root of this process holds them (not once their release failed: orphans); other
@@ -629,18 +616,14 @@ class SqlStore(RunsSql):
             self._checked_tree = check_name(tree_id, "root id")
         if key is not self._checked_key:
             self._checked_key = check_name(key, "journal key")
-        name = record.get("name", "")
-        if type(name) is not str or not name.isascii() or "\x00" in name:
-            name = _text(name)
+        name = _text(record.get("name", ""))
         digest = record.get("input_digest") or None
-        if digest is not None and (
-            type(digest) is not str or not digest.isascii() or "\x00" in digest
-        ):
+        if digest is not None:
             digest = _text(digest)
         if record.get("ok"):
             try:
                 # The journal checked the value is strict JSON before calling.
-                value: str | None = _json_dumps(record.get("value"))
+                value: str | None = compact(record.get("value"))
             except (TypeError, ValueError, RecursionError):
                 value = dumps(record.get("value"), f"The value of journal key {key!r}")
             params: tuple[object, ...] = (
@@ -1084,6 +1067,8 @@ async def _op_all(tx: Tx, sql: str, params: Sequence[object]) -> list[tuple[Any,
 
 def _text(value: object) -> str:
     """Recorded text every store accepts (see :func:`runtree._json.readable`)."""
+    if type(value) is str and value.isascii() and "\x00" not in value:
+        return value  # the common case, per journal record: as it is
     return readable(value if isinstance(value, str) else str(value))
 
 

@@ -153,8 +153,7 @@ class _SqliteEngine(SqlStore):
         self._executor: ThreadPoolExecutor | None = None
         self._tconn: sqlite3.Connection | None = None
         self._writes = 0
-        self._checkpoint: Future[None] | None = None  # set when a checkpoint is over
-        self._checkpoint_running = False  # from its start to its end
+        self._checkpoint: Future[None] | None = None  # the last checkpoint (done: over)
         self._checkpointing = False  # its last pass: loop writes queue on the thread
         self._yielded = 0.0
         self._batch: Batch | None = None
@@ -342,8 +341,8 @@ class _SqliteEngine(SqlStore):
         batch.append((params, done))
         return await done
 
-    def _wrote(self, commits: int = 1) -> None:
-        self._writes += commits
+    def _wrote(self) -> None:
+        self._writes += 1
         if self._writes >= _CHECKPOINT_EVERY:
             self._schedule_checkpoint()
 
@@ -415,10 +414,9 @@ class _SqliteEngine(SqlStore):
         WAL restarts from its beginning only after a checkpoint that copied every frame:
         so the last pass, once few frames are left, runs with the loop's writes queued
         behind it on the thread. The loop waits for that short pass only."""
-        if self._checkpoint_running:
+        if self._checkpoint is not None and not self._checkpoint.done():
             return
         self._writes = 0
-        self._checkpoint_running = True
         done: Future[None] = Future()
         self._checkpoint = done
         loop = asyncio.get_running_loop()
@@ -466,7 +464,6 @@ class _SqliteEngine(SqlStore):
 
     def _checkpoint_over(self, done: Future[None]) -> None:
         self._checkpointing = False
-        self._checkpoint_running = False
         if not done.done():
             done.set_result(None)
 
