@@ -194,3 +194,81 @@ class TestPool:
     def test_a_bad_pool_size_is_refused(self, size: object) -> None:
         with pytest.raises(StoreError, match="pool_size"):
             PostgresStore(DSN, pool_size=size)  # type: ignore[arg-type]
+
+
+class TestHotStatements:
+    """The journal's per-step statements go through psycopg's libpq binding instead of a
+    cursor (one prepared statement per connection, text parameters). They must write
+    exactly what a cursor writes and fail the way a cursor fails."""
+
+    RECORDS = [
+        (
+            "t",
+            "k1",
+            "step",
+            1,
+            '{"s":"é ☃ \\u0000 \\ud800","f":1e-300}',
+            None,
+            None,
+            "o",
+            0.1,
+            None,
+        ),
+        ("t", "k2", "step", 0, None, "ValueError", "bad é", "o", 1733140000.123456, "d" * 64),
+        ("t", "k3", "ünï", 1, "-0.0", None, None, "o", 1e300, None),
+    ]
+
+    async def test_a_record_is_stored_as_a_cursor_stores_it(self, schema: str) -> None:
+        import psycopg
+
+        async with PostgresStore(DSN, schema=schema) as store:
+            insert = store._q["j_insert"]
+            for params in self.RECORDS:
+                assert await store._insert_record(params) is None  # the hot statement
+            rows = sync_execute(f'SELECT * FROM "{schema}".journal ORDER BY key')
+            sync_execute(f'DELETE FROM "{schema}".journal')
+            async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as conn:
+                for params in self.RECORDS:
+                    await conn.execute(insert, params)  # type: ignore[arg-type]
+            assert sync_execute(f'SELECT * FROM "{schema}".journal ORDER BY key') == rows
+            assert len(rows) == 3
+            # A key recorded already: the record that stands comes back.
+            again = (*self.RECORDS[0][:3], 0, None, "E", "m", "o", 2.0, None)
+            stood = await store._insert_record(again)
+            assert stood is not None and stood["ok"] is True
+
+    async def test_the_statement_is_prepared_on_its_first_use_on_a_connection(
+        self, schema: str
+    ) -> None:
+        async with (
+            PostgresStore(DSN, schema=schema, pool_size=1) as store,
+            runtree.create_scope(store=store) as scope,
+            scope.create_context(id="job") as ctx,
+        ):
+            for i in range(3):
+                assert await ctx.run(lambda i=i: i, key=f"k{i}", name="step") == i
+            [conn] = store._idle
+            first = conn.pgconn.backend_pid
+            names = [s.name.decode() for s in store._hot.values()]
+            prepared = f"SELECT name FROM pg_prepared_statements WHERE name = '{names[0]}'"
+            assert [r[0] for r in await (await conn.execute(prepared)).fetchall()] == names[:1]
+            # The server ends the store's connection: the next steps use a new one,
+            # which prepares the statement again.
+            assert sync_execute(f"SELECT pg_terminate_backend({first})") == [(True,)]
+            for i in range(3, 6):
+                assert await ctx.run(lambda i=i: i, key=f"k{i}", name="step") == i
+            [conn] = store._idle
+            assert conn.pgconn.backend_pid != first
+            assert [r[0] for r in await (await conn.execute(prepared)).fetchall()] == names[:1]
+        keys = sync_execute(f'SELECT key FROM "{schema}".journal ORDER BY key')
+        assert keys == [(f"k{i}",) for i in range(6)]
+
+    async def test_a_nul_in_a_parameter_is_refused_as_a_cursor_refuses_it(
+        self, schema: str
+    ) -> None:
+        # libpq would cut a text parameter at the NUL; the cursor's way refuses it.
+        async with PostgresStore(DSN, schema=schema) as store:
+            params = ("t", "k", "a\x00b", 1, "1", None, None, "o", 0.5, None)
+            with pytest.raises(StoreError, match="NUL"):
+                await store._insert_record(params)
+            assert sync_execute(f'SELECT key FROM "{schema}".journal') == []
