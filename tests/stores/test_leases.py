@@ -120,3 +120,75 @@ async def test_a_store_closed_without_releasing_blocks_no_one_past_its_lease(
         holder.wait()
         if holder.stdout is not None:
             holder.stdout.close()
+
+
+def _refuse_leases(store: Store, on: bool) -> None:
+    """A trigger that makes the database refuse new tree leases (or drop it)."""
+    if isinstance(store, SqliteStore):
+        import sqlite3
+
+        with sqlite3.connect(store.path) as conn:
+            conn.execute(
+                "CREATE TRIGGER refuse_lease BEFORE INSERT ON runtree_leases "
+                "BEGIN SELECT RAISE(ABORT, 'refused by policy'); END"
+                if on
+                else "DROP TRIGGER refuse_lease"
+            )
+        return
+    import psycopg
+
+    from runtree.stores import PostgresStore
+
+    assert isinstance(store, PostgresStore)
+    s = store.schema
+    with psycopg.connect(store._dsn, autocommit=True) as conn:
+        if on:
+            conn.execute(
+                f'CREATE FUNCTION "{s}".refuse() RETURNS trigger AS $$ BEGIN '
+                "RAISE EXCEPTION 'refused by policy'; END $$ LANGUAGE plpgsql"
+            )
+            conn.execute(
+                f'CREATE TRIGGER refuse_lease BEFORE INSERT ON "{s}".leases '
+                f'FOR EACH ROW EXECUTE FUNCTION "{s}".refuse()'
+            )
+        else:
+            conn.execute(f'DROP TRIGGER refuse_lease ON "{s}".leases')
+
+
+def _procs(store: Store) -> set[str]:
+    if isinstance(store, SqliteStore):
+        import sqlite3
+
+        with sqlite3.connect(store.path) as conn:
+            return {r[0] for r in conn.execute("SELECT proc FROM runtree_procs")}
+    import psycopg
+
+    from runtree.stores import PostgresStore
+
+    assert isinstance(store, PostgresStore)
+    with psycopg.connect(store._dsn, autocommit=True) as conn:
+        return {str(r[0]) for r in conn.execute(f'SELECT proc FROM "{store.schema}".procs')}
+
+
+async def test_a_claim_after_a_failed_write_writes_the_liveness_row_again(
+    open_durable: StoreFactory,
+) -> None:
+    # Claims skip the procs upsert while the row written half a lease ago stands. A claim
+    # whose transaction rolled back took its upsert with it: the next claim must write
+    # the row again, or other processes would take this live owner for dead.
+    async with open_durable(lease=30.0) as store, runtree.create_scope(store=store) as scope:
+        await sql(store).journal_load("job-a")  # the tables exist now
+        _refuse_leases(store, True)
+        with pytest.raises(StoreError, match="refused by policy"):
+            async with scope.create_context(id="job-a") as ctx:
+                await ctx.run(lambda: 1, key="k", name="step")
+        assert sql(store)._proc not in _procs(store)
+        _refuse_leases(store, False)
+        async with scope.create_context(id="job-b") as ctx:
+            assert await ctx.run(lambda: 2, key="k", name="step") == 2
+            assert sql(store)._proc in _procs(store)
+            async with open_durable(lease=30.0) as other:
+                # Another store sees the claim held by a live owner: it waits.
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.3):
+                        await sql(other).journal_acquire("job-b", "k2", "someone-else")

@@ -108,6 +108,10 @@ RUNS_QUERIES: dict[str, str] = {
     "error_type = NULL, error_message = NULL, output = NULL, owner = excluded.owner, "
     "updated_at = excluded.updated_at, completed_at = NULL, "
     "session_id = excluded.session_id, command = excluded.command, cancel_reason = NULL",
+    # A run that is new (most are): nothing of an earlier attempt to clear or update.
+    "r_start_new": "INSERT INTO {t}runs (root_id, tree_id, name, flow, input, input_ok, "
+    "status, owner, created_at, updated_at, session_id, command) "
+    "VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?) ON CONFLICT (root_id) DO NOTHING",
     "r_nodes_clear": "DELETE FROM {t}run_nodes WHERE root_id = ?",
     "r_chunks_clear": "DELETE FROM {t}run_chunks WHERE root_id = ?",
     "r_chunk_put": "INSERT INTO {t}run_chunks (root_id, nodes) VALUES (?, ?)",
@@ -180,7 +184,7 @@ class RunsSql:
         @property
         def lease(self) -> float: ...
 
-        async def _upsert_proc(self, tx: Tx, now: float) -> None: ...
+        async def _upsert_proc(self, tx: Tx, now: float, *, renew: bool = True) -> None: ...
 
         async def _read(self, op: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T: ...
 
@@ -201,26 +205,18 @@ class RunsSql:
 
     async def _op_runs_start(self, tx: Tx, run: Sequence[object]) -> None:
         now = time.time()
-        await self._upsert_proc(tx, now)
+        await self._upsert_proc(tx, now, renew=False)
         root_id, tree_id, name, flow, input, input_ok, created_at, session_id, command = run
+        row = (
+            root_id, tree_id, name, flow, input, input_ok, self._proc, created_at, now,
+            session_id, command,
+        )  # fmt: skip
+        if await tx.execute(self._q["r_start_new"], row):
+            return
+        # A restart (a resume, or the same root id run again): its earlier nodes go.
         await tx.execute(self._q["r_nodes_clear"], (root_id,))
         await tx.execute(self._q["r_chunks_clear"], (root_id,))
-        await tx.execute(
-            self._q["r_start"],
-            (
-                root_id,
-                tree_id,
-                name,
-                flow,
-                input,
-                input_ok,
-                self._proc,
-                created_at,
-                now,
-                session_id,
-                command,
-            ),
-        )
+        await tx.execute(self._q["r_start"], row)
 
     async def runs_write(
         self,

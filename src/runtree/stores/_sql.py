@@ -347,6 +347,10 @@ class SqlStore(RunsSql):
         weakref.finalize(self, _OPEN_PROCS.discard, self._proc)
         self._renewer: asyncio.Task[None] | None = None
         self._closed = False
+        # Until when this store's procs row stands without another upsert (written less
+        # than half a lease ago; any failed write resets it: its upsert may have rolled
+        # back). Claims skip the upsert until then; renewals always write it.
+        self._proc_fresh = 0.0
 
     @property
     def lease(self) -> float:
@@ -393,7 +397,11 @@ class SqlStore(RunsSql):
     ) -> T:
         self._check_open()
         what = args[0] if op in _GENERIC else op
-        return await self._execute(lambda tx: op(tx, *args, **kwargs), True, True, what)
+        try:
+            return await self._execute(lambda tx: op(tx, *args, **kwargs), True, True, what)
+        except BaseException:
+            self._proc_fresh = 0.0
+            raise
 
     async def _write1(
         self, op: Callable[Concatenate[Tx, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs
@@ -510,7 +518,7 @@ class SqlStore(RunsSql):
         if row is not None:
             return "recorded", _record(row)
         now = time.time()
-        await self._upsert_proc(tx, now)
+        await self._upsert_proc(tx, now, renew=False)
         await tx.execute(q["l_claim"], (tree_id, owner, self._proc, now))
         holder = await tx.one(q["l_holder"], (tree_id,))
         if holder is not None and (holder[0] != owner or holder[1] != self._proc):
@@ -568,7 +576,7 @@ class SqlStore(RunsSql):
         if row is not None:
             return "recorded", _record(row)
         now = time.time()
-        await self._upsert_proc(tx, now)
+        await self._upsert_proc(tx, now, renew=False)
         await tx.execute(q["k_claim"], (tree_id, key, owner, self._proc, now))
         holder = await tx.one(q["k_holder"], (tree_id, key))
         if holder is not None and (holder[0] != owner or holder[1] != self._proc):
@@ -597,11 +605,16 @@ class SqlStore(RunsSql):
             return proc in _OPEN_PROCS
         return proc_alive(holder[2:], now)
 
-    async def _upsert_proc(self, tx: Tx, now: float) -> None:
+    async def _upsert_proc(self, tx: Tx, now: float, *, renew: bool = True) -> None:
+        """Write this store's procs row (its liveness for other processes); a claim
+        (``renew=False``) skips it while the row written half a lease ago stands."""
+        if not renew and now < self._proc_fresh:
+            return
         info = self._info
         await tx.execute(
             self._q["p_upsert"], (self._proc, info.host, info.pid, info.start, now + self._lease)
         )
+        self._proc_fresh = now + self._lease / 2
 
     async def journal_record(
         self, tree_id: str, key: str, owner: str, record: StepRecord
@@ -966,7 +979,7 @@ class SqlStore(RunsSql):
                 q["c_interrupt"], (started_at, outputs, row[0])
             ):
                 interrupted.append(int(row[0]))
-        await self._upsert_proc(tx, now)
+        await self._upsert_proc(tx, now, renew=False)
         new = await tx.one(
             q["c_insert"], (session_id, command, started_at, inputs_json, "{}", self._proc)
         )
