@@ -31,15 +31,19 @@ def sql(store: Store) -> SqlStore:
 def fail_releases(store: SqlStore, monkeypatch: pytest.MonkeyPatch, times: int) -> list[str]:
     """The next ``times`` releases of a claim fail as a locked or lost database would."""
     failed: list[str] = []
-    real = store._write
 
-    async def flaky(op: Any, *args: Any) -> Any:
-        if getattr(op, "__name__", "") == "_op_release" and len(failed) < times:
-            failed.append(args[0])
-            raise StoreError("database is locked (injected)")
-        return await real(op, *args)
+    def flaky(real: Any) -> Any:
+        async def write(op: Any, *args: Any) -> Any:
+            if getattr(op, "__name__", "") == "_op_release" and len(failed) < times:
+                failed.append(args[0])
+                raise StoreError("database is locked (injected)")
+            return await real(op, *args)
 
-    monkeypatch.setattr(store, "_write", flaky)
+        return write
+
+    # A root's release is one statement (_write1); the renewer's retry may take _write.
+    monkeypatch.setattr(store, "_write", flaky(store._write))
+    monkeypatch.setattr(store, "_write1", flaky(store._write1))
     return failed
 
 
@@ -192,3 +196,43 @@ async def test_a_claim_after_a_failed_write_writes_the_liveness_row_again(
                 with pytest.raises(TimeoutError):
                     async with asyncio.timeout(0.3):
                         await sql(other).journal_acquire("job-b", "k2", "someone-else")
+
+
+async def test_a_key_the_live_holder_records_replays_for_a_waiting_owner_at_once(
+    open_durable: StoreFactory,
+) -> None:
+    # Another owner waits on a tree whose live holder has not recorded key "a" yet; once
+    # the holder records it, the waiter replays it without waiting for the release.
+    go, hold = asyncio.Event(), asyncio.Event()
+    ran: list[str] = []
+    async with open_durable(lease=30.0) as store:
+
+        async def holder() -> None:
+            async with (
+                runtree.create_scope(store=store) as scope,
+                scope.create_context(id="shared") as ctx,
+            ):
+                await ctx.run(lambda: ran.append("x") or "X", key="x", name="s")
+                await go.wait()
+                await ctx.run(lambda: ran.append("holder") or "A", key="a", name="s")
+                await hold.wait()
+
+        task = asyncio.create_task(holder())
+        while not ran:
+            await asyncio.sleep(0.01)
+        async with (
+            open_durable(lease=30.0) as other,
+            runtree.create_scope(store=other) as scope,
+            scope.create_context(id="shared") as ctx,
+        ):
+            waiter = asyncio.create_task(
+                ctx.run(lambda: ran.append("other") or "B", key="a", name="s")
+            )
+            done, _ = await asyncio.wait({waiter}, timeout=0.3)
+            assert not done  # the holder holds the tree and has not recorded "a"
+            go.set()
+            assert await asyncio.wait_for(waiter, 5) == "A"
+            assert not task.done()  # replayed while the holder still holds the tree
+        hold.set()
+        await task
+    assert ran == ["x", "holder"]

@@ -190,6 +190,10 @@ class RunsSql:
 
         async def _write(self, op: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T: ...
 
+        async def _write_each(
+            self, op: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
+        ) -> T: ...
+
     @property
     def runs_owner(self) -> str:
         """This store instance as the owner of the runs it records."""
@@ -201,21 +205,26 @@ class RunsSql:
         """Insert (or restart) a run owned by this store: ``(root_id, tree_id, name,
         flow, input, input_ok, created_at, session_id, command)``. A restarted run loses
         the nodes of its earlier attempt (its journal stays)."""
-        await self._write(self._op_runs_start, run)
-
-    async def _op_runs_start(self, tx: Tx, run: Sequence[object]) -> None:
-        now = time.time()
-        await self._upsert_proc(tx, now, renew=False)
         root_id, tree_id, name, flow, input, input_ok, created_at, session_id, command = run
-        row = (
-            root_id, tree_id, name, flow, input, input_ok, self._proc, created_at, now,
+        row = [
+            root_id, tree_id, name, flow, input, input_ok, self._proc, created_at, 0.0,
             session_id, command,
-        )  # fmt: skip
-        if await tx.execute(self._q["r_start_new"], row):
-            return
-        # A restart (a resume, or the same root id run again): its earlier nodes go.
-        await tx.execute(self._q["r_nodes_clear"], (root_id,))
-        await tx.execute(self._q["r_chunks_clear"], (root_id,))
+        ]  # fmt: skip
+        if not await self._write_each(self._op_runs_start_new, row):
+            await self._write(self._op_runs_restart, row)
+
+    async def _op_runs_start_new(self, tx: Tx, row: list[object]) -> bool:
+        """A new run (most are): one INSERT, nothing of an earlier attempt to clear."""
+        row[8] = now = time.time()
+        await self._upsert_proc(tx, now, renew=False)
+        return bool(await tx.execute(self._q["r_start_new"], row))
+
+    async def _op_runs_restart(self, tx: Tx, row: list[object]) -> None:
+        """A run started again (a resume, or the same root id run again): its earlier
+        nodes go, in the transaction that restarts it."""
+        row[8] = time.time()
+        await tx.execute(self._q["r_nodes_clear"], (row[0],))
+        await tx.execute(self._q["r_chunks_clear"], (row[0],))
         await tx.execute(self._q["r_start"], row)
 
     async def runs_write(
@@ -228,7 +237,7 @@ class RunsSql:
         ``(status, error_type, error_message, output, completed_at, root_id)``; with
         ``beat``, renew this owner's lease. One transaction. Returns the cancel requests
         ``(root_id, reason)`` for runs this store owns."""
-        return await self._write(self._op_runs_write, nodes, finished, beat)
+        return await self._write_each(self._op_runs_write, nodes, finished, beat)
 
     async def _op_runs_write(
         self,

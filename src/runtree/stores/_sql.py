@@ -409,7 +409,30 @@ class SqlStore(RunsSql):
         """A write whose statements need no common transaction (each commits alone)."""
         self._check_open()
         what = args[0] if op in _GENERIC else op
-        return await self._execute(lambda tx: op(tx, *args, **kwargs), True, False, what)
+        try:
+            return await self._execute(lambda tx: op(tx, *args, **kwargs), True, False, what)
+        except BaseException:
+            self._proc_fresh = 0.0
+            raise
+
+    # How a write of statements that need not commit together runs: in one transaction
+    # where a commit is what costs (SQLite), one by one where a round trip is (PostgreSQL:
+    # a transaction adds two, BEGIN and COMMIT).
+    _each_in_one = True
+
+    async def _write_each(
+        self, op: Callable[Concatenate[Tx, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """A write whose statements need not commit together: a crash between two of them
+        leaves nothing the next writer does not handle (see ``_each_in_one``)."""
+        self._check_open()
+        what = args[0] if op in _GENERIC else op
+        tx = self._each_in_one
+        try:
+            return await self._execute(lambda tx: op(tx, *args, **kwargs), True, tx, what)
+        except BaseException:
+            self._proc_fresh = 0.0
+            raise
 
     async def _read1(
         self, op: Callable[Concatenate[Tx, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs
@@ -514,9 +537,6 @@ class SqlStore(RunsSql):
 
     async def _op_acquire(self, tx: Tx, tree_id: str, key: str, owner: str) -> tuple[str, object]:
         q = self._q
-        row = await tx.one(q["j_get"], (tree_id, key))
-        if row is not None:
-            return "recorded", _record(row)
         now = time.time()
         await self._upsert_proc(tx, now, renew=False)
         await tx.execute(q["l_claim"], (tree_id, owner, self._proc, now))
@@ -528,6 +548,10 @@ class SqlStore(RunsSql):
             # CONFLICT DO NOTHING and this SELECT … FOR UPDATE. Try again at once.
             return "again", None
         if holder[0] != owner or holder[1] != self._proc:
+            # Held by another owner: a key it recorded already replays without waiting.
+            row = await tx.one(q["j_get"], (tree_id, key))
+            if row is not None:
+                return "recorded", _record(row)
             if self._holder_alive(tree_id, holder, now):
                 return "held", holder[0]
             log.info(
@@ -682,7 +706,7 @@ class SqlStore(RunsSql):
             return  # nothing was ever written under an invalid id
         self._key_owners.pop((tree_id, owner), None)
         try:
-            await self._write(self._op_release, tree_id, owner)
+            await self._write1(self._op_release, tree_id, owner)
         except StoreError:
             # Every step is recorded already; only the claim is left. Never wait on it:
             # this store takes it over for a new root, and its renewer releases it.
@@ -771,8 +795,11 @@ class SqlStore(RunsSql):
         return {(r[0], r[1]) for r in await tx.all(self._q["l_mine"], (self._proc,))}
 
     async def _op_release(self, tx: Tx, tree_id: str, owner: str) -> None:
-        await tx.execute(self._q["l_release"], (tree_id, owner, self._proc))
-        await tx.execute(self._q["k_release"], (tree_id, owner, self._proc))
+        # A session tree holds per-key claims, any other tree one lease (journal_acquire).
+        keyed = tree_id.startswith(KEYED_TREE_PREFIX)
+        await tx.execute(
+            self._q["k_release" if keyed else "l_release"], (tree_id, owner, self._proc)
+        )
 
     async def _op_goodbye(self, tx: Tx) -> None:
         await tx.execute(self._q["l_release_all"], (self._proc,))
