@@ -461,7 +461,7 @@ class PostgresStore(SqlStore):
 
     def _give(self, conn: AsyncConnection[Any]) -> None:
         self._busy.discard(conn)
-        if conn.closed or conn.info.transaction_status != self._psycopg.pq.TransactionStatus.IDLE:
+        if conn.closed or conn.pgconn.transaction_status != self._psycopg.pq.TransactionStatus.IDLE:
             conn.pgconn.finish()
         elif not self._closed:
             self._idle.append(conn)
