@@ -12,7 +12,8 @@ reads`` picks parts).
 - concurrency: journaled steps (``await root.exec(step, i, key=...)``, recording on)
   from 1, 4, 16 and 64 concurrent roots, as steps per second against a raw
   insert + commit per step (``sqlite3``, WAL, ``synchronous=NORMAL``; psycopg autocommit,
-  with a blocking connection and, for reference, an ``AsyncConnection``).
+  with a blocking connection and, for reference, an ``AsyncConnection``; and psycopg's
+  default transaction mode, ``execute`` then ``commit()``, the floor DESIGN §4 names).
 - reads: ``runs.list(limit=50)`` over 100,000 runs; ``runs.get`` of a 10,000-node tree.
 """
 
@@ -148,18 +149,24 @@ def raw_sqlite(path: Path, n: int) -> float:
     return took
 
 
-def raw_postgres(dsn: str, schema: str, n: int) -> float:
+def raw_postgres(dsn: str, schema: str, n: int, autocommit: bool = True) -> float:
+    """Seconds per raw insert with a blocking connection: autocommitted (one round
+    trip), or ``execute`` + ``commit()`` in psycopg's default transaction mode (the
+    literal "insert + commit": BEGIN, INSERT and COMMIT round trips)."""
     import psycopg
 
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=autocommit) as conn:
         conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         conn.execute(f'SET search_path TO "{schema}"')
         conn.execute(RAW_DDL)
+        conn.commit()
         sql = RAW_SQL.format(p="%s")
         tag = secrets.token_hex(4)
         t0 = time.perf_counter()
         for i in range(n):
             conn.execute(sql, (tag, f"k{i}", f'{{"n": {i}}}', time.time()))
+            if not autocommit:
+                conn.commit()
         return (time.perf_counter() - t0) / n
 
 
@@ -223,9 +230,11 @@ async def bench_concurrency(folder: Path, dsn: str | None) -> None:
             off = {r: [] for r in counts}
             raws = []
             araws: list[float] = []
+            traws: list[float] = []
             for k in range(rounds):
                 raws.append(raw_postgres(dsn, schema + "_raw", 500))
                 araws.append(await raw_postgres_async(dsn, schema + "_raw", 500))
+                traws.append(raw_postgres(dsn, schema + "_raw", 300, autocommit=False))
                 for roots in counts:
                     rec[roots].append(await journaled(store, roots, 64, f"p{k}"))
                     off[roots].append(await journaled(store, roots, 64, f"q{k}", "none"))
@@ -234,6 +243,11 @@ async def bench_concurrency(folder: Path, dsn: str | None) -> None:
                 f"  PostgreSQL raw insert+commit, async psycopg: {1 / min(araws):7.0f}/s; "
                 f"one root recorded {min(araws) / min(rec[1]):.2f}x it, unrecorded "
                 f"{min(araws) / min(off[1]):.2f}x"
+            )
+            print(
+                "  PostgreSQL raw execute(INSERT) + commit() (psycopg's default transaction "
+                f"mode): {1 / min(traws):7.0f}/s; one root recorded "
+                f"{min(traws) / min(rec[1]):.2f}x it, unrecorded {min(traws) / min(off[1]):.2f}x"
             )
     finally:
         import psycopg
