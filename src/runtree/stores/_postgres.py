@@ -53,7 +53,7 @@ class _PgTx:
 
     def __init__(self, conn: AsyncConnection[Any], hot: dict[str, _Statement]) -> None:
         self.conn = conn
-        self.hot = hot  # statements every step runs: see _Statement
+        self.hot = hot  # statements every step or root runs: see _Statement
 
     async def execute(self, sql: str, params: Sequence[object] = ()) -> int:
         statement = self.hot.get(sql)
@@ -108,12 +108,12 @@ async def _ready(conn: AsyncConnection[Any], write: bool) -> None:
 
 
 class _Statement:
-    """A statement the journal runs once per step, run through psycopg's libpq binding
-    (``psycopg.pq``) instead of a cursor: prepared once per connection, parameters sent
-    as text, one wait for the answer. A cursor's ``execute`` costs ≈ 2x the CPU of this
-    on the loop (its lock, query conversion, adapters and generic waits); the journal
-    pays it on every step. Errors are psycopg's own exceptions, so the store handles
-    them exactly as a cursor's."""
+    """A statement every step or every root runs (``_HOT``), run through psycopg's libpq
+    binding (``psycopg.pq``) instead of a cursor: prepared once per connection,
+    parameters sent as text, one wait for the answer. A cursor's ``execute`` costs ≈ 2x
+    the CPU of this on the loop (its lock, query conversion, adapters and generic waits).
+    Errors are psycopg's own exceptions, so the store handles them exactly as a
+    cursor's."""
 
     __slots__ = ("_psycopg", "name", "sql", "text")
 

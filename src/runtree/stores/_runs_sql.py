@@ -235,8 +235,9 @@ class RunsSql:
     ) -> list[tuple[str, str]]:
         """Write buffered node rows (``root_id`` first), then final run states
         ``(status, error_type, error_message, output, completed_at, root_id)``; with
-        ``beat``, renew this owner's lease. One transaction. Returns the cancel requests
-        ``(root_id, reason)`` for runs this store owns."""
+        ``beat``, renew this owner's lease. Statements that need not commit together
+        (``_write_each``: one transaction on SQLite, one by one on PostgreSQL). Returns the
+        cancel requests ``(root_id, reason)`` for runs this store owns."""
         return await self._write_each(self._op_runs_write, nodes, finished, beat)
 
     async def _op_runs_write(

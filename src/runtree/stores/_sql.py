@@ -395,25 +395,14 @@ class SqlStore(RunsSql):
     async def _write(
         self, op: Callable[Concatenate[Tx, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        self._check_open()
-        what = args[0] if op in _GENERIC else op
-        try:
-            return await self._execute(lambda tx: op(tx, *args, **kwargs), True, True, what)
-        except BaseException:
-            self._proc_fresh = 0.0
-            raise
+        """A write in one transaction."""
+        return await self._write_as(True, op, args, kwargs)
 
     async def _write1(
         self, op: Callable[Concatenate[Tx, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """A write whose statements need no common transaction (each commits alone)."""
-        self._check_open()
-        what = args[0] if op in _GENERIC else op
-        try:
-            return await self._execute(lambda tx: op(tx, *args, **kwargs), True, False, what)
-        except BaseException:
-            self._proc_fresh = 0.0
-            raise
+        return await self._write_as(False, op, args, kwargs)
 
     # How a write of statements that need not commit together runs: in one transaction
     # where a commit is what costs (SQLite), one by one where a round trip is (PostgreSQL:
@@ -425,13 +414,21 @@ class SqlStore(RunsSql):
     ) -> T:
         """A write whose statements need not commit together: a crash between two of them
         leaves nothing the next writer does not handle (see ``_each_in_one``)."""
+        return await self._write_as(self._each_in_one, op, args, kwargs)
+
+    async def _write_as(
+        self,
+        in_tx: bool,
+        op: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
         self._check_open()
         what = args[0] if op in _GENERIC else op
-        tx = self._each_in_one
         try:
-            return await self._execute(lambda tx: op(tx, *args, **kwargs), True, tx, what)
+            return await self._execute(lambda tx: op(tx, *args, **kwargs), True, in_tx, what)
         except BaseException:
-            self._proc_fresh = 0.0
+            self._proc_fresh = 0.0  # its upsert of the procs row may have rolled back
             raise
 
     async def _read1(
