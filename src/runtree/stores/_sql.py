@@ -516,12 +516,17 @@ class SqlStore(RunsSql):
     async def _acquire_loop(
         self, tree_id: str, key: str, owner: str, delay: float
     ) -> StepRecord | None:
+        # Most trees are free: a lease row inserted is the claim, and the tree's records
+        # are read after it (one statement each; on PostgreSQL without BEGIN/COMMIT).
+        state, payload = await self._write_each(self._op_claim_free, tree_id, owner)
         while True:
-            state, payload = await self._write(self._op_acquire, tree_id, key, owner)
+            if state == "taken":  # a lease row stands: the locked look decides
+                state, payload = await self._write(self._op_acquire, tree_id, key, owner)
             if state == "recorded":
                 return cast(StepRecord, payload)
             if state == "again":
-                continue  # the holder let go between our claim and our look: claim again
+                state = "taken"  # the holder let go between our claim and our look
+                continue
             if state == "owned":
                 snapshot = cast("dict[str, StepRecord]", payload)
                 self._held[(tree_id, owner)] = snapshot
@@ -531,6 +536,19 @@ class SqlStore(RunsSql):
                 log.debug("journal %r: key %r waits for owner %s", tree_id, key, payload)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1, self._lease / 4)
+            state = "taken"
+
+    async def _op_claim_free(self, tx: Tx, tree_id: str, owner: str) -> tuple[str, object]:
+        """Claim a tree no lease row holds: ``("owned", records)``, else ``("taken",
+        None)``. The records are read after the claim is in, so none that a former holder
+        committed before letting go is missed."""
+        q = self._q
+        now = time.time()
+        await self._upsert_proc(tx, now, renew=False)
+        if not await tx.execute(q["l_claim"], (tree_id, owner, self._proc, now)):
+            return "taken", None
+        rows = await tx.all(q["j_load"], (tree_id,))
+        return "owned", {r[0]: _record(r[1:]) for r in rows}
 
     async def _op_acquire(self, tx: Tx, tree_id: str, key: str, owner: str) -> tuple[str, object]:
         q = self._q
@@ -1137,6 +1155,7 @@ _GENERIC = frozenset((_op_exec, _op_one, _op_all))
 _NOT_RETRYABLE = frozenset(("_op_start", "_op_create", "n_add", "c_insert"))
 _OP_TEXT: dict[str, str] = {
     "_op_acquire": "claiming a journal key",
+    "_op_claim_free": "claiming a journal key",
     "_op_acquire_key": "claiming a journal key",
     "_op_release": "releasing a tree's claims",
     "_op_record": "recording a journal entry",
