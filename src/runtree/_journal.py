@@ -213,6 +213,19 @@ class Journal:
         entry = self.entries.get(key)
         if entry is not None:  # the common replay: no waiting, no timer
             return entry.replay(key, name, given)  # type: ignore[return-value]
+        return await self.run_new(key, name, step, caller, timeout, given)
+
+    async def run_new(
+        self,
+        key: str,
+        name: str,
+        step: Callable[[], Awaitable[T]],
+        caller: ExecutionContext | None = None,
+        timeout: float | None = None,
+        given: object = UNCHECKED,
+    ) -> T:
+        """:meth:`run` for a key (a non-empty str) this loaded journal had no entry for
+        when the caller looked (a keyed exec looks first, to note the replay)."""
         if timeout is None:
             if self.backend is None and key not in self.pending:
                 # Nobody runs the key in this tree and no store to claim it in: it is ours.

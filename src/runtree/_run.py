@@ -10,6 +10,7 @@ import sys
 from collections.abc import Awaitable, Iterable
 from functools import partial
 from time import time
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, final
 
 from . import _context, _stream
@@ -48,18 +49,15 @@ class Call:
 
     __slots__ = (
         "args",
-        "backoff",
-        "delay",
         "input",
-        "jitter",
         "journal",
         "key",
         "kind",
         "kwargs",
         "name",
+        "options",
         "parent",
         "retry",
-        "retry_on",
         "tags",
         "target",
         "timeout",
@@ -82,15 +80,13 @@ class Call:
         self.input = input
         self.args = args
         self.kwargs = kwargs
+        self.options = options  # the retry pacing is read from it when a retry comes
         self.key = options.get("key")
         self.timeout = options.get("timeout")
         self.retry = options.get("retry", 0)
-        self.tags = tuple(options.get("tags", ()))
+        tags = options.get("tags")
+        self.tags = tuple(tags) if tags else ()
         self.name = options.get("name") or ""
-        self.delay = options.get("retry_delay", 0.0)
-        self.backoff = options.get("retry_backoff", 1.0)
-        self.jitter = options.get("retry_jitter", 0.0)
-        self.retry_on = options.get("retry_on", Exception)
         self.journal: Journal | None = None  # a keyed call's journal (set by exec_full)
 
 
@@ -154,7 +150,9 @@ async def exec_full(call: Call) -> object:
             scope._recorder.note_replay(parent, kind, step_name, call.input, key, entry, given)
         return entry.replay(key, step_name, given)
     attempts = partial(_attempt, call, 1) if retry == 0 else partial(_attempts, call)
-    return await journal.run(key, step_name, attempts, parent, timeout, given)
+    if type(key) is not str or not key:
+        return await journal.run(key, step_name, attempts, parent, timeout, given)  # its error
+    return await journal.run_new(key, step_name, attempts, parent, timeout, given)
 
 
 async def _attempts(call: Call) -> object:
@@ -168,15 +166,16 @@ async def _attempts(call: Call) -> object:
             if (
                 attempt > call.retry
                 or isinstance(exc, Cancelled)
-                or not isinstance(exc, call.retry_on)
+                or not isinstance(exc, call.options.get("retry_on", Exception))
                 or parent._cancelled
                 or parent._status is not _OPEN
             ):
                 raise
-        jitter = call.jitter
-        pause = call.delay * (call.backoff ** (attempt - 1)) + (
-            random.random() * jitter if jitter else 0.0
-        )
+        options = call.options
+        jitter = options.get("retry_jitter", 0.0)
+        pause = options.get("retry_delay", 0.0) * (
+            options.get("retry_backoff", 1.0) ** (attempt - 1)
+        ) + (random.random() * jitter if jitter else 0.0)
         attempt += 1
 
 
@@ -277,7 +276,7 @@ async def run_body(
                     result = flow.factory(ctx, **deps)
                 else:
                     result = flow.factory(ctx)
-        if inspect.isawaitable(result):
+        if type(result) is CoroutineType or inspect.isawaitable(result):
             result = await result
         elif kind != "fn" and inspect.isasyncgen(result):
             result = await _stream.collect(result)  # a streaming flow, exec'd: its items
