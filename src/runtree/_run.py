@@ -7,7 +7,7 @@ import asyncio
 import inspect
 import random
 import sys
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Coroutine, Iterable
 from functools import partial
 from time import time
 from types import CoroutineType
@@ -90,10 +90,11 @@ class Call:
         self.journal: Journal | None = None  # a keyed call's journal (set by exec_full)
 
 
-async def exec_options(
+def exec_options(
     parent: ExecutionContext, flow: Flow[Any, Any], input: object, options: ExecOptions
-) -> object:
-    """``ctx.exec`` with options (or on a scope whose execs all take the full path)."""
+) -> Coroutine[Any, Any, object]:
+    """``ctx.exec`` with options (or on a scope whose execs all take the full path): the
+    options checked here, the exec's coroutine returned (no frame of its own)."""
     if not _OPTION_NAMES.issuperset(options):
         unknown = set(options) - _OPTION_NAMES
         msg = (
@@ -101,7 +102,7 @@ async def exec_options(
             f"options are {', '.join(sorted(_OPTION_NAMES))}"
         )
         raise TypeError(msg)
-    return await exec_full(Call(parent, "subflow", flow, input, (), None, options))
+    return exec_full(Call(parent, "subflow", flow, input, (), None, options))
 
 
 async def exec_full(call: Call) -> object:
