@@ -298,11 +298,14 @@ class Recorder(Extension):
     def _value(self, value: object) -> str | None:
         if not self.values or value is None:
             return None
-        if type(value) in _SCALARS and (type(value) is not str or len(value) < 200):
+        if type(value) in _SCALARS:
             try:
-                return compact(value)
+                text = compact(value)
             except ValueError:
-                pass
+                pass  # NaN, infinity, an int too long to print: capture says how
+            else:
+                if len(text) <= self.limit:
+                    return text
         return capture(value, self.limit)
 
     # -- the wrapper ---------------------------------------------------------------

@@ -210,6 +210,26 @@ class TestWhatIsRecorded:
         assert all(n.input is None and n.output is None for n in tree.nodes)
         assert tree.run.input == {"n": 2}  # a run's own input is kept whole: resume needs it
 
+    async def test_a_long_str_or_int_is_cut_like_any_value(self, open_store: StoreFactory) -> None:
+        @runtree.flow
+        async def echo(ctx: runtree.ExecutionContext) -> object:
+            return ctx.input
+
+        long_text, long_int = "y" * 150, 10**100
+        async with open_store() as store:
+            scope = runtree.create_scope(store=store, record_limit=64)
+            async with scope, scope.create_context(id="v-3") as root:
+                assert await root.exec(echo, long_text) == long_text  # the values themselves
+                assert await root.exec(echo, long_int) == long_int  # are untouched
+                assert await root.exec(echo, "short") == "short"
+            nodes = by_name(await Runs(store).get("v-3"), "echo")
+        for node, size in zip(nodes, (152, 101), strict=False):
+            for recorded in (node.input, node.output):
+                assert isinstance(recorded, str)
+                assert recorded.startswith(f"<runtree: cut, {size} bytes of JSON> ")
+                assert len(recorded) <= 64
+        assert (nodes[2].input, nodes[2].output) == ("short", "short")
+
     async def test_session_commands_are_runs(self, open_store: StoreFactory) -> None:
         async with open_store() as store:
             session = await Sessions(store).create("proj")
