@@ -392,6 +392,9 @@ class Runs:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             msg = f"runs.list(limit=...) must be a positive int (got {limit!r})"
             raise ValueError(msg)
+        if flow is not None and not isinstance(flow, (str, Flow)):
+            msg = f"runs.list(flow=...) takes a Flow or its 'module:qualname' (got {flow!r})"
+            raise TypeError(msg)
         path = flow_path(flow) if isinstance(flow, Flow) else flow
         rows = await self._db.runs_list(status, path, _since(since), limit)
         return [run_info(r) for r in rows]
@@ -482,6 +485,9 @@ class Runs:
         transaction per run. A running run is never pruned (``interrupted`` ones may be).
         Returns how many were deleted."""
         age = _seconds(older_than, "runs.prune(older_than=...)")
+        if not age >= 0:  # a negative age (or NaN) would reach runs made from now on
+            msg = f"runs.prune(older_than=...) must be 0 or more seconds (got {older_than!r})"
+            raise ValueError(msg)
         statuses = (status,) if isinstance(status, str) else tuple(status)
         for s in statuses:
             if s not in _STATUSES:

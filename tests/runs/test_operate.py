@@ -191,6 +191,21 @@ class TestPrune:
             with pytest.raises(runtree.Cancelled):
                 await execution
 
+    async def test_a_negative_or_nan_age_is_refused_and_nothing_goes(
+        self, open_durable: StoreFactory, log: Path
+    ) -> None:
+        from datetime import timedelta
+
+        async with open_durable() as store, runtree.create_scope(store=store) as scope:
+            await scope.exec(jobs.job, None, id="n-1")
+            runs = Runs(store)
+            for bad in (-5, float("nan"), timedelta(days=-1)):
+                with pytest.raises(ValueError, match=r"^runs\.prune\(older_than=\.\.\.\) must be"):
+                    await runs.prune(older_than=bad)
+            with pytest.raises(TypeError, match=r"^runs\.list\(flow=\.\.\.\) takes a Flow"):
+                await runs.list(flow=5)  # type: ignore[arg-type]
+            assert [r.root_id for r in await runs.list()] == ["n-1"]
+
 
 class TestRecover:
     async def test_recover_resumes_orphans_of_the_given_flows(
