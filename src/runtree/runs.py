@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
 
 from ._defs import Flow
+from ._json import readable
 from ._recorder import flow_path
 from .errors import RunNotFoundError, RunStateError
 from .stores._base import loads
@@ -420,7 +421,8 @@ class Runs:
         Raises:
             RunNotFoundError: no run with that id.
         """
-        text = reason or "cancelled by runs.cancel"
+        # Stored and shown as text every store takes (no NUL, no lone surrogate).
+        text = readable(str(reason)) if reason else "cancelled by runs.cancel"
         state = await self._db.runs_cancel(root_id, text)
         if state == "missing":
             raise RunNotFoundError(root_id)

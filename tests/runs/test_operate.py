@@ -144,6 +144,23 @@ class TestCancel:
             with pytest.raises(RunNotFoundError):
                 await Runs(store).cancel("nope")
 
+    async def test_a_reason_with_a_nul_or_a_lone_surrogate_is_stored_readable(
+        self, open_durable: StoreFactory, log: Path
+    ) -> None:
+        async with open_durable(lease=0.3) as owner, open_durable() as other:
+            async with runtree.create_scope(store=owner) as scope:
+                running = asyncio.Event()
+                execution = scope.exec(jobs.forever, None, id="c-3", tags=[jobs.started(running)])
+                await running.wait()
+                info = await Runs(other).cancel("c-3", "stop\x00 now \ud800")
+                assert info.cancel_requested == "stop\\x00 now \\ud800"
+                with pytest.raises(runtree.Cancelled, match="stop"):
+                    await asyncio.wait_for(asyncio.shield(execution), 5)
+            info = (await Runs(other).get("c-3")).run
+        assert info.status == "cancelled"
+        assert info.error is not None
+        info.error.message.encode("utf-8")  # printable
+
 
 class TestFork:
     async def test_fork_keeps_the_entries_before_the_key(
