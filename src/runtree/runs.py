@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
 
 from ._defs import Flow
-from ._json import readable
+from ._json import MAX_NAME_BYTES, check_name, readable
 from ._recorder import flow_path
 from .errors import RunNotFoundError, RunStateError
 from .stores._base import loads
@@ -457,11 +457,18 @@ class Runs:
             RunNotFoundError: no run with that id.
             RunStateError: the run's journal has no key ``from_key``, or ``new_id`` is
                 taken.
+            StoreError: ``new_id`` is not a valid root id (empty, too long, a NUL...).
         """
         if not isinstance(from_key, str) or not from_key:
             msg = f"runs.fork(from_key=...) takes a journal key (got {from_key!r})"
             raise TypeError(msg)
-        ident = new_id or f"{root_id}-fork-{secrets.token_hex(3)}"
+        if new_id is None:
+            ident = f"{root_id}-fork-{secrets.token_hex(3)}"
+            if len(ident.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+                ident = f"fork-{secrets.token_hex(6)}"  # the run's id is near the limit
+        else:
+            # The rule for every root id (a fork is resumed under it): before any write.
+            ident = check_name(new_id, "runs.fork(new_id=...) root id")
         tree = await self.get(root_id)
         state, _ = await self._db.runs_fork(root_id, from_key, ident, tree.run.name)
         if state == "missing":

@@ -184,6 +184,24 @@ class TestFork:
             with pytest.raises(RunNotFoundError):
                 await runs.fork("nope", from_key="s1")
 
+    async def test_a_bad_new_id_is_refused_before_anything_is_written(
+        self, open_durable: StoreFactory, log: Path
+    ) -> None:
+        from runtree.errors import StoreError
+
+        async with open_durable() as store, runtree.create_scope(store=store) as scope:
+            await scope.exec(jobs.job, None, id="b-1")
+            runs = Runs(store)
+            for bad in ("", "a\x00b", "x" * 5000, 7):
+                with pytest.raises(StoreError, match=r"runs\.fork\(new_id=\.\.\.\) root id"):
+                    await runs.fork("b-1", from_key="s2", new_id=bad)  # type: ignore[arg-type]
+            assert [r.root_id for r in await runs.list()] == ["b-1"]
+            # A generated id stays a valid one, even for a run whose id is near the limit.
+            long_id = "L" * 1020
+            await scope.exec(jobs.job, None, id=long_id)
+            forked = await runs.fork(long_id, from_key="s2")
+            assert forked.startswith("fork-") and (await runs.get(forked)).run.status
+
 
 class TestPrune:
     async def test_prune_never_deletes_a_running_run(
