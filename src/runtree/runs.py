@@ -317,6 +317,20 @@ def _backend(store: object, what: str) -> RunsSql:
     return store  # type: ignore[return-value]
 
 
+def _flows(flows: Iterable[Flow[Any, Any]], what: str) -> list[Flow[Any, Any]]:
+    """``flows`` as a list, each one checked: a sharp error for a single flow, a path
+    string or anything else that is not a flow."""
+    if isinstance(flows, (Flow, str)) or not isinstance(flows, Iterable):
+        msg = f"{what} takes an iterable of flows (got {flows!r}); pass [flow, ...]"
+        raise TypeError(msg)
+    out = list(flows)
+    for f in out:
+        if not isinstance(f, Flow):
+            msg = f"{what} takes flows made with @runtree.flow (got {f!r})"
+            raise TypeError(msg)
+    return out
+
+
 def resolve_flow(path: str, flows: Iterable[Flow[Any, Any]] = ()) -> Flow[Any, Any]:
     """The flow recorded as ``module:qualname``: one of ``flows`` with that path, else
     imported (the module must be importable here).
@@ -446,7 +460,9 @@ class Runs:
                 JSON input.
             LookupError: the recorded flow cannot be imported.
         """
-        return await _resume(scope, root_id, flows, orphan_only=False)
+        return await _resume(
+            scope, root_id, _flows(flows, "runs.resume(flows=...)"), orphan_only=False
+        )
 
     async def fork(self, root_id: str, *, from_key: str, new_id: str | None = None) -> str:
         """A new run with this run's flow and input whose journal holds the entries
@@ -545,8 +561,8 @@ async def _resume(
 async def recover(scope: Scope, flows: Iterable[Flow[Any, Any]]) -> list[Execution[Any]]:
     """Resume every ``running`` run whose owner is dead and whose flow is one of
     ``flows``; returns their executions (what ``scope.recover`` does)."""
+    wanted = {flow_path(f): f for f in _flows(flows, "scope.recover(flows)")}
     db = _backend(scope.store, "scope.recover: the scope")
-    wanted = {flow_path(f): f for f in flows}
     out: list[Execution[Any]] = []
     for row in await db.runs_orphans():
         if row[3] not in wanted or row[14] is not None or not row[5]:

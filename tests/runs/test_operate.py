@@ -243,6 +243,16 @@ class TestPrune:
 
 
 class TestRecover:
+    async def test_what_is_not_a_list_of_flows_is_a_type_error(
+        self, open_durable: StoreFactory, log: Path
+    ) -> None:
+        async with open_durable() as store, runtree.create_scope(store=store) as scope:
+            for bad in (jobs.job, "tests.runs.jobs:job", [jobs.job, "x"], [None]):
+                with pytest.raises(TypeError, match=r"^scope\.recover\(flows\) takes"):
+                    await scope.recover(bad)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match=r"^runs\.resume\(flows=\.\.\.\) takes"):
+                await Runs(store).resume("any", scope, flows=jobs.job)  # type: ignore[arg-type]
+
     async def test_recover_resumes_orphans_of_the_given_flows(
         self, open_durable: StoreFactory, log: Path
     ) -> None:
