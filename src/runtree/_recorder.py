@@ -867,6 +867,10 @@ def make_recorder(store: object, mode: str, limit: int, values: bool) -> Recorde
     if type(limit) is not int or limit < 64:
         msg = f"create_scope(record_limit=...) must be an int of at least 64 bytes (got {limit!r})"
         raise ValueError(msg)
+    if type(values) is not bool:
+        # "no" or "false" from a config file would record every value: say so instead.
+        msg = f"create_scope(record_values=...) must be True or False (got {values!r})"
+        raise TypeError(msg)
     if mode == "none" or store is None or not hasattr(store, "runs_write"):
         return None
-    return Recorder(store, mode, limit, bool(values))  # type: ignore[arg-type]
+    return Recorder(store, mode, limit, values)  # type: ignore[arg-type]

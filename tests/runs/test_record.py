@@ -187,6 +187,9 @@ class TestWhatIsRecorded:
             runtree.create_scope(store=store, record="some")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match=r"record_limit"):
             runtree.create_scope(store=store, record_limit=3)
+        for not_bool in ("no", "false", 0, None):
+            with pytest.raises(TypeError, match=r"^create_scope\(record_values=\.\.\.\)"):
+                runtree.create_scope(store=store, record_values=not_bool)  # type: ignore[arg-type]
 
     async def test_values_cut_and_not_json(self, open_store: StoreFactory) -> None:
         @runtree.flow
