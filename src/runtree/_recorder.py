@@ -687,7 +687,7 @@ class Recorder(Extension):
                 (
                     run.root_id,
                     run.tree_id,
-                    run.name,
+                    _clean(run.name),  # a flow's name is any str: stored as text any store takes
                     run.flow,
                     run.input,
                     run.input_ok,

@@ -114,6 +114,37 @@ class TestRunsCommands:
         assert missing.stderr.startswith("error: No run 'nope' in this store")
         assert "Traceback" not in missing.stderr
 
+    def test_names_with_a_lone_surrogate_or_a_nul_are_recorded_and_printed(
+        self, tmp_path: Path
+    ) -> None:
+        # A flow's name and an error's message are any str: the run is recorded and every
+        # command prints them escaped, never a UnicodeEncodeError from the terminal.
+        (tmp_path / "odd_names.py").write_text(
+            "import runtree\n"
+            "@runtree.flow(name='na\\ud800me\\x00x')\n"
+            "async def odd(ctx):\n"
+            "    await ctx.run(lambda: 1, key='k', name='st\\ud800ep')\n"
+            "    raise ValueError('bad \\ud800 thing')\n"
+        )
+        url = f"sqlite:///{tmp_path / 'odd.db'}"
+        ran = subprocess.run(
+            [sys.executable, "-m", "runtree", "run", "odd_names:odd"],
+            env=dict(env(), RUNTREE_STORE=url),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ran.returncode == 1, ran.stderr
+        assert "Traceback" not in ran.stdout + ran.stderr
+        assert "na\\ud800me" in ran.stdout and "bad \\ud800 thing" in ran.stderr
+        assert "lost" not in ran.stderr  # the run was recorded
+        [run] = json.loads(cli("runs", "list", "--json", "--store", url).stdout)
+        assert run["name"] == "na\\ud800me\\x00x"
+        shown = cli("runs", "show", run["root_id"], "--store", url)
+        assert shown.returncode == 0, shown.stderr
+        assert "st\\ud800ep" in shown.stdout and "Traceback" not in shown.stderr
+
     async def test_cancel_fork_resume_prune(
         self, open_durable: StoreFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     ) -> None:

@@ -24,4 +24,10 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         raise SystemExit(2) from None
+    # User data (a flow's or a step's name, an error message) may hold a lone surrogate,
+    # which a UTF-8 stream refuses: print it escaped instead of failing mid-output.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     run_app(argv)
