@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import random
 import sys
 from collections.abc import Awaitable, Coroutine, Iterable
@@ -129,6 +130,8 @@ async def exec_full(call: Call) -> object:
     if not isinstance(retry, int) or retry < 0:
         msg = f"retry= must be a non-negative int (got {retry!r}) for {step_name!r}"
         raise ValueError(msg)
+    if retry:
+        _check_retry_options(call.options, step_name)
     if key is None:
         if retry == 0:  # one attempt: no retry loop (one coroutine frame less)
             return await _attempt(call, 1)
@@ -154,6 +157,34 @@ async def exec_full(call: Call) -> object:
     if type(key) is not str or not key:
         return await journal.run(key, step_name, attempts, parent, timeout, given)  # its error
     return await journal.run_new(key, step_name, attempts, parent, timeout, given)
+
+
+def _check_retry_options(options: ExecOptions, step_name: str) -> None:
+    """The retry pacing options, checked before the first attempt runs (a bad one would
+    otherwise surface only at the first retry, in place of the step's own error)."""
+    for name in ("retry_delay", "retry_backoff", "retry_jitter"):
+        if name not in options:
+            continue
+        value = options[name]
+        positive = name == "retry_backoff"  # a factor: 0 would stop the pauses at once
+        ok = (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and (value > 0 if positive else value >= 0)
+        )
+        if not ok:
+            what = "> 0" if positive else ">= 0"
+            msg = f"{name}= must be a number {what} (got {value!r}) for {step_name!r}"
+            raise ValueError(msg)
+    retry_on = options.get("retry_on", Exception)
+    kinds = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+    if not kinds or not all(isinstance(k, type) and issubclass(k, BaseException) for k in kinds):
+        msg = (
+            f"retry_on= must be an exception class or a tuple of them (got {retry_on!r}) "
+            f"for {step_name!r}"
+        )
+        raise TypeError(msg)
 
 
 async def _attempts(call: Call) -> object:

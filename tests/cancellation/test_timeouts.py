@@ -54,6 +54,30 @@ class TestTimeout:
             with pytest.raises(TypeError, match=r"unexpected keyword argument"):
                 await root.exec(f, retires=2)  # type: ignore[call-arg]
 
+    async def test_bad_retry_pacing_is_refused_before_the_step_runs(self) -> None:
+        ran: list[int] = []
+
+        def step() -> None:
+            ran.append(1)
+            raise ValueError("the step's own error")
+
+        bad: list[tuple[dict[str, object], str]] = [
+            ({"retry_delay": -1}, r"^retry_delay= must be a number >= 0 \(got -1\) for 'step'$"),
+            ({"retry_delay": "1"}, r"^retry_delay= must be a number >= 0"),
+            ({"retry_backoff": 0}, r"^retry_backoff= must be a number > 0"),
+            ({"retry_jitter": float("nan")}, r"^retry_jitter= must be a number >= 0"),
+        ]
+        async with rt.create_scope() as scope, scope.create_context() as root:
+            for options, message in bad:
+                with pytest.raises(ValueError, match=message):
+                    await root.run(step, retry=2, **options)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match=r"^retry_on= must be an exception class"):
+                await root.run(step, retry=2, retry_on="ValueError")  # type: ignore[arg-type]
+            assert ran == []  # refused before anything ran
+            with pytest.raises(ValueError, match="the step's own error"):
+                await root.run(step, retry=1, retry_delay=0, retry_on=(ValueError,))
+            assert ran == [1, 1]
+
     async def test_timed_out_execution_ends_failed(self) -> None:
         @rt.flow
         async def slow(ctx: rt.ExecutionContext) -> None:
