@@ -83,6 +83,13 @@ def input_digest(value: object) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def check_key(key: object, name: str) -> None:
+    """A journal key is a non-empty str (``TypeError`` naming the step otherwise)."""
+    if not isinstance(key, str) or not key:
+        msg = f"journal key for {name!r} must be a non-empty str (got {key!r})"
+        raise TypeError(msg)
+
+
 UNCHECKED: object = object()  # no input to compare (a record without one, or none given)
 
 
@@ -205,9 +212,7 @@ class Journal:
         ``timeout`` bounds the wait for a key that another exec (or worker) holds;
         ``given`` is the step's input, checked against the recorded one on replay.
         """
-        if not isinstance(key, str) or not key:
-            msg = f"journal key for {name!r} must be a non-empty str (got {key!r})"
-            raise TypeError(msg)
+        check_key(key, name)
         if not self.loaded:
             await self._load()
         entry = self.entries.get(key)
@@ -224,8 +229,9 @@ class Journal:
         timeout: float | None = None,
         given: object = UNCHECKED,
     ) -> T:
-        """:meth:`run` for a key (a non-empty str) this loaded journal had no entry for
-        when the caller looked (a keyed exec looks first, to note the replay)."""
+        """:meth:`run` for a key (checked with :func:`check_key`) this loaded journal had
+        no entry for when the caller looked (a keyed exec looks first, to note the
+        replay)."""
         if timeout is None:
             if self.backend is None and key not in self.pending:
                 # Nobody runs the key in this tree and no store to claim it in: it is ours.
@@ -290,9 +296,7 @@ class Journal:
         """Claim ``key`` for a step that records later (a stream): :data:`CLAIMED`, or the
         recorded outcome (replayed) when the key is recorded. The caller then calls
         :meth:`record` and/or :meth:`unclaim`."""
-        if not isinstance(key, str) or not key:
-            msg = f"journal key for {name!r} must be a non-empty str (got {key!r})"
-            raise TypeError(msg)
+        check_key(key, name)
         if not self.loaded:
             await self._load()
         return await self._claim(key, name, caller, given)

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 from ._defs import Flow
 from ._extensions import ExecOp, Extension
 from ._journal import UNCHECKED
-from ._json import compact, quote
+from ._json import compact, quote, readable
 from .errors import Cancelled
 
 if TYPE_CHECKING:
@@ -78,19 +78,12 @@ def _json_text(text: str | None) -> str:
     return "null" if text is None else quote(text)
 
 
-def _clean(text: str) -> str:
-    """Text any store accepts: no NUL, no lone surrogate."""
-    if text.isascii():
-        return text.replace("\x00", "\\x00") if "\x00" in text else text
-    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
-
-
 def _repr(value: object) -> str:
     try:
         text = repr(value)
     except Exception:
         text = f"<{type(value).__name__} object>"
-    return _clean(text)
+    return readable(text)
 
 
 def capture(value: object, limit: int) -> str | None:
@@ -118,7 +111,7 @@ def error_fields(exc: BaseException | None) -> tuple[str | None, str | None]:
         message = str(exc)
     except Exception:
         message = f"<unprintable {type(exc).__name__}>"
-    return type(exc).__qualname__, _clean(message)
+    return type(exc).__qualname__, readable(message)
 
 
 def flow_path(flow: Flow[Any, Any]) -> str:
@@ -687,7 +680,7 @@ class Recorder(Extension):
                 (
                     run.root_id,
                     run.tree_id,
-                    _clean(run.name),  # a flow's name is any str: stored as text any store takes
+                    run.name,
                     run.flow,
                     run.input,
                     run.input_ok,

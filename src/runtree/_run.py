@@ -27,6 +27,7 @@ from ._context import (
 )
 from ._defs import Flow
 from ._extensions import ExecKind, ExecOp, run_wrapped
+from ._journal import check_key
 from ._tags import MISSING
 from .errors import Cancelled, NestingError
 
@@ -136,11 +137,12 @@ async def exec_full(call: Call) -> object:
         if retry == 0:  # one attempt: no retry loop (one coroutine frame less)
             return await _attempt(call, 1)
         return await _attempts(call)
+    check_key(key, step_name)
     journal = call.journal = scope._journal_of(parent.root)
     if not journal.loaded:
         await journal._load()
     given = call.input if kind != "fn" else (call.args, call.kwargs or {})
-    entry = journal.entries.get(key) if type(key) is str else None
+    entry = journal.entries.get(key)
     if entry is not None:
         # Visible to tracers and tree printouts: this step was replayed, not run.
         x = parent._extra()
@@ -154,8 +156,6 @@ async def exec_full(call: Call) -> object:
             scope._recorder.note_replay(parent, kind, step_name, call.input, key, entry, given)
         return entry.replay(key, step_name, given)
     attempts = partial(_attempt, call, 1) if retry == 0 else partial(_attempts, call)
-    if type(key) is not str or not key:
-        return await journal.run(key, step_name, attempts, parent, timeout, given)  # its error
     return await journal.run_new(key, step_name, attempts, parent, timeout, given)
 
 

@@ -37,7 +37,7 @@ from . import _cancel
 from ._context import _OPEN, ExecutionContext, _child, _current, _task_of
 from ._defs import Flow
 from ._extensions import ExecOp, run_wrapped
-from ._journal import CLAIMED
+from ._journal import CLAIMED, check_key
 from ._tags import MISSING
 from .errors import Cancelled, ExecTimeoutError
 
@@ -113,9 +113,8 @@ def exec_stream(
         msg = f"timeout= must be a positive number of seconds (got {timeout!r}) for {name!r}"
         raise ValueError(msg)
     key = options.get("key")
-    if key is not None and (not isinstance(key, str) or not key):
-        msg = f"journal key for {name!r} must be a non-empty str (got {key!r})"
-        raise TypeError(msg)
+    if key is not None:
+        check_key(key, name)
     cur = _current.get()
     depth = max(parent._depth, 0 if cur is None else cur._depth) + _STREAM_FRAMES
     child = _child(parent, name, input, depth, None)

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
 
 from ._defs import Flow
-from ._json import MAX_NAME_BYTES, check_name, readable
+from ._json import MAX_NAME_BYTES, check_name
 from ._recorder import flow_path
 from .errors import RunNotFoundError, RunStateError
 from .stores._base import loads
@@ -435,8 +435,7 @@ class Runs:
         Raises:
             RunNotFoundError: no run with that id.
         """
-        # Stored and shown as text every store takes (no NUL, no lone surrogate).
-        text = readable(str(reason)) if reason else "cancelled by runs.cancel"
+        text = str(reason) if reason else "cancelled by runs.cancel"
         state = await self._db.runs_cancel(root_id, text)
         if state == "missing":
             raise RunNotFoundError(root_id)
@@ -478,14 +477,13 @@ class Runs:
         if not isinstance(from_key, str) or not from_key:
             msg = f"runs.fork(from_key=...) takes a journal key (got {from_key!r})"
             raise TypeError(msg)
-        if new_id is None:
-            ident = f"{root_id}-fork-{secrets.token_hex(3)}"
-            if len(ident.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-                ident = f"fork-{secrets.token_hex(6)}"  # the run's id is near the limit
-        else:
+        if new_id is not None:
             # The rule for every root id (a fork is resumed under it): before any write.
-            ident = check_name(new_id, "runs.fork(new_id=...) root id")
+            check_name(new_id, "runs.fork(new_id=...) root id")
         tree = await self.get(root_id)
+        ident = new_id or f"{root_id}-fork-{secrets.token_hex(3)}"
+        if len(ident.encode()) > MAX_NAME_BYTES:
+            ident = f"fork-{secrets.token_hex(6)}"  # the run's own id is near the limit
         state, _ = await self._db.runs_fork(root_id, from_key, ident, tree.run.name)
         if state == "missing":
             raise RunNotFoundError(root_id)

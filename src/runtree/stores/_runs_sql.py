@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias, TypeVar
 
-from .._json import compact
+from .._json import compact, readable
 from ._base import loads, proc_alive
 
 if TYPE_CHECKING:
@@ -205,27 +205,31 @@ class RunsSql:
         """Insert (or restart) a run owned by this store: ``(root_id, tree_id, name,
         flow, input, input_ok, created_at, session_id, command)``. A restarted run loses
         the nodes of its earlier attempt (its journal stays)."""
+        if not await self._write_each(self._op_runs_start_new, run):
+            await self._write(self._op_runs_restart, run)
+
+    def _run_row(self, run: Sequence[object], now: float) -> tuple[object, ...]:
+        """The parameters of ``r_start``/``r_start_new``; a run's name is any str (a
+        flow's name), stored as text every store takes."""
         root_id, tree_id, name, flow, input, input_ok, created_at, session_id, command = run
-        row = [
-            root_id, tree_id, name, flow, input, input_ok, self._proc, created_at, 0.0,
+        name = readable(name) if isinstance(name, str) else name
+        return (
+            root_id, tree_id, name, flow, input, input_ok, self._proc, created_at, now,
             session_id, command,
-        ]  # fmt: skip
-        if not await self._write_each(self._op_runs_start_new, row):
-            await self._write(self._op_runs_restart, row)
+        )  # fmt: skip
 
-    async def _op_runs_start_new(self, tx: Tx, row: list[object]) -> bool:
+    async def _op_runs_start_new(self, tx: Tx, run: Sequence[object]) -> bool:
         """A new run (most are): one INSERT, nothing of an earlier attempt to clear."""
-        row[8] = now = time.time()
+        now = time.time()
         await self._upsert_proc(tx, now, renew=False)
-        return bool(await tx.execute(self._q["r_start_new"], row))
+        return bool(await tx.execute(self._q["r_start_new"], self._run_row(run, now)))
 
-    async def _op_runs_restart(self, tx: Tx, row: list[object]) -> None:
+    async def _op_runs_restart(self, tx: Tx, run: Sequence[object]) -> None:
         """A run started again (a resume, or the same root id run again): its earlier
         nodes go, in the transaction that restarts it."""
-        row[8] = time.time()
-        await tx.execute(self._q["r_nodes_clear"], (row[0],))
-        await tx.execute(self._q["r_chunks_clear"], (row[0],))
-        await tx.execute(self._q["r_start"], row)
+        await tx.execute(self._q["r_nodes_clear"], (run[0],))
+        await tx.execute(self._q["r_chunks_clear"], (run[0],))
+        await tx.execute(self._q["r_start"], self._run_row(run, time.time()))
 
     async def runs_write(
         self,
@@ -352,8 +356,9 @@ class RunsSql:
 
     async def runs_cancel(self, root_id: str, reason: str) -> CancelState:
         """Ask the live owner to cancel the run (it reads the request when it renews its
-        lease), or mark a run whose owner is dead ``cancelled`` at once."""
-        return await self._write(self._op_runs_cancel, root_id, reason)
+        lease), or mark a run whose owner is dead ``cancelled`` at once. The reason is any
+        str: stored as text every store takes."""
+        return await self._write(self._op_runs_cancel, root_id, readable(reason))
 
     async def _op_runs_cancel(self, tx: Tx, root_id: str, reason: str) -> CancelState:
         q = self._q

@@ -401,8 +401,12 @@ class SqlStore(RunsSql):
     async def _write1(
         self, op: Callable[Concatenate[Tx, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """A write whose statements need no common transaction (each commits alone)."""
-        return await self._write_as(False, op, args, kwargs)
+        """A write whose statements need no common transaction (each commits alone). The
+        journal record's way (one statement; it writes no procs row, so a failure leaves
+        ``_proc_fresh`` as it is): no frame between it and ``_execute``."""
+        self._check_open()
+        what = args[0] if op in _GENERIC else op
+        return await self._execute(lambda tx: op(tx, *args, **kwargs), True, False, what)
 
     # How a write of statements that need not commit together runs: in one transaction
     # where a commit is what costs (SQLite), one by one where a round trip is (PostgreSQL:
