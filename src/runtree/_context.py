@@ -396,8 +396,14 @@ class ExecutionContext(Generic[InputT]):
             msg = f"ctx.exec() takes a flow (got {flow!r}); use ctx.run() for plain callables"
             raise TypeError(msg) from None
         scope = self.scope
-        if options and not _plain_options(options):
-            return await _run.exec_options(self, flow, input, options)  # type: ignore[return-value]
+        if options:
+            if len(options) == 1 and "key" in options:
+                key = options["key"]
+                if key is not None and (not scope._exec_slow or scope._wrap_only):
+                    # The most common option alone: the keyed lane (fewer frames).
+                    return await _run.exec_keyed(self, flow, input, key)  # type: ignore[return-value]
+            if not _plain_options(options):
+                return await _run.exec_options(self, flow, input, options)  # type: ignore[return-value]
         if scope._exec_slow:
             if scope._wrap_only:
                 # Only exec extensions in the way: wrap a plain child, with no layers

@@ -13,7 +13,7 @@ import fnmatch
 import hashlib
 import logging
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Protocol, TypedDict, TypeVar
 
 from ._json import canonical, error_text, problem, type_name
@@ -53,6 +53,11 @@ class JournalBackend(Protocol):
     ``owner`` identifies this process's run of the tree. A backend guarantees that a key
     is recorded at most once, and that while one owner holds a live claim on a tree, other
     owners wait in :meth:`journal_acquire` for the key's outcome instead of running it.
+
+    Optional: ``journal_held(tree_id, key, owner)`` returns the records of a tree the
+    backend already holds for ``owner`` (checking ``key`` as ``journal_acquire`` does), or
+    ``None`` when only ``journal_acquire`` can tell; a key missing from them is then
+    ``owner``'s to run without an awaited call.
     """
 
     async def journal_load(self, tree_id: str) -> dict[str, StepRecord]: ...
@@ -173,11 +178,24 @@ class Entry:
 class Journal:
     """The journal of one context tree (owned by its root)."""
 
-    __slots__ = ("backend", "entries", "loaded", "owner", "pending", "running", "tree_id")
+    __slots__ = (
+        "_held",
+        "backend",
+        "entries",
+        "loaded",
+        "owner",
+        "pending",
+        "running",
+        "tree_id",
+    )
 
     def __init__(self, tree_id: str, backend: JournalBackend | None, owner: str) -> None:
         self.tree_id = tree_id
         self.backend = backend
+        # The backend's look at a tree it already holds for an owner (optional).
+        self._held: Callable[[str, str, str], Mapping[str, StepRecord] | None] | None = getattr(
+            backend, "journal_held", None
+        )
         self.owner = owner
         self.entries: dict[str, Entry] = {}
         # keys being run in this tree -> a future for waiters (made on demand)
@@ -249,6 +267,23 @@ class Journal:
         if claimed is not _CLAIMED:
             return claimed  # type: ignore[return-value]
         return await self._run_claimed(key, name, step, given)
+
+    def claim_now(self, key: str) -> bool:
+        """Claim ``key`` (checked) without waiting, when nothing is to wait for: no exec
+        of this tree runs it, and the backend (if any) holds the tree for this owner
+        already and has no record of the key. ``False``: nothing claimed (use
+        :meth:`run_new`). The caller records the outcome and calls :meth:`unclaim`."""
+        if key in self.pending:
+            return False
+        if self.backend is not None:
+            held = self._held
+            if held is None:
+                return False
+            records = held(self.tree_id, key, self.owner)
+            if records is None or key in records:
+                return False
+        self.pending[key] = None
+        return True
 
     async def _claim(
         self, key: str, name: str, caller: ExecutionContext | None, given: object

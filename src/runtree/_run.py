@@ -11,7 +11,7 @@ import sys
 from collections.abc import Awaitable, Coroutine, Iterable
 from functools import partial
 from time import time
-from types import CoroutineType
+from types import CoroutineType, MethodType
 from typing import TYPE_CHECKING, Any, final
 
 from . import _context, _stream
@@ -26,15 +26,15 @@ from ._context import (
     _task_of,
 )
 from ._defs import Flow
-from ._extensions import ExecKind, ExecOp, run_wrapped
-from ._journal import check_key
+from ._extensions import ExecKind, ExecOp, new_op, run_wrapped
+from ._journal import Entry, check_key
 from ._tags import MISSING
-from .errors import Cancelled, NestingError
+from .errors import Cancelled, ExecTimeoutError, NestingError
 
 if TYPE_CHECKING:
     from ._journal import Journal
 
-__all__ = ["Call", "exec_full", "parallel", "run_body", "run_sub"]
+__all__ = ["Call", "exec_full", "exec_keyed", "parallel", "run_body", "run_sub"]
 
 # Frames one level of the full path costs (exec, exec_full, attempts, attempt, body,
 # factory) before extension wrappers: used to stop runaway nesting before CPython does.
@@ -144,19 +144,122 @@ async def exec_full(call: Call) -> object:
     given = call.input if kind != "fn" else (call.args, call.kwargs or {})
     entry = journal.entries.get(key)
     if entry is not None:
-        # Visible to tracers and tree printouts: this step was replayed, not run.
-        x = parent._extra()
-        metadata = x.metadata
-        if metadata is None:
-            metadata = x.metadata = {}
-        replays = metadata.setdefault("journal_replays", [])
-        assert isinstance(replays, list)
-        replays.append(key)
-        if scope._recorder is not None:  # run trees: a replayed step is a node too
-            scope._recorder.note_replay(parent, kind, step_name, call.input, key, entry, given)
-        return entry.replay(key, step_name, given)
+        return _replayed(parent, kind, step_name, call.input, key, entry, given)
     attempts = partial(_attempt, call, 1) if retry == 0 else partial(_attempts, call)
     return await journal.run_new(key, step_name, attempts, parent, timeout, given)
+
+
+def _replayed(
+    parent: ExecutionContext,
+    kind: ExecKind,
+    name: str,
+    input: object,
+    key: str,
+    entry: Entry,
+    given: object,
+) -> object:
+    """The outcome of a keyed exec whose key the journal holds, noted as a replay."""
+    # Visible to tracers and tree printouts: this step was replayed, not run.
+    x = parent._extra()
+    metadata = x.metadata
+    if metadata is None:
+        metadata = x.metadata = {}
+    replays = metadata.setdefault("journal_replays", [])
+    assert isinstance(replays, list)
+    replays.append(key)
+    recorder = parent.scope._recorder
+    if recorder is not None:  # run trees: a replayed step is a node too
+        recorder.note_replay(parent, kind, name, input, key, entry, given)
+    return entry.replay(key, name, given)
+
+
+# Frames one level of the keyed lane costs (exec, exec_keyed, run_sub, factory) before
+# extension wrappers.
+_KEYED_FRAMES = 4
+
+
+async def exec_keyed(
+    parent: ExecutionContext, flow: Flow[Any, Any], input: object, key: object
+) -> object:
+    """``ctx.exec(flow, input, key=k)`` with no other option, on a scope whose execs are
+    plain or wrapped by exec extensions alone: the full path's keyed exec (``exec_full``
+    → ``Journal.run_new`` → ``_attempt`` → ``run_body``) in one frame, when the key can be
+    claimed without waiting (nobody in this tree runs it, and the store already holds the
+    tree for this root). Otherwise, and for every other option, the full path. The same
+    outcomes, records, nodes and errors as the full path: the tests run both lanes."""
+    if parent._status is not _OPEN or parent._cancelled:
+        parent._refuse("exec")
+    scope = parent.scope
+    name = flow.name
+    check_key(key, name)
+    assert isinstance(key, str)
+    journal = scope._journal_of(parent.root)
+    if not journal.loaded:
+        await journal._load()
+    entry = journal.entries.get(key)
+    if entry is not None:
+        return _replayed(parent, "subflow", name, input, key, entry, input)
+    if not journal.claim_now(key):
+        return await exec_full(Call(parent, "subflow", flow, input, (), None, {"key": key}))
+    try:
+        try:
+            # _attempt, for one attempt with no timeout, tags, presets or hooks
+            if parent._status is not _OPEN or parent._cancelled:
+                parent._refuse("exec")
+            boundary = parent._boundary or parent
+            loop = boundary._loop
+            task = _task_of(loop) if loop is not None else None
+            if task is None:
+                task = _task_of(boundary._bind_loop())
+            wrappers = scope._wrap_exec
+            foreign = task is not parent._task
+            depth = (_entry_depth() if foreign else parent._depth) + _KEYED_FRAMES + len(wrappers)
+            if depth > scope._max_depth:
+                raise NestingError(name, depth)
+            child = _child(parent, name, input, depth, task)
+            if foreign:
+                parent._attach(child)
+            journal.running[key] = child
+            op = new_op(ExecOp)  # ExecOp("subflow", flow, input, key, child), cheaper
+            op.kind = "subflow"
+            op.target = flow
+            op.input = input
+            op.key = key
+            op.context = child
+            op.attempt = 1
+            op._ctx = child
+            op._flow = flow
+            op._input = input
+            if not wrappers:
+                value = await run_sub(op)
+            else:
+                body = MethodType(run_sub, op)
+                try:
+                    if len(wrappers) == 1:
+                        value = await wrappers[0](body, op)
+                    else:
+                        value = await run_wrapped(wrappers, body, op)
+                except BaseException as exc:
+                    if child._status is not _OPEN:
+                        raise
+                    raise await child._fail(exc)
+                if child._status is _OPEN:
+                    # An extension answered without running the body (a cache, say).
+                    await child._succeed()
+        except (asyncio.CancelledError, Cancelled, ExecTimeoutError):
+            raise  # never journaled: the next exec with this key runs the step again
+        except Exception as exc:
+            mine = Entry(name, False, None, exc, input)
+            if await journal._record(key, mine) is mine:
+                raise
+        else:
+            mine = Entry(name, True, value, None, input)
+            if await journal._record(key, mine) is mine:
+                return value
+        # Another worker recorded this key first: its outcome is the step's outcome.
+        return journal.entries[key].replay(key, name)
+    finally:
+        journal._unclaim(key)
 
 
 def _check_retry_options(options: ExecOptions, step_name: str) -> None:

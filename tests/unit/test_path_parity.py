@@ -1,9 +1,10 @@
 """One semantics on every exec path.
 
 ``ctx.exec`` has an inline plain path, a full path (any option), a path for scopes whose
-only extensions wrap execs, a path for scopes with lifecycle hooks, and the journal's keyed
-path. The same behaviour tests run on each, and must agree; a second set checks that every
-way of making a context initialises the same slots.
+only extensions wrap execs, a path for scopes with lifecycle hooks, the keyed lane
+(``key=`` alone) and the journal's keyed full path. The same behaviour tests run on each,
+and must agree; a second set checks that every way of making a context initialises the
+same slots.
 """
 
 from __future__ import annotations
@@ -74,7 +75,17 @@ PATHS = [
     _Path("timeout", options=lambda: {"timeout": 30.0}),
     _Path("wrap_exec", extensions=(PassThrough(),)),
     _Path("hooks", extensions=(Hooks(),)),
+    # ``key=`` alone takes the keyed lane (one frame from exec to the body); with any
+    # other option, even a default one, the full path: both must agree.
     _Path("key", options=lambda: {"key": f"k{next(_keys)}"}),
+    _Path("key_full", options=lambda: {"key": f"k{next(_keys)}", "retry": 0}),
+    _Path("key_wrapped", extensions=(PassThrough(),), options=lambda: {"key": f"k{next(_keys)}"}),
+    _Path(
+        "key_wrapped_full",
+        extensions=(PassThrough(),),
+        options=lambda: {"key": f"k{next(_keys)}", "retry": 0},
+    ),
+    _Path("key_hooks", extensions=(Hooks(),), options=lambda: {"key": f"k{next(_keys)}"}),
 ]
 
 

@@ -494,6 +494,14 @@ class SqlStore(RunsSql):
         rows = await self._read1(_op_all, self._q["j_load"], (tree_id,))
         return {row[0]: _record(row[1:]) for row in rows}
 
+    def journal_held(self, tree_id: str, key: str, owner: str) -> dict[str, StepRecord] | None:
+        """The records of a tree ``owner`` holds here (its claim's snapshot), with ``key``
+        checked as :meth:`journal_acquire` checks it; ``None`` when not held."""
+        snapshot = self._held.get((tree_id, owner))
+        if snapshot is not None:
+            self._checked_key = check_name(key, "journal key")
+        return snapshot
+
     async def journal_acquire(self, tree_id: str, key: str, owner: str) -> StepRecord | None:
         """The recorded outcome of ``key``, or ``None`` once ``owner`` holds the tree.
 
