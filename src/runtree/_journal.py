@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Protocol, TypedDict, TypeVar
 
-from ._json import canonical, error_text, problem, type_name
+from ._json import canonical, compact, error_text, problem, type_name
 from .errors import (
     Cancelled,
     ExecTimeoutError,
@@ -45,6 +45,10 @@ class StepRecord(TypedDict, total=False):
     error_type: str
     error_message: str
     input_digest: str
+    # The value as compact JSON text, when the journal has it (it encodes the value once,
+    # for the store and the run tree alike); a backend may store it instead of encoding
+    # ``value``, or ignore it. Records read back from a store need not carry it.
+    value_json: str
 
 
 class JournalBackend(Protocol):
@@ -103,7 +107,7 @@ class Entry:
     entries: compared on replay, hashed only when it differs or is written durably);
     ``digest`` the recorded input digest (entries loaded from a store)."""
 
-    __slots__ = ("digest", "error", "input", "name", "ok", "value")
+    __slots__ = ("digest", "error", "input", "name", "ok", "text", "value")
 
     def __init__(
         self,
@@ -120,6 +124,7 @@ class Entry:
         self.error = error
         self.input = input
         self.digest = digest
+        self.text: str | None = None  # the value's JSON text, once written durably
 
     def recorded_digest(self) -> str | None:
         if self.digest is None and self.input is not UNCHECKED:
@@ -390,6 +395,12 @@ class Journal:
                 warnings.warn(message, SerializationWarning, stacklevel=2)
                 return entry
             record: StepRecord = {"name": entry.name, "ok": True, "value": entry.value}
+            try:
+                text = entry.text = compact(entry.value)
+            except (TypeError, ValueError, RecursionError):  # pragma: no cover - checked
+                pass  # by problem() above; the store says what is wrong, if anything
+            else:
+                record["value_json"] = text
         else:
             assert entry.error is not None
             err = entry.error

@@ -17,7 +17,8 @@ The hot path: a flow or function exec costs the wrapper a list (its record: the 
 the operation's fields and, once it ends, its outcome) and an append to the buffer; node
 ids, names, times, statuses, errors and the JSON of inputs, outputs, tags and metadata are
 read from the context and encoded when the buffer is written (:meth:`Recorder._exec_row`).
-A value mutated after its exec ended shows as it is when the node is written.
+A keyed step's output is the JSON text its journal record holds (encoded once, for both);
+another value mutated after its exec ended shows as it is when the node is written.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ NOT_JSON = "<runtree: not JSON> "
 FAILURES_KEY = "runtree.record_failures"
 
 _SCALARS = (str, int, float, bool)
+_BIG_INT = 10**18  # ints below this print in at most 19 characters (record_limit >= 64)
 # The parallel call whose member tasks run here: (the calling context, the node id).
 _parallel: ContextVar[tuple[ExecutionContext, str] | None] = ContextVar(
     "runtree.recorder.parallel", default=None
@@ -98,6 +100,12 @@ def capture(value: object, limit: int) -> str | None:
         if len(marker) > limit:
             marker = marker[: max(limit, len(NOT_JSON) + 16)]
         return compact(marker)
+    return fit(text, limit)
+
+
+def fit(text: str, limit: int) -> str:
+    """JSON ``text`` (ASCII) as stored: itself when it fits in ``limit`` bytes, else the
+    cut marker."""
     if len(text) <= limit:
         return text
     head = CUT.format(size=len(text))
@@ -271,6 +279,9 @@ class Recorder(Extension):
         self.mode = mode
         self.limit = limit
         self.values = values
+        # A str this short fits in ``limit`` bytes of JSON whatever it holds (ASCII JSON:
+        # at most 12 bytes a character, a surrogate pair's escapes).
+        self._short = (limit - 2) // 12
         self.runs: dict[ExecutionContext, _Run] = {}
         self.buffer: list[_Node | ExecRecord] = []
         self.failures = 0
@@ -291,7 +302,13 @@ class Recorder(Extension):
     def _value(self, value: object) -> str | None:
         if not self.values or value is None:
             return None
-        if type(value) in _SCALARS:
+        t = type(value)
+        # The fast ways give what capture() gives (tests/runs/test_values.py).
+        if t is int and -_BIG_INT < value < _BIG_INT:  # type: ignore[operator]
+            return int.__repr__(value)
+        if t is str and len(value) <= self._short:  # type: ignore[arg-type]
+            return quote(value)  # type: ignore[arg-type]
+        if t in _SCALARS:
             try:
                 text = compact(value)
             except ValueError:
@@ -364,6 +381,18 @@ class Recorder(Extension):
             self.buffer.append(rec)
         return result
 
+    def _journal_text(self, rec: ExecRecord, key: str) -> str | None:
+        """The JSON text the journal wrote for this keyed exec's value, if it did."""
+        if not self.values:
+            return None
+        x = rec[_RUN].root._x
+        journal = None if x is None else x.journal
+        entry = None if journal is None else journal.entries.get(key)
+        if entry is None or entry.value is not rec[_RESULT]:
+            return None
+        text: str | None = entry.text
+        return text
+
     def _exec_outcome(self, rec: ExecRecord) -> tuple[str, ErrorFields, str | None]:
         """The status, error fields and output JSON of an exec's record."""
         ctx: ExecutionContext = rec[_CTX]
@@ -399,6 +428,12 @@ class Recorder(Extension):
                 if x is not None:
                     tags, metadata = self._extras(x)
                 ended = getattr(ctx, "_completed_at", None) or time()
+                if result is None:
+                    output = None
+                elif key is not None and (text := self._journal_text(rec, key)) is not None:
+                    output = fit(text, self.limit)  # the journal's JSON of the same value
+                else:
+                    output = self._value(result)
                 return (
                     rec[_RUN].root_id,
                     f"[{quote(ctx.id)},{rec[_SEQ]},{quote(parent)},{quote(name)},"
@@ -407,7 +442,7 @@ class Recorder(Extension):
                     f'"completed",{round(ctx._started_at * 1_000_000)},'
                     f"{round(ended * 1_000_000)},null,null,0,"
                     f"{_json_text(None if value is None else self._value(value))},"
-                    f"{_json_text(None if result is None else self._value(result))},"
+                    f"{_json_text(output)},"
                     f"{_json_text(tags)},{_json_text(metadata)}]",
                 )
         status, error, output = self._exec_outcome(rec)

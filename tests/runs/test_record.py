@@ -233,6 +233,39 @@ class TestWhatIsRecorded:
                 assert len(recorded) <= 64
         assert (nodes[2].input, nodes[2].output) == ("short", "short")
 
+    async def test_a_keyed_steps_output_is_what_its_journal_recorded(
+        self, open_store: StoreFactory
+    ) -> None:
+        """The node's output of a keyed step is the journal's JSON of the value (encoded
+        once for both): changing the value after the step changes neither; it is cut to
+        ``record_limit`` as any value; ``record_values=False`` still stores none."""
+
+        @runtree.flow
+        async def items(ctx: runtree.ExecutionContext) -> list[object]:
+            return list(range(ctx.input))
+
+        async with open_store() as store:
+            scope = runtree.create_scope(store=store, record_limit=64)
+            async with scope, scope.create_context(id="j-1") as root:
+                await root.exec(items, 0, key="warm")  # the tree is held from here on
+                got = await root.exec(items, 3, key="small")
+                got.append("changed after")
+                big = await root.exec(items, 40, key="big")
+                big.clear()
+                await root.exec(items, 2)  # not keyed: encoded from the value
+            nodes = {n.key: n for n in by_name(await Runs(store).get("j-1"), "items")}
+            assert nodes["small"].output == [0, 1, 2]
+            size = len(runtree._json.compact(list(range(40))))
+            cut = nodes["big"].output
+            assert isinstance(cut, str) and cut.startswith(f"<runtree: cut, {size} bytes")
+            assert nodes[None].output == [0, 1]
+            scope = runtree.create_scope(store=store, record_values=False)
+            async with scope, scope.create_context(id="j-2") as root:
+                await root.exec(items, 0, key="warm")
+                await root.exec(items, 3, key="small")
+            tree = await Runs(store).get("j-2")
+        assert all(n.output is None for n in tree.nodes)
+
     async def test_session_commands_are_runs(self, open_store: StoreFactory) -> None:
         async with open_store() as store:
             session = await Sessions(store).create("proj")

@@ -685,11 +685,13 @@ class SqlStore(RunsSql):
         if digest is not None:
             digest = _text(digest)
         if record.get("ok"):
-            try:
-                # The journal checked the value is strict JSON before calling.
-                value: str | None = compact(record.get("value"))
-            except (TypeError, ValueError, RecursionError):
-                value = dumps(record.get("value"), f"The value of journal key {key!r}")
+            value: str | None = record.get("value_json")  # the journal's text of it
+            if value is None:
+                try:
+                    # The journal checked the value is strict JSON before calling.
+                    value = compact(record.get("value"))
+                except (TypeError, ValueError, RecursionError):
+                    value = dumps(record.get("value"), f"The value of journal key {key!r}")
             params: tuple[object, ...] = (
                 tree_id, key, name, 1, value, None, None, owner, time.time(), digest
             )  # fmt: skip

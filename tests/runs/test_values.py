@@ -1,0 +1,42 @@
+"""The recorder's fast ways for common values (a short str, an int) give exactly what the
+general rule (``capture``: JSON text cut to ``record_limit`` bytes, or a marker) gives."""
+
+from __future__ import annotations
+
+import enum
+
+import pytest
+
+from runtree._recorder import Recorder, capture
+
+
+class Small(enum.IntEnum):
+    ONE = 1
+
+
+class _Store:
+    lease = 30.0
+
+
+def recorder(limit: int) -> Recorder:
+    return Recorder(store=_Store(), mode="durable", limit=limit, values=True)  # type: ignore[arg-type]
+
+
+def hostile_values(limit: int) -> list[object]:
+    short = (limit - 2) // 12
+    values: list[object] = []
+    for n in (0, 1, short - 1, short, short + 1, limit // 2, limit, limit + 1):
+        values += ["x" * n, "😀" * n, "\u2028" * n, "\x00" * n, '"\\' * n]
+    values += ["\udc80", "a\udc80b" * 3]  # lone surrogates
+    for base in (10**18, 2**63, 10**100):
+        values += [base - 1, base, base + 1, -base + 1, -base, -base - 1]
+    values += [0, -1, True, False, Small.ONE, 1.5, float("nan"), float("inf"), -0.0]
+    values += [{"n": 5}, [1, "a"], {"k": "😀" * limit}, object()]
+    return values
+
+
+@pytest.mark.parametrize("limit", [64, 100, 4096])
+def test_fast_ways_agree_with_capture(limit: int) -> None:
+    rec = recorder(limit)
+    for value in hostile_values(limit):
+        assert rec._value(value) == capture(value, limit), repr(value)[:80]
