@@ -179,13 +179,14 @@ class ExecutionContext(Generic[InputT]):
 
     # Not constructed directly: children are built inline by ``exec`` (no __init__ call
     # on the hot path) or by ``_child()``; boundaries by ``boundary_context()``. Slots
-    # that stay unset until used: ``_id`` (assigned on first read), ``_data``,
-    # ``_completed_at``, ``_loop`` and ``root`` (boundaries only).
+    # that stay unset until used: ``_data``, ``_completed_at``, ``_loop`` and ``root``
+    # (boundaries only); ``_id`` is ``None`` (children) or unset (an inline root) until
+    # first read, or the counter's number (other boundaries).
     # The boundary this context belongs to; ``None`` on a boundary itself (no reference
     # cycle, so a closed root is freed by refcounting, not by the cyclic collector).
     _boundary: ExecutionContext | None
     _loop: asyncio.AbstractEventLoop | None
-    _id: str | int
+    _id: str | int | None
     _data: dict[str, Any]
     _completed_at: float
     _started_at: float
@@ -483,6 +484,7 @@ class ExecutionContext(Generic[InputT]):
         child._x = None
         child._running = None
         child._cancelled = False
+        child._id = None  # made on first read (a set slot reads faster than an unset one)
         child._started_at = time()
         if foreign:
             if self._running is None:
@@ -1043,6 +1045,7 @@ def _child(
     child._x = None
     child._running = None
     child._cancelled = False
+    child._id = None
     child._started_at = time()
     return child
 

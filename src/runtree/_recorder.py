@@ -76,10 +76,6 @@ ExecRecord: TypeAlias = list[Any]
 ErrorFields: TypeAlias = tuple[str | None, str | None]  # the exception's type and message
 
 
-def _json_text(text: str | None) -> str:
-    return "null" if text is None else quote(text)
-
-
 def _repr(value: object) -> str:
     try:
         text = repr(value)
@@ -434,6 +430,7 @@ class Recorder(Extension):
                     output = fit(text, self.limit)  # the journal's JSON of the same value
                 else:
                     output = self._value(result)
+                value = None if value is None else self._value(value)
                 return (
                     rec[_RUN].root_id,
                     f"[{quote(ctx.id)},{rec[_SEQ]},{quote(parent)},{quote(name)},"
@@ -441,9 +438,10 @@ class Recorder(Extension):
                     f"{'null' if key is None else quote(key)},{int(rec[_ATTEMPT])},"
                     f'"completed",{round(ctx._started_at * 1_000_000)},'
                     f"{round(ended * 1_000_000)},null,null,0,"
-                    f"{_json_text(None if value is None else self._value(value))},"
-                    f"{_json_text(output)},"
-                    f"{_json_text(tags)},{_json_text(metadata)}]",
+                    f"{'null' if value is None else quote(value)},"
+                    f"{'null' if output is None else quote(output)},"
+                    f"{'null' if tags is None else quote(tags)},"
+                    f"{'null' if metadata is None else quote(metadata)}]",
                 )
         status, error, output = self._exec_outcome(rec)
         completed_at = None
