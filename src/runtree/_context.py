@@ -434,6 +434,18 @@ class ExecutionContext(Generic[InputT]):
                 op._ctx = child
                 op._flow = flow
                 op._input = input
+                recorder = scope._record_only
+                if recorder is not None and (rec := recorder.enter(op)) is not False:
+                    # The run-tree recorder alone: its wrap_exec, inline (no frame).
+                    if rec is None:
+                        return await _run.run_sub(op)  # type: ignore[return-value]
+                    try:
+                        value: Any = await _run.run_sub(op)
+                    except BaseException as exc:
+                        recorder.failed(rec, exc)
+                        raise
+                    recorder.done(rec, value)
+                    return value  # type: ignore[no-any-return]
                 # ``next``: the body bound to the op (cheaper than a partial; a lambda
                 # would turn child/flow/input into cells, slowing the plain path too)
                 body = MethodType(_run.run_sub, op)

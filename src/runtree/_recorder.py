@@ -334,6 +334,37 @@ class Recorder(Extension):
             return await self._parallel(next, run, ctx)
         if kind == "stream":
             return await self._stream(next, run, ctx, op)
+        rec = self._exec_record(op, ctx, root, run)
+        try:
+            result = await next()
+        except BaseException as exc:
+            self.failed(rec, exc)
+            raise
+        self.done(rec, result)
+        return result
+
+    # The recorder as the only exec wrapper: the exec lanes call these three inline
+    # (no wrapper frame per exec); wrap_exec above calls them too.
+
+    def enter(self, op: ExecOp) -> ExecRecord | None | Literal[False]:
+        """The record of a flow or fn exec, buffered (``done``/``failed`` end it), or
+        ``None`` when it is not recorded, or ``False`` when its run must start first
+        (an awaited write: call :meth:`wrap_exec` instead)."""
+        ctx = op.context
+        boundary = ctx._boundary or ctx
+        root = boundary._root or boundary
+        run = self.runs.get(root)
+        if run is None:
+            if root.parent is not None or not self._wants(root) or root._status != "running":
+                return None
+            return False
+        if run.broken:
+            return None
+        return self._exec_record(op, ctx, root, run)
+
+    def _exec_record(
+        self, op: ExecOp, ctx: ExecutionContext, root: ExecutionContext, run: _Run
+    ) -> ExecRecord:
         parent = ctx.parent
         assert parent is not None
         node_parent: ExecutionContext | str = parent
@@ -345,7 +376,7 @@ class Recorder(Extension):
         rec = [
             ctx,
             node_parent,
-            kind,
+            op.kind,
             op.key,
             op.attempt,
             op.input,
@@ -361,21 +392,21 @@ class Recorder(Extension):
             if run.first_direct is None:
                 run.first_direct = rec
         self.buffer.append(rec)
-        try:
-            result = await next()
-        except BaseException as exc:
-            rec[_EXC] = exc
-            rec[_ENDED] = True
-            if not rec[_BUFFERED]:  # written while it ran: write it again
-                rec[_BUFFERED] = True
-                self.buffer.append(rec)
-            raise
+        return rec
+
+    def done(self, rec: ExecRecord, result: object) -> None:
         rec[_RESULT] = result
+        rec[_ENDED] = True
+        if not rec[_BUFFERED]:  # written while it ran: write it again
+            rec[_BUFFERED] = True
+            self.buffer.append(rec)
+
+    def failed(self, rec: ExecRecord, exc: BaseException) -> None:
+        rec[_EXC] = exc
         rec[_ENDED] = True
         if not rec[_BUFFERED]:
             rec[_BUFFERED] = True
             self.buffer.append(rec)
-        return result
 
     def _journal_text(self, rec: ExecRecord, key: str) -> str | None:
         """The JSON text the journal wrote for this keyed exec's value, if it did."""

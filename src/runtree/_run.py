@@ -230,8 +230,20 @@ async def exec_keyed(
             op._ctx = child
             op._flow = flow
             op._input = input
+            recorder = scope._record_only
             if not wrappers:
                 value = await run_sub(op)
+            elif recorder is not None and (rec := recorder.enter(op)) is not False:
+                # The recorder alone: its wrap_exec, inline (tests/unit/test_path_parity)
+                if rec is None:
+                    value = await run_sub(op)
+                else:
+                    try:
+                        value = await run_sub(op)
+                    except BaseException as exc:
+                        recorder.failed(rec, exc)
+                        raise
+                    recorder.done(rec, value)
             else:
                 body = MethodType(run_sub, op)
                 try:

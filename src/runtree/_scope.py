@@ -24,7 +24,7 @@ from ._execution import Execution, ExecutionDetails
 from ._extensions import Extension, overrides
 from ._journal import Journal, JournalBackend
 from ._json import check_name
-from ._recorder import RecordMode, make_recorder
+from ._recorder import RecordMode, Recorder, make_recorder
 from ._resolve import ResolveContext as ResolveContext
 from ._resolve import Resolver
 from ._tags import ALL_VALUES, MISSING, Tag, Tagged
@@ -91,6 +91,7 @@ class Scope:
         self._lifecycle = False
         self._exec_slow = bool(self._flow_presets)
         self._wrap_only = False
+        self._record_only: Recorder | None = None
         # Each plain exec level costs 2 frames; keep headroom for the caller and cleanups.
         self._max_depth = sys.getrecursionlimit() - 120
         self._journal_owner = ""
@@ -141,6 +142,10 @@ class Scope:
         self._exec_slow = bool(self._wrap_exec) or others
         # Only wrap_exec hooks: exec builds the child itself and calls the wrappers.
         self._wrap_only = bool(self._wrap_exec) and not others
+        # The run-tree recorder as the only one: the exec lanes call it inline (no frame).
+        rec = self._recorder
+        alone = rec is not None and self._wrap_only and self._wrap_exec == [rec.wrap_exec]
+        self._record_only = rec if alone else None
 
     def use_extension(self, ext: Extension) -> Callable[[], None]:
         """Add ``ext`` (innermost so far); returns a function that removes it."""

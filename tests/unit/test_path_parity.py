@@ -19,6 +19,7 @@ import pytest
 import runtree as rt
 from runtree import ExecOp
 from runtree._context import ExecutionContext
+from runtree.stores import InMemoryStore
 
 _keys = itertools.count()
 
@@ -69,6 +70,13 @@ class _Path:
         return self.name
 
 
+class _Recorded(_Path):
+    """A scope with a store that records every root's run tree."""
+
+    def scope(self) -> rt.Scope:
+        return rt.create_scope(extensions=self._extensions, store=InMemoryStore(), record="all")
+
+
 PATHS = [
     _Path("plain"),
     _Path("name", options=lambda: {"name": "named"}),
@@ -86,6 +94,17 @@ PATHS = [
         options=lambda: {"key": f"k{next(_keys)}", "retry": 0},
     ),
     _Path("key_hooks", extensions=(Hooks(),), options=lambda: {"key": f"k{next(_keys)}"}),
+    # Run trees recorded: the recorder alone is called inline by the lanes; with another
+    # wrapper it is a wrapper like any other.
+    _Recorded("recorded"),
+    _Recorded("recorded_key", options=lambda: {"key": f"k{next(_keys)}"}),
+    _Recorded("recorded_key_full", options=lambda: {"key": f"k{next(_keys)}", "retry": 0}),
+    _Recorded("recorded_wrapped", extensions=(PassThrough(),)),
+    _Recorded(
+        "recorded_key_wrapped",
+        extensions=(PassThrough(),),
+        options=lambda: {"key": f"k{next(_keys)}"},
+    ),
 ]
 
 

@@ -1,0 +1,100 @@
+"""The recorder alone is called inline by the exec lanes (no wrapper frame); with another
+exec extension it is one wrapper among others. The same work gives the same run tree
+either way: nested flows and functions, failures, a cancelled step, timeouts and retries,
+parallel members, nested boundaries, keyed steps and their replays."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import runtree as rt
+from runtree import ExecOp
+from runtree.runs import Runs
+from runtree.stores import SqliteStore
+
+
+class PassThrough(rt.Extension):
+    async def wrap_exec(self, next: Callable[[], Awaitable[object]], op: ExecOp) -> object:
+        return await next()
+
+
+@rt.flow
+async def leaf(ctx: rt.ExecutionContext) -> object:
+    if ctx.input == "fail":
+        raise ValueError("leaf failed")
+    if ctx.input == "slow":
+        await asyncio.sleep(10)
+    return {"leaf": ctx.input}
+
+
+@rt.flow
+async def middle(ctx: rt.ExecutionContext) -> object:
+    a = await ctx.exec(leaf, 1)
+    b = await ctx.run(lambda: 2)
+    c = await ctx.parallel(ctx.exec(leaf, 3), ctx.exec(leaf, 4))
+    return [a, b, c]
+
+
+async def work(scope: rt.Scope) -> None:
+    async with scope.create_context(id="tree") as root:
+        await root.exec(middle, None)
+        await root.exec(leaf, "k", key="k1")
+        await root.exec(leaf, "k", key="k1")  # replayed
+        with pytest.raises(ValueError):
+            await root.exec(leaf, "fail", key="k2")
+        with pytest.raises(ValueError):
+            await root.exec(leaf, "fail")
+        await root.exec(leaf, "k3", key="k3")
+        with pytest.raises(rt.ExecTimeoutError):
+            await root.exec(leaf, "slow", timeout=0.01)
+        with pytest.raises(ValueError):
+            await root.exec(leaf, "fail", retry=1)
+        task = asyncio.ensure_future(root.exec(leaf, "slow"))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with scope.create_context(parent=root, name="inner") as inner:
+            await inner.exec(leaf, 5)
+        await root.exec(leaf, "last")
+
+
+def shape(tree: Any) -> list[tuple[object, ...]]:
+    ids = {n.node_id: i for i, n in enumerate(tree.nodes)}
+    return [
+        (
+            n.name,
+            n.kind,
+            n.key,
+            n.attempt,
+            n.status,
+            n.replayed,
+            n.input,
+            n.output,
+            None if n.error is None else (n.error.type, n.error.message),
+            ids.get(n.parent_id, n.parent_id),
+        )
+        for n in tree.nodes
+    ]
+
+
+async def test_the_same_tree_inline_and_as_a_wrapper(tmp_path: Path) -> None:
+    shapes = []
+    exts: tuple[rt.Extension, ...]
+    for name, exts in (("inline", ()), ("wrapper", (PassThrough(),))):
+        async with SqliteStore(tmp_path / f"{name}.db") as store:
+            scope = rt.create_scope(store=store, extensions=exts)
+            assert (scope._record_only is not None) == (not exts)
+            async with scope:
+                await work(scope)
+            shapes.append(shape(await Runs(store).get("tree")))
+    inline, wrapped = shapes
+    assert inline == wrapped
+    names = [s[0] for s in inline]
+    assert names.count("leaf") == 14 and "inner" in names
+    assert ("leaf", "flow", None, 1, "cancelled") in [s[:5] for s in inline]
