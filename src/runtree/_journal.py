@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import hashlib
 import logging
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
+from hashlib import sha256
 from typing import TYPE_CHECKING, Protocol, TypedDict, TypeVar
 
-from ._json import canonical, compact, error_text, problem, type_name
+from ._json import canonical, compact, error_text, problem, quote, type_name
 from .errors import (
     Cancelled,
     ExecTimeoutError,
@@ -85,11 +85,21 @@ class JournalBackend(Protocol):
 
 def input_digest(value: object) -> str | None:
     """A short digest of a step's input when it is JSON (``None`` otherwise: not checked)."""
-    try:
-        text = canonical(value)
-    except (TypeError, ValueError, RecursionError):
-        return None
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    t = type(value)
+    # The common inputs without the encoder: the same text canonical() gives them.
+    if t is int and -_BIG_INT < value < _BIG_INT:  # type: ignore[operator]
+        text = int.__repr__(value)
+    elif t is str:
+        text = quote(value)  # type: ignore[arg-type]
+    else:
+        try:
+            text = canonical(value)
+        except (TypeError, ValueError, RecursionError):
+            return None
+    return sha256(text.encode()).hexdigest()[:16]
+
+
+_BIG_INT = 10**18
 
 
 def check_key(key: object, name: str) -> None:

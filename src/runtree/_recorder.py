@@ -346,7 +346,7 @@ class Recorder(Extension):
     # The recorder as the only exec wrapper: the exec lanes call these three inline
     # (no wrapper frame per exec); wrap_exec above calls them too.
 
-    def enter(self, op: ExecOp) -> ExecRecord | None | Literal[False]:
+    def enter(self, op: ExecOp) -> ExecRecord | Literal[False] | None:
         """The record of a flow or fn exec, buffered (``done``/``failed`` end it), or
         ``None`` when it is not recorded, or ``False`` when its run must start first
         (an awaited write: call :meth:`wrap_exec` instead)."""

@@ -24,7 +24,7 @@ from ._execution import Execution, ExecutionDetails
 from ._extensions import Extension, overrides
 from ._journal import Journal, JournalBackend
 from ._json import check_name
-from ._recorder import RecordMode, Recorder, make_recorder
+from ._recorder import Recorder, RecordMode, make_recorder
 from ._resolve import ResolveContext as ResolveContext
 from ._resolve import Resolver
 from ._tags import ALL_VALUES, MISSING, Tag, Tagged
