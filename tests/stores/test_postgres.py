@@ -7,6 +7,7 @@ import asyncio
 import os
 import secrets
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -196,6 +197,16 @@ class TestPool:
             PostgresStore(DSN, pool_size=size)  # type: ignore[arg-type]
 
 
+async def idle(store: PostgresStore) -> list[Any]:
+    """The pool's idle connections once none is in use (the run tree's writes, which
+    run in a task of their own, may hold the only one for a moment)."""
+    for _ in range(500):
+        if store._idle:
+            return list(store._idle)
+        await asyncio.sleep(0.01)
+    raise AssertionError("the store's connection never came back to the pool")
+
+
 class TestHotStatements:
     """The journal's per-step statements go through psycopg's libpq binding instead of a
     cursor (one prepared statement per connection, text parameters). They must write
@@ -247,7 +258,7 @@ class TestHotStatements:
         ):
             for i in range(3):
                 assert await ctx.run(lambda i=i: i, key=f"k{i}", name="step") == i
-            [conn] = store._idle
+            [conn] = await idle(store)
             first = conn.pgconn.backend_pid
             names = [s.name.decode() for s in store._hot.values()]
             prepared = f"SELECT name FROM pg_prepared_statements WHERE name = '{names[0]}'"
@@ -257,7 +268,7 @@ class TestHotStatements:
             assert sync_execute(f"SELECT pg_terminate_backend({first})") == [(True,)]
             for i in range(3, 6):
                 assert await ctx.run(lambda i=i: i, key=f"k{i}", name="step") == i
-            [conn] = store._idle
+            [conn] = await idle(store)
             assert conn.pgconn.backend_pid != first
             assert [r[0] for r in await (await conn.execute(prepared)).fetchall()] == names[:1]
         keys = sync_execute(f'SELECT key FROM "{schema}".journal ORDER BY key')
