@@ -39,7 +39,7 @@ from ._details import (
     Settled,
     StreamOptions,
 )
-from ._extensions import ExecOp, new_op, run_wrapped
+from ._extensions import run_wrapped
 from ._tags import ALL_VALUES, MISSING, ParsedTag, Tag, Tagged
 from .errors import (
     Cancelled,
@@ -424,16 +424,7 @@ class ExecutionContext(Generic[InputT]):
                 child = _child(self, name, input, depth, task)
                 if foreign:
                     self._attach(child)
-                op = new_op(ExecOp)  # ExecOp("subflow", flow, input, None, child), cheaper
-                op.kind = "subflow"
-                op.target = flow
-                op.input = input
-                op.key = None
-                op.context = child
-                op.attempt = 1
-                op._ctx = child
-                op._flow = flow
-                op._input = input
+                op = _run.sub_op(child, flow, input, None)
                 recorder = scope._record_only
                 if recorder is not None and (rec := recorder.enter(op)) is not False:
                     # The run-tree recorder alone: its wrap_exec, inline (no frame).
