@@ -134,7 +134,7 @@ class Entry:
         self.error = error
         self.input = input
         self.digest = digest
-        self.text: str | None = None  # the value's JSON text, once written durably
+        self.text: str | None = None  # the value's JSON text, for a recorder (keep_text)
 
     def recorded_digest(self) -> str | None:
         if self.digest is None and self.input is not UNCHECKED:
@@ -197,6 +197,7 @@ class Journal:
         "_held",
         "backend",
         "entries",
+        "keep_text",
         "loaded",
         "owner",
         "pending",
@@ -212,6 +213,9 @@ class Journal:
             backend, "journal_held", None
         )
         self.owner = owner
+        # Keep each durable value's JSON text on its entry (a run-tree recorder reads it
+        # for the step's node, then lets it go); off, the text is not kept.
+        self.keep_text = False
         self.entries: dict[str, Entry] = {}
         # keys being run in this tree -> a future for waiters (made on demand)
         self.pending: dict[str, asyncio.Future[None] | None] = {}
@@ -406,11 +410,13 @@ class Journal:
                 return entry
             record: StepRecord = {"name": entry.name, "ok": True, "value": entry.value}
             try:
-                text = entry.text = compact(entry.value)
+                text = compact(entry.value)
             except (TypeError, ValueError, RecursionError):  # pragma: no cover - checked
                 pass  # by problem() above; the store says what is wrong, if anything
             else:
                 record["value_json"] = text
+                if self.keep_text:
+                    entry.text = text
         else:
             assert entry.error is not None
             err = entry.error

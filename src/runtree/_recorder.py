@@ -418,6 +418,7 @@ class Recorder(Extension):
         if entry is None or entry.value is not rec[_RESULT]:
             return None
         text: str | None = entry.text
+        entry.text = None  # read once: the entry need not keep it for the tree's life
         return text
 
     def _exec_outcome(self, rec: ExecRecord) -> tuple[str, ErrorFields, str | None]:

@@ -395,6 +395,7 @@ class Scope:
             x.journal = Journal(root.id, backend, owner)
             if backend is not None:
                 journal = x.journal
+                journal.keep_text = self._recorder is not None
                 root.on_close(journal.release)
         return x.journal
 

@@ -4,10 +4,13 @@ general rule (``capture``: JSON text cut to ``record_limit`` bytes, or a marker)
 from __future__ import annotations
 
 import enum
+from pathlib import Path
 
 import pytest
 
+import runtree
 from runtree._recorder import Recorder, capture
+from runtree.stores import SqliteStore
 
 
 class Small(enum.IntEnum):
@@ -58,3 +61,24 @@ def test_the_journals_input_digest_takes_the_same_text_as_canonical() -> None:
             continue
         expected = hashlib.sha256(text.encode()).hexdigest()[:16]
         assert input_digest(value) == expected, repr(value)[:80]
+
+
+async def test_a_journal_keeps_no_json_text_once_the_nodes_are_written(tmp_path: Path) -> None:
+    """A keyed value's JSON text waits on its journal entry only for the recorder: once
+    the node is written the entry lets it go (a long root would otherwise hold every
+    value twice), and without recording it is never kept."""
+
+    @runtree.flow
+    async def step(ctx: runtree.ExecutionContext[int]) -> dict[str, int]:
+        return {"n": ctx.input}
+
+    async with SqliteStore(tmp_path / "texts.db") as store:
+        for record in ("durable", "none"):
+            scope = runtree.create_scope(store=store, record=record)  # type: ignore[arg-type]
+            async with scope, scope.create_context(id=f"t-{record}") as root:
+                for i in range(3):
+                    await root.exec(step, i, key=f"k{i}")
+                assert root._x is not None and root._x.journal is not None
+                entries = root._x.journal.entries
+            assert len(entries) == 3
+            assert [e.text for e in entries.values()] == [None, None, None]
