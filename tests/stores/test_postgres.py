@@ -243,6 +243,12 @@ class TestHotStatements:
                     await conn.execute(insert, params)  # type: ignore[arg-type]
             assert sync_execute(f'SELECT * FROM "{schema}".journal ORDER BY key') == rows
             assert len(rows) == 3
+            # A batch (group commit: one statement for the records that queued) stores
+            # the same rows, floats and escapes included.
+            sync_execute(f'DELETE FROM "{schema}".journal')
+            stood_all = await store._write1(store._op_records, list(self.RECORDS))
+            assert stood_all == [None, None, None]
+            assert sync_execute(f'SELECT * FROM "{schema}".journal ORDER BY key') == rows
             # A key recorded already: the record that stands comes back.
             again = (*self.RECORDS[0][:3], 0, None, "E", "m", "o", 2.0, None)
             stood = await store._insert_record(again)

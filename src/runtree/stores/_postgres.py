@@ -39,11 +39,6 @@ T = TypeVar("T")
 
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _INSTALL = "pip install 'runtree[postgres]'"
-# The journal row's parameters, in the order journal_record builds them.
-_JOURNAL_FIELDS = (
-    "tree_id", "key", "name", "ok", "value", "error_type", "error_message", "owner",
-    "recorded_at", "input_digest",
-)  # fmt: skip
 
 
 class _PgTx:
@@ -632,8 +627,7 @@ class PostgresStore(SqlStore):
     async def _op_records(self, tx: Tx, rows: list[tuple[object, ...]]) -> list[StepRecord | None]:
         if len(rows) == 1:
             return [await self._op_record(tx, rows[0])]
-        fields = _JOURNAL_FIELDS
-        text = compact([dict(zip(fields, row, strict=True)) for row in rows])
+        text = compact(rows)  # an array of rows, each an array of the ten columns
         inserted = {tuple(r) for r in await tx.all(self._q["j_insert_json"], (text,))}
         out: list[StepRecord | None] = []
         for row in rows:
