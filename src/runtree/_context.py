@@ -397,14 +397,15 @@ class ExecutionContext(Generic[InputT]):
             msg = f"ctx.exec() takes a flow (got {flow!r}); use ctx.run() for plain callables"
             raise TypeError(msg) from None
         scope = self.scope
-        if options:
-            if len(options) == 1 and "key" in options:
-                key = options["key"]
-                if key is not None and (not scope._exec_slow or scope._wrap_only):
-                    # The most common option alone: the keyed lane (fewer frames).
-                    return await _run.exec_keyed(self, flow, input, key)  # type: ignore[return-value]
-            if not _plain_options(options):
-                return await _run.exec_options(self, flow, input, options)  # type: ignore[return-value]
+        if options and not _plain_options(options):
+            if (
+                len(options) == 1
+                and "key" in options
+                and (not scope._exec_slow or scope._wrap_only)
+            ):
+                # The most common option alone: the keyed lane (fewer frames).
+                return await _run.exec_keyed(self, flow, input, options["key"])  # type: ignore[return-value]
+            return await _run.exec_options(self, flow, input, options)  # type: ignore[return-value]
         if scope._exec_slow:
             if scope._wrap_only:
                 # Only exec extensions in the way: wrap a plain child, with no layers
@@ -425,25 +426,31 @@ class ExecutionContext(Generic[InputT]):
                 if foreign:
                     self._attach(child)
                 op = _run.sub_op(child, flow, input, None)
-                recorder = scope._record_only
-                if recorder is not None and (rec := recorder.enter(op)) is not False:
-                    # The run-tree recorder alone: its wrap_exec, inline (no frame).
-                    if rec is None:
+                # The run-tree recorder alone: its wrap_exec, inline (no frame). ``answer``
+                # holds its record, ``body`` the result: no new locals, since every local
+                # of this method costs each exec, the plain path's too.
+                answer: Any
+                body: Any
+                if (
+                    scope._record_only is not None
+                    and (answer := scope._record_only.enter(op)) is not False
+                ):
+                    if answer is None:
                         return await _run.run_sub(op)  # type: ignore[return-value]
                     try:
-                        value: Any = await _run.run_sub(op)
+                        body = await _run.run_sub(op)
                     except BaseException as exc:
-                        recorder.failed(rec, exc)
+                        scope._record_only.failed(answer, exc)
                         raise
-                    recorder.done(rec, value)
-                    return value  # type: ignore[no-any-return]
+                    scope._record_only.done(answer, body)
+                    return body  # type: ignore[no-any-return]
                 # ``next``: the body bound to the op (cheaper than a partial; a lambda
                 # would turn child/flow/input into cells, slowing the plain path too)
                 body = MethodType(_run.run_sub, op)
                 try:
                     # run_wrapped(wrappers, body, op), inlined: its call is 2 % of this lane
                     if len(wrappers) == 1:
-                        answer: Any = await wrappers[0](body, op)
+                        answer = await wrappers[0](body, op)
                     else:
                         answer = await run_wrapped(wrappers, body, op)
                 except BaseException as exc:
@@ -487,7 +494,6 @@ class ExecutionContext(Generic[InputT]):
         child._x = None
         child._running = None
         child._cancelled = False
-        child._id = None  # made on first read (a set slot reads faster than an unset one)
         child._started_at = time()
         if foreign:
             if self._running is None:
