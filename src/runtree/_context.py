@@ -397,34 +397,24 @@ class ExecutionContext(Generic[InputT]):
             msg = f"ctx.exec() takes a flow (got {flow!r}); use ctx.run() for plain callables"
             raise TypeError(msg) from None
         scope = self.scope
-        if options and not _plain_options(options):
+        if options:
             if (
                 len(options) == 1
-                and "key" in options
+                and options.get("key") is not None
                 and (not scope._exec_slow or scope._wrap_only)
             ):
                 # The most common option alone: the keyed lane (fewer frames).
                 return await _run.exec_keyed(self, flow, input, options["key"])  # type: ignore[return-value]
-            return await _run.exec_options(self, flow, input, options)  # type: ignore[return-value]
+            if not _plain_options(options):
+                return await _run.exec_options(self, flow, input, options)  # type: ignore[return-value]
         if scope._exec_slow:
             if scope._wrap_only:
                 # Only exec extensions in the way: wrap a plain child, with no layers
                 # between the wrappers and the body (n + 3 frames per level).
                 if self._status is not _OPEN or self._cancelled:
                     self._refuse("exec")
-                host = self._boundary or self
-                loop = host._loop
-                task = _task_of(loop) if loop is not None else None
-                if task is None:
-                    task = _task_of(host._bind_loop())
                 wrappers = scope._wrap_exec
-                foreign = task is not self._task
-                depth = (_entry_depth() if foreign else self._depth) + 3 + len(wrappers)
-                if depth > scope._max_depth:
-                    raise NestingError(name, depth)
-                child = _child(self, name, input, depth, task)
-                if foreign:
-                    self._attach(child)
+                child = _open_child(self, name, input, 3 + len(wrappers))
                 op = _run.sub_op(child, flow, input, None)
                 # The run-tree recorder alone: its wrap_exec, inline (no frame). ``answer``
                 # holds its record, ``body`` the result: no new locals, since every local
@@ -1056,6 +1046,27 @@ def _child(
     child._cancelled = False
     child._id = None
     child._started_at = time()
+    return child
+
+
+def _open_child(
+    parent: ExecutionContext, name: str, input: object, frames: int
+) -> ExecutionContext:
+    """A child of ``parent`` for an exec whose level costs ``frames`` Python frames: its
+    task found, its depth checked (:class:`NestingError` before CPython's limit), and
+    tracked by ``parent`` when it runs in another task. (The plain path does this inline.)"""
+    boundary = parent._boundary or parent
+    loop = boundary._loop
+    task = _task_of(loop) if loop is not None else None
+    if task is None:
+        task = _task_of(boundary._bind_loop())
+    foreign = task is not parent._task
+    depth = (_entry_depth() if foreign else parent._depth) + frames
+    if depth > parent.scope._max_depth:
+        raise NestingError(name, depth)
+    child = _child(parent, name, input, depth, task)
+    if foreign:
+        parent._attach(child)
     return child
 
 

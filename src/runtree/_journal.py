@@ -244,31 +244,14 @@ class Journal:
         timeout: float | None = None,
         given: object = UNCHECKED,
     ) -> T:
-        """Replay ``key`` if recorded, else run ``step`` once and record its outcome.
+        """Run ``step`` once for ``key`` and record its outcome, or return the outcome
+        recorded meanwhile (another exec of the tree, or another worker, ran it).
 
+        For a key checked with :func:`check_key` that this loaded journal had no entry for
+        when the caller looked (a keyed exec looks first, to note the replay).
         ``timeout`` bounds the wait for a key that another exec (or worker) holds;
         ``given`` is the step's input, checked against the recorded one on replay.
         """
-        check_key(key, name)
-        if not self.loaded:
-            await self._load()
-        entry = self.entries.get(key)
-        if entry is not None:  # the common replay: no waiting, no timer
-            return entry.replay(key, name, given)  # type: ignore[return-value]
-        return await self.run_new(key, name, step, caller, timeout, given)
-
-    async def run_new(
-        self,
-        key: str,
-        name: str,
-        step: Callable[[], Awaitable[T]],
-        caller: ExecutionContext | None = None,
-        timeout: float | None = None,
-        given: object = UNCHECKED,
-    ) -> T:
-        """:meth:`run` for a key (checked with :func:`check_key`) this loaded journal had
-        no entry for when the caller looked (a keyed exec looks first, to note the
-        replay)."""
         if timeout is None:
             if self.backend is None and key not in self.pending:
                 # Nobody runs the key in this tree and no store to claim it in: it is ours.
@@ -291,7 +274,7 @@ class Journal:
         """Claim ``key`` (checked) without waiting, when nothing is to wait for: no exec
         of this tree runs it, and the backend (if any) holds the tree for this owner
         already and has no record of the key. ``False``: nothing claimed (use
-        :meth:`run_new`). The caller records the outcome and calls :meth:`unclaim`."""
+        :meth:`run`). The caller records the outcome and calls :meth:`unclaim`."""
         if key in self.pending:
             return False
         if self.backend is not None:

@@ -20,16 +20,14 @@ from ._context import (
     ExecOptions,
     ExecutionContext,
     Settled,
-    _child,
     _current,
-    _entry_depth,
-    _task_of,
+    _open_child,
 )
 from ._defs import Flow
 from ._extensions import ExecKind, ExecOp, new_op, run_wrapped
 from ._journal import Entry, check_key
 from ._tags import MISSING
-from .errors import Cancelled, ExecTimeoutError, NestingError
+from .errors import Cancelled, ExecTimeoutError
 
 if TYPE_CHECKING:
     from ._journal import Journal
@@ -146,7 +144,7 @@ async def exec_full(call: Call) -> object:
     if entry is not None:
         return _replayed(parent, kind, step_name, call.input, key, entry, given)
     attempts = partial(_attempt, call, 1) if retry == 0 else partial(_attempts, call)
-    return await journal.run_new(key, step_name, attempts, parent, timeout, given)
+    return await journal.run(key, step_name, attempts, parent, timeout, given)
 
 
 def _replayed(
@@ -183,7 +181,7 @@ async def exec_keyed(
 ) -> object:
     """``ctx.exec(flow, input, key=k)`` with no other option, on a scope whose execs are
     plain or wrapped by exec extensions alone: the full path's keyed exec (``exec_full``
-    → ``Journal.run_new`` → ``_attempt`` → ``run_body``) in one frame, when the key can be
+    → ``Journal.run`` → ``_attempt`` → ``run_body``) in one frame, when the key can be
     claimed without waiting (nobody in this tree runs it, and the store already holds the
     tree for this root). Otherwise, and for every other option, the full path. The same
     outcomes, records, nodes and errors as the full path: the tests run both lanes."""
@@ -206,19 +204,8 @@ async def exec_keyed(
             # _attempt, for one attempt with no timeout, tags, presets or hooks
             if parent._status is not _OPEN or parent._cancelled:
                 parent._refuse("exec")
-            boundary = parent._boundary or parent
-            loop = boundary._loop
-            task = _task_of(loop) if loop is not None else None
-            if task is None:
-                task = _task_of(boundary._bind_loop())
             wrappers = scope._wrap_exec
-            foreign = task is not parent._task
-            depth = (_entry_depth() if foreign else parent._depth) + _KEYED_FRAMES + len(wrappers)
-            if depth > scope._max_depth:
-                raise NestingError(name, depth)
-            child = _child(parent, name, input, depth, task)
-            if foreign:
-                parent._attach(child)
+            child = _open_child(parent, name, input, _KEYED_FRAMES + len(wrappers))
             journal.running[key] = child
             op = sub_op(child, flow, input, key)
             recorder = scope._record_only
@@ -338,22 +325,10 @@ async def _attempt(call: Call, attempt: int, pause: float = 0.0) -> object:
     if parent._status is not _OPEN or parent._cancelled:
         parent._refuse("run" if kind == "fn" else "exec")
     scope = parent.scope
-    boundary = parent._boundary or parent
-    loop = boundary._loop
-    task = _task_of(loop) if loop is not None else None
-    if task is None:
-        task = _task_of(boundary._bind_loop())
     wrappers = scope._wrap_exec
-    cost = _FULL_PATH_FRAMES + len(wrappers)
-    foreign = task is not parent._task
-    depth = (_entry_depth() if foreign else parent._depth) + cost
-    if depth > scope._max_depth:
-        raise NestingError(call.name, depth)
-    child = _child(parent, call.name, input, depth, task)
+    child = _open_child(parent, call.name, input, _FULL_PATH_FRAMES + len(wrappers))
     if call.tags:
         child._bind_tags(call.tags)
-    if foreign:
-        parent._attach(child)
     if key is not None:
         journal = call.journal
         assert journal is not None

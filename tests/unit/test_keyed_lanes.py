@@ -1,6 +1,6 @@
 """A keyed exec has two lanes: ``key=`` alone takes the keyed lane (claim, attempt and
 record in one frame), ``key=`` with any other option the full path (``exec_full`` →
-``Journal.run_new`` → ``_attempt``). The journal's rules are the same on both: every test
+``Journal.run`` → ``_attempt``). The journal's rules are the same on both: every test
 here runs on each lane, with no store, on a SQLite file and with run trees recorded."""
 
 from __future__ import annotations
