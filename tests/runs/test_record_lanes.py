@@ -1,7 +1,8 @@
 """The recorder alone is called inline by the exec lanes (no wrapper frame); with another
 exec extension it is one wrapper among others. The same work gives the same run tree
 either way: nested flows and functions, failures, a cancelled step, timeouts and retries,
-parallel members, nested boundaries, keyed steps and their replays."""
+parallel members, nested boundaries, keyed steps and their replays. And the two keyed
+lanes (``key=`` alone, and the full path) record the same tree."""
 
 from __future__ import annotations
 
@@ -108,3 +109,25 @@ async def test_the_same_tree_inline_and_as_a_wrapper(tmp_path: Path) -> None:
     names = [s[0] for s in inline]
     assert names.count("leaf") == 13 and "inner" in names
     assert ("parked", "flow", None, 1, "cancelled") in [s[:5] for s in inline]
+
+
+async def test_the_same_tree_on_both_keyed_lanes(tmp_path: Path) -> None:
+    """``key=`` alone (the keyed lane) and ``key=`` with ``retry=0`` (the full path)
+    record equal trees but for ids and times."""
+    shapes = {}
+    for name, extra in (("lane", {}), ("full", {"retry": 0})):
+        async with SqliteStore(tmp_path / f"{name}.db") as store:
+            scope = rt.create_scope(store=store)
+            async with scope, scope.create_context(id="tree") as root:
+                await root.exec(leaf, 1, key="a", **extra)
+                await root.exec(leaf, 1, key="a", **extra)
+                with pytest.raises(ValueError):
+                    await root.exec(leaf, "fail", key="b", **extra)
+            shapes[name] = shape(await Runs(store).get("tree"))
+    assert shapes["lane"] == shapes["full"]
+    assert [s[:6] for s in shapes["lane"]] == [
+        ("root", "root", None, 1, "failed", False),
+        ("leaf", "flow", "a", 1, "completed", False),
+        ("leaf", "flow", "a", 1, "completed", True),
+        ("leaf", "flow", "b", 1, "failed", False),
+    ]

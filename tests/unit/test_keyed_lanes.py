@@ -25,7 +25,6 @@ from runtree.errors import (
     StepFailedError,
     StoreError,
 )
-from runtree.runs import Runs
 from runtree.stores import SqliteStore
 
 LANES = {
@@ -221,40 +220,3 @@ async def test_nesting_too_deep_is_a_nesting_error(
         with pytest.raises(NestingError):
             await root.exec(deeper, 0, **lane("d"))
     assert sys.getrecursionlimit() >= 1000
-
-
-async def test_recorded_nodes_are_the_same(tmp_path: Path) -> None:
-    """The run tree of the same work on each lane: equal but for ids and times."""
-    shapes = {}
-    for name, lane in LANES.items():
-        _runs, step = counting()
-        async with SqliteStore(tmp_path / f"{name}.db") as store:
-            scope = rt.create_scope(store=store)
-            async with scope, scope.create_context(id="tree") as root:
-                await root.exec(step, 1, **lane("a"))
-                await root.exec(step, 1, **lane("a"))
-                with pytest.raises(ValueError):
-                    await root.exec(step, "fail", **lane("b"))
-            tree = await Runs(store).get("tree")
-        shapes[name] = [
-            (
-                n.name,
-                n.kind,
-                n.key,
-                n.attempt,
-                n.status,
-                n.replayed,
-                n.input,
-                n.output,
-                None if n.error is None else (n.error.type, n.error.message),
-                n.parent_id == tree.nodes[0].node_id,
-            )
-            for n in tree.nodes
-        ]
-    assert shapes["lane"] == shapes["full"]
-    assert [s[:6] for s in shapes["lane"]] == [
-        ("root", "root", None, 1, "failed", False),
-        ("step", "flow", "a", 1, "completed", False),
-        ("step", "flow", "a", 1, "completed", True),
-        ("step", "flow", "b", 1, "failed", False),
-    ]
