@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -117,20 +118,31 @@ class TestInterruptedAndResume:
 
 
 class TestCancel:
+    @pytest.mark.parametrize(
+        ("reason", "stored"),
+        [
+            ("operator said so", "operator said so"),
+            # a NUL or a lone surrogate in the reason is stored readable
+            ("stop\x00 now \ud800", "stop\\x00 now \\ud800"),
+        ],
+        ids=["plain", "nul-and-surrogate"],
+    )
     async def test_the_owner_cancels_within_one_renewal(
-        self, open_durable: StoreFactory, log: Path
+        self, open_durable: StoreFactory, log: Path, reason: str, stored: str
     ) -> None:
         async with open_durable(lease=0.3) as owner, open_durable() as other:
             async with runtree.create_scope(store=owner) as scope:
                 running = asyncio.Event()
                 execution = scope.exec(jobs.forever, None, id="c-1", tags=[jobs.started(running)])
                 await running.wait()
-                info = await Runs(other).cancel("c-1", "operator said so")
-                assert info.status == "running" and info.cancel_requested == "operator said so"
-                with pytest.raises(runtree.Cancelled, match="operator said so"):
+                info = await Runs(other).cancel("c-1", reason)
+                assert info.status == "running" and info.cancel_requested == stored
+                with pytest.raises(runtree.Cancelled, match=re.escape(stored)):
                     await asyncio.wait_for(asyncio.shield(execution), 5)
             info = (await Runs(other).get("c-1")).run
         assert info.status == "cancelled"
+        assert info.error is not None
+        info.error.message.encode("utf-8")  # printable
 
     async def test_a_dead_owners_run_is_cancelled_at_once(
         self, open_durable: StoreFactory, log: Path
@@ -143,23 +155,6 @@ class TestCancel:
             assert (await Runs(store).cancel("c-2")).status == "cancelled"  # idempotent
             with pytest.raises(RunNotFoundError):
                 await Runs(store).cancel("nope")
-
-    async def test_a_reason_with_a_nul_or_a_lone_surrogate_is_stored_readable(
-        self, open_durable: StoreFactory, log: Path
-    ) -> None:
-        async with open_durable(lease=0.3) as owner, open_durable() as other:
-            async with runtree.create_scope(store=owner) as scope:
-                running = asyncio.Event()
-                execution = scope.exec(jobs.forever, None, id="c-3", tags=[jobs.started(running)])
-                await running.wait()
-                info = await Runs(other).cancel("c-3", "stop\x00 now \ud800")
-                assert info.cancel_requested == "stop\\x00 now \\ud800"
-                with pytest.raises(runtree.Cancelled, match="stop"):
-                    await asyncio.wait_for(asyncio.shield(execution), 5)
-            info = (await Runs(other).get("c-3")).run
-        assert info.status == "cancelled"
-        assert info.error is not None
-        info.error.message.encode("utf-8")  # printable
 
 
 class TestFork:
