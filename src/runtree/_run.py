@@ -20,7 +20,6 @@ from ._context import (
     ExecOptions,
     ExecutionContext,
     Settled,
-    _current,
     _open_child,
 )
 from ._defs import Flow
@@ -28,6 +27,11 @@ from ._extensions import ExecKind, ExecOp, new_op, run_wrapped
 from ._journal import Entry, check_key
 from ._tags import MISSING
 from .errors import Cancelled, ExecTimeoutError
+
+# An assignment, not an import: CPython 3.11 compiles ``name.method()`` on an imported
+# name as an attribute load plus a call (it expects a module), which builds a bound
+# method at every call; on an assigned name it is a method call.
+_current = _context._current
 
 if TYPE_CHECKING:
     from ._journal import Journal

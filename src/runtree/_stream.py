@@ -33,13 +33,15 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
-from . import _cancel
-from ._context import _OPEN, ExecutionContext, _child, _current, _task_of
+from . import _cancel, _context
+from ._context import _OPEN, ExecutionContext, _child, _task_of
 from ._defs import Flow
 from ._extensions import ExecOp, run_wrapped
 from ._journal import CLAIMED, check_key
 from ._tags import MISSING
 from .errors import Cancelled, ExecTimeoutError
+
+_current = _context._current  # assigned, not imported: a method call (see _run)
 
 if TYPE_CHECKING:
     from ._details import StreamOptions

@@ -19,10 +19,13 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from time import perf_counter
 from typing import Any, Final
 
-from ._context import ExecutionContext, _current
+from . import _context
+from ._context import ExecutionContext
 from ._extensions import ExecOp, Extension
 from ._tags import Tag
 from .errors import Cancelled
+
+_current = _context._current  # assigned, not imported: a method call (see _run)
 
 __all__ = [
     "CONTEXT_ID",

@@ -23,10 +23,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Mutable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Final, TypeAlias, final
 
-from .._context import ExecutionContext, _current
+from .. import _context
+from .._context import ExecutionContext
 from .._scope import Scope
 from .._tags import Tag, tag
 from ..errors import Cancelled, RuntreeError
+
+_current = _context._current  # assigned, not imported: a method call (see _run)
 
 __all__ = [
     "CONTEXT_KEY",
