@@ -413,27 +413,108 @@ class ExecutionContext(Generic[InputT]):
                 # between the wrappers and the body (n + 3 frames per level).
                 if self._status is not _OPEN or self._cancelled:
                     self._refuse("exec")
+                # ``answer``: the run-tree recorder, when it is the only extension;
+                # ``body``: the child's record. (No new locals: every local of this
+                # method costs each exec, the plain path's too.)
+                answer: Any = scope._record_only
+                body: Any
+                if answer is not None:
+                    # ---- the plain path below, recording the child: the recorder's
+                    # wrap_exec inline, with no op, no wrapper and no extra frame. A
+                    # copy made on purpose (a check on the plain path costs every exec);
+                    # tests/runs/test_record_lanes.py and test_path_parity.py hold the
+                    # two to the same outcomes and trees. ----
+                    boundary = self._boundary
+                    if boundary is None:
+                        boundary = self
+                    loop = boundary._loop
+                    task = _task_of(loop) if loop is not None else None
+                    if task is None:
+                        task = _task_of(boundary._bind_loop())
+                    child = _new_context()
+                    if task is self._task:
+                        depth = self._depth + 2
+                        foreign = False
+                    else:
+                        cur = _current.get()
+                        depth = (0 if cur is None else cur._depth) + 2
+                        foreign = True
+                    if depth > scope._max_depth:
+                        raise NestingError(name, depth)
+                    child.name = name
+                    child.parent = self
+                    child.scope = scope
+                    child.input = input
+                    child._tags = self._tags
+                    child._status = _OPEN
+                    child._depth = depth
+                    child._task = task
+                    child._boundary = boundary
+                    child._x = None
+                    child._running = None
+                    child._cancelled = False
+                    child._id = None
+                    child._started_at = time()
+                    if foreign:
+                        if self._running is None:
+                            self._running = child
+                        else:
+                            self._attach(child)
+                    body = answer.start(child, self, "subflow", None, 1, input)
+                    token = _current.set(child)
+                    try:
+                        if body is False:  # the first exec under a boundary root
+                            body = await answer.begin(child, self, flow, input)
+                            if child._cancelled:
+                                child.raise_if_cancelled()
+                        if flow.plain:
+                            result: Any = await flow.factory(child)  # type: ignore[misc]
+                        else:
+                            if flow.parse is not None:
+                                child.input = flow.parse_input(input)
+                            if flow.deps:
+                                deps = await scope._resolver.context_deps(child, flow.deps, ())
+                                result = flow.factory(child, **deps)
+                            else:
+                                result = flow.factory(child)
+                            if flow.is_async or inspect.isawaitable(result):
+                                result = await result
+                            elif flow.is_stream:
+                                result = await _stream.collect(result)
+                    except GeneratorExit as exc:
+                        _current.reset(token)
+                        child._abandon()
+                        if body:  # Recorder.failed, inline
+                            body[10] = exc
+                            body[8] = True
+                        raise
+                    except BaseException as exc:
+                        _current.reset(token)
+                        answer = await child._fail(exc)
+                        if body:  # Recorder.failed, inline
+                            body[10] = answer
+                            body[8] = True
+                        raise answer
+                    _current.reset(token)
+                    if child._x is None and child._running is None:
+                        child._status = "completed"
+                        child._completed_at = time()
+                        if foreign:
+                            if self._running is child:
+                                self._running = None
+                                if self._x is not None:
+                                    self._drained()
+                            else:
+                                self._detach(child)
+                    else:
+                        await child._succeed()
+                    if body:  # Recorder.done, inline
+                        body[9] = result
+                        body[8] = True
+                    return result  # type: ignore[no-any-return]
                 wrappers = scope._wrap_exec
                 child = _open_child(self, name, input, 3 + len(wrappers))
                 op = _run.sub_op(child, flow, input, None)
-                # The run-tree recorder alone: its wrap_exec, inline (no frame). ``answer``
-                # holds its record, ``body`` the result: no new locals, since every local
-                # of this method costs each exec, the plain path's too.
-                answer: Any
-                body: Any
-                if (
-                    scope._record_only is not None
-                    and (answer := scope._record_only.enter(op)) is not False
-                ):
-                    if answer is None:
-                        return await _run.run_sub(op)  # type: ignore[return-value]
-                    try:
-                        body = await _run.run_sub(op)
-                    except BaseException as exc:
-                        scope._record_only.failed(answer, exc)
-                        raise
-                    scope._record_only.done(answer, body)
-                    return body  # type: ignore[no-any-return]
                 # ``next``: the body bound to the op (cheaper than a partial; a lambda
                 # would turn child/flow/input into cells, slowing the plain path too)
                 body = MethodType(_run.run_sub, op)
@@ -493,7 +574,7 @@ class ExecutionContext(Generic[InputT]):
         token = _current.set(child)
         try:
             if flow.plain:
-                result: Any = await flow.factory(child)  # type: ignore[misc]
+                result = await flow.factory(child)  # type: ignore[misc]
             else:
                 if flow.parse is not None:
                     child.input = flow.parse_input(input)

@@ -69,9 +69,9 @@ _new_seq = _seqs.__next__
 
 # An exec's record is a list (cheaper to build than an object, per exec):
 # [context, parent (context or node id), kind, key, attempt, input, seq, run,
-#  ended, result, exception, buffered]
+#  ended, result, exception]. The plain exec path fills in the last three inline.
 _CTX, _PARENT, _KIND, _KEY, _ATTEMPT, _INPUT, _SEQ, _RUN = 0, 1, 2, 3, 4, 5, 6, 7
-_ENDED, _RESULT, _EXC, _BUFFERED = 8, 9, 10, 11
+_ENDED, _RESULT, _EXC = 8, 9, 10
 ExecRecord: TypeAlias = list[Any]
 ErrorFields: TypeAlias = tuple[str | None, str | None]  # the exception's type and message
 
@@ -280,6 +280,8 @@ class Recorder(Extension):
         self._short = (limit - 2) // 12
         self.runs: dict[ExecutionContext, _Run] = {}
         self.buffer: list[_Node | ExecRecord] = []
+        # Records written while their exec ran: written again once it has ended.
+        self.open: list[ExecRecord] = []
         self.failures = 0
         self._parallels = 0  # parallel calls running (members find theirs in _parallel)
         self._ticker: asyncio.TimerHandle | None = None
@@ -327,14 +329,17 @@ class Recorder(Extension):
         if run is None:
             if root.parent is not None or not self._wants(root) or root._status != "running":
                 return await next()
-            run = await self._begin_boundary_root(root, op)
+            target = op.target if op.kind == "subflow" else None
+            run = await self._begin_boundary_root(root, target, op.input)
         if run.broken:
             return await next()
         if kind == "parallel":
             return await self._parallel(next, run, ctx)
         if kind == "stream":
             return await self._stream(next, run, ctx, op)
-        rec = self._exec_record(op, ctx, root, run)
+        parent = ctx.parent
+        assert parent is not None
+        rec = self._exec_record(ctx, parent, root, run, kind, op.key, op.attempt, op.input)
         try:
             result = await next()
         except BaseException as exc:
@@ -343,15 +348,30 @@ class Recorder(Extension):
         self.done(rec, result)
         return result
 
-    # The recorder as the only exec wrapper: the exec lanes call these three inline
-    # (no wrapper frame per exec); wrap_exec above calls them too.
+    # The recorder as the only exec wrapper: the exec lanes call these inline (no
+    # wrapper frame per exec); wrap_exec above calls them too. The plain exec path calls
+    # ``start`` and fills in the record's end itself, as ``done``/``failed`` do.
 
     def enter(self, op: ExecOp) -> ExecRecord | Literal[False] | None:
         """The record of a flow or fn exec, buffered (``done``/``failed`` end it), or
         ``None`` when it is not recorded, or ``False`` when its run must start first
         (an awaited write: call :meth:`wrap_exec` instead)."""
         ctx = op.context
-        boundary = ctx._boundary or ctx
+        parent = ctx.parent
+        assert parent is not None
+        return self.start(ctx, parent, op.kind, op.key, op.attempt, op.input)
+
+    def start(
+        self,
+        ctx: ExecutionContext,
+        parent: ExecutionContext,
+        kind: str,
+        key: str | None,
+        attempt: int,
+        input: object,
+    ) -> ExecRecord | Literal[False] | None:
+        """:meth:`enter` for the child ``ctx`` of ``parent``."""
+        boundary = parent._boundary or parent
         root = boundary._root or boundary
         run = self.runs.get(root)
         if run is None:
@@ -360,33 +380,38 @@ class Recorder(Extension):
             return False
         if run.broken:
             return None
-        return self._exec_record(op, ctx, root, run)
+        return self._exec_record(ctx, parent, root, run, kind, key, attempt, input)
+
+    async def begin(
+        self, ctx: ExecutionContext, parent: ExecutionContext, flow: Flow[Any, Any], input: object
+    ) -> ExecRecord | None:
+        """:meth:`start` for a plain ``ctx.exec(flow, input)`` whose run must start first
+        (the first exec under a boundary root)."""
+        boundary = parent._boundary or parent
+        root = boundary._root or boundary
+        run = await self._begin_boundary_root(root, flow, input)
+        if run.broken:
+            return None
+        return self._exec_record(ctx, parent, root, run, "subflow", None, 1, input)
 
     def _exec_record(
-        self, op: ExecOp, ctx: ExecutionContext, root: ExecutionContext, run: _Run
+        self,
+        ctx: ExecutionContext,
+        parent: ExecutionContext,
+        root: ExecutionContext,
+        run: _Run,
+        kind: str,
+        key: str | None,
+        attempt: int,
+        input: object,
     ) -> ExecRecord:
-        parent = ctx.parent
-        assert parent is not None
         node_parent: ExecutionContext | str = parent
         par = _parallel.get() if self._parallels else None
         if par is not None and par[0] is parent:
             node_parent = par[1]
         elif parent._boundary is None and parent is not root and parent not in run.boundaries:
             self._boundary_node(run, parent)
-        rec = [
-            ctx,
-            node_parent,
-            op.kind,
-            op.key,
-            op.attempt,
-            op.input,
-            _new_seq(),
-            run,
-            False,
-            None,
-            None,
-            True,
-        ]
+        rec = [ctx, node_parent, kind, key, attempt, input, _new_seq(), run, False, None, None]
         if parent is root:
             run.last_direct = rec
             if run.first_direct is None:
@@ -394,19 +419,15 @@ class Recorder(Extension):
         self.buffer.append(rec)
         return rec
 
-    def done(self, rec: ExecRecord, result: object) -> None:
+    @staticmethod
+    def done(rec: ExecRecord, result: object) -> None:
         rec[_RESULT] = result
         rec[_ENDED] = True
-        if not rec[_BUFFERED]:  # written while it ran: write it again
-            rec[_BUFFERED] = True
-            self.buffer.append(rec)
 
-    def failed(self, rec: ExecRecord, exc: BaseException) -> None:
+    @staticmethod
+    def failed(rec: ExecRecord, exc: BaseException) -> None:
         rec[_EXC] = exc
         rec[_ENDED] = True
-        if not rec[_BUFFERED]:
-            rec[_BUFFERED] = True
-            self.buffer.append(rec)
 
     def _journal_text(self, rec: ExecRecord, key: str) -> str | None:
         """The JSON text the journal wrote for this keyed exec's value, if it did."""
@@ -714,16 +735,18 @@ class Recorder(Extension):
         await self._end(run, root._status, None, result)
         return result
 
-    async def _begin_boundary_root(self, root: ExecutionContext, op: ExecOp) -> _Run:
+    async def _begin_boundary_root(
+        self, root: ExecutionContext, target: object, input: object
+    ) -> _Run:
         run = _Run(root)
         command = _session_command()
         if command is not None:
             run.session_id, run.command, command_id = command
             run.root_id = f"{run.tree_id}/{command_id}"
             run.name = run.command
-        if op.kind == "subflow" and isinstance(op.target, Flow):
-            run.flow = flow_path(op.target)
-            run.input, run.input_ok = self._run_input(op.input)
+        if isinstance(target, Flow):  # the boundary's first exec: a flow
+            run.flow = flow_path(target)
+            run.input, run.input_ok = self._run_input(input)
         node = run.root_node = _Node(run, root, None, "root", None, 1, None)
         self.runs[root] = run
         root.on_close(partial(self._boundary_root_closed, run))
@@ -851,17 +874,28 @@ class Recorder(Extension):
             self._task = loop.create_task(self._flush(beat), name="runtree:record")
 
     def _take(self) -> tuple[list[tuple[object, ...]], list[_Node | ExecRecord]]:
-        """The buffer as rows (encoded now), and what they came from."""
+        """The buffer as rows (encoded now), and what they came from. An exec still
+        running is written as running and kept in ``open``: written again once it has
+        ended, or once its run has."""
         nodes, self.buffer = self.buffer, []
         rows = []
         exec_row = self._exec_row
+        was_open, self.open = self.open, []
+        runs = self.runs
         for node in nodes:
             if type(node) is list:
-                node[_BUFFERED] = False
+                if not node[_ENDED] and node[_RUN].root in runs:
+                    self.open.append(node)
                 rows.append(exec_row(node))
             else:
                 node.dirty = False  # type: ignore[union-attr]
                 rows.append(node.row())  # type: ignore[union-attr]
+        for rec in was_open:
+            if rec[_ENDED] or rec[_RUN].root not in runs:
+                nodes.append(rec)
+                rows.append(exec_row(rec))
+            else:
+                self.open.append(rec)
         return rows, nodes
 
     @staticmethod

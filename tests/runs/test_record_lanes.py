@@ -42,6 +42,14 @@ async def parked(ctx: rt.ExecutionContext[str]) -> None:
     await asyncio.sleep(10)
 
 
+counter = rt.atom(lambda scope: 1, name="counter")
+
+
+@rt.flow(deps={"one": counter}, parse=int)
+async def parsed(ctx: rt.ExecutionContext[int], one: int) -> int:
+    return ctx.input + one
+
+
 @rt.flow
 async def middle(ctx: rt.ExecutionContext) -> object:
     a = await ctx.exec(leaf, 1)
@@ -72,6 +80,14 @@ async def work(scope: rt.Scope) -> None:
             await task
         async with scope.create_context(parent=root, name="inner") as inner:
             await inner.exec(leaf, 5)
+        # two execs from other tasks at once (the parent tracks them as foreign children)
+        await asyncio.gather(root.exec(leaf, 6), root.exec(leaf, 7))
+        with pytest.raises(ValueError):  # a flow with deps and a parser: the parse fails
+            await root.exec(parsed, "not a number")
+        assert await root.exec(parsed, "8") == 9
+        coro = root.exec(leaf, "slow")
+        coro.send(None)  # the step runs up to its sleep...
+        coro.close()  # ...and is never awaited to the end: its child is abandoned
         await root.exec(leaf, "last")
 
 
@@ -107,8 +123,10 @@ async def test_the_same_tree_inline_and_as_a_wrapper(tmp_path: Path) -> None:
     inline, wrapped = shapes
     assert inline == wrapped
     names = [s[0] for s in inline]
-    assert names.count("leaf") == 13 and "inner" in names
+    assert names.count("leaf") == 16 and names.count("parsed") == 2 and "inner" in names
     assert ("parked", "flow", None, 1, "cancelled") in [s[:5] for s in inline]
+    abandoned = [s for s in inline if s[0] == "leaf" and s[4] == "cancelled"]
+    assert [s[8] for s in abandoned] == [("GeneratorExit", "")]
 
 
 async def test_the_same_tree_on_both_keyed_lanes(tmp_path: Path) -> None:
