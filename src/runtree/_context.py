@@ -83,6 +83,8 @@ Y = TypeVar("Y")
 
 
 _OPEN: ContextStatus = "running"
+PENDING: Any = object()  # ``_out`` of a recorded exec still running
+FAILED: Any = object()  # ``_out`` of a recorded exec that raised
 _current: ContextVar[ExecutionContext | None] = ContextVar("runtree.current_context", default=None)
 _ids = itertools.count(1)
 # Ids are unique within the process and, with the prefix, across processes sharing a store.
@@ -164,6 +166,7 @@ class ExecutionContext(Generic[InputT]):
         "_depth",
         "_id",
         "_loop",
+        "_out",
         "_root",
         "_running",
         "_started_at",
@@ -200,6 +203,10 @@ class ExecutionContext(Generic[InputT]):
     # Children running in other tasks than this context's own work: ``None``, the one
     # child (the common case: no container to allocate), or a dict used as an ordered set.
     _running: ExecutionContext | dict[ExecutionContext, None] | None
+    # A recorded plain exec's outcome, for the run-tree recorder (set by the recorded
+    # copy of the plain path only): PENDING while it runs, then its result, or FAILED
+    # (the error is ``_x.error``).
+    _out: object
     name: str
     parent: ExecutionContext | None
     scope: Scope
@@ -460,7 +467,7 @@ class ExecutionContext(Generic[InputT]):
                             self._running = child
                         else:
                             self._attach(child)
-                    body = answer.start(child, self, "subflow", None, 1, input)
+                    body = answer.start(child, self)
                     token = _current.set(child)
                     try:
                         if body is False:  # the first exec under a boundary root
@@ -471,6 +478,8 @@ class ExecutionContext(Generic[InputT]):
                             result: Any = await flow.factory(child)  # type: ignore[misc]
                         else:
                             if flow.parse is not None:
+                                if body:  # the node shows the input as given
+                                    answer.keep_input(child, input)
                                 child.input = flow.parse_input(input)
                             if flow.deps:
                                 deps = await scope._resolver.context_deps(child, flow.deps, ())
@@ -481,20 +490,15 @@ class ExecutionContext(Generic[InputT]):
                                 result = await result
                             elif flow.is_stream:
                                 result = await _stream.collect(result)
-                    except GeneratorExit as exc:
+                    except GeneratorExit:
                         _current.reset(token)
                         child._abandon()
-                        if body:  # Recorder.failed, inline
-                            body[10] = exc
-                            body[8] = True
+                        child._out = FAILED
                         raise
                     except BaseException as exc:
                         _current.reset(token)
-                        answer = await child._fail(exc)
-                        if body:  # Recorder.failed, inline
-                            body[10] = answer
-                            body[8] = True
-                        raise answer
+                        child._out = FAILED
+                        raise await child._fail(exc)
                     _current.reset(token)
                     if child._x is None and child._running is None:
                         child._status = "completed"
@@ -508,9 +512,7 @@ class ExecutionContext(Generic[InputT]):
                                 self._detach(child)
                     else:
                         await child._succeed()
-                    if body:  # Recorder.done, inline
-                        body[9] = result
-                        body[8] = True
+                    child._out = result
                     return result  # type: ignore[no-any-return]
                 wrappers = scope._wrap_exec
                 child = _open_child(self, name, input, 3 + len(wrappers))

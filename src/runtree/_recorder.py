@@ -34,6 +34,7 @@ from functools import partial
 from time import time
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
+from ._context import FAILED, PENDING, ExecutionContext
 from ._defs import Flow
 from ._extensions import ExecOp, Extension
 from ._journal import UNCHECKED
@@ -41,7 +42,6 @@ from ._json import compact, quote, readable
 from .errors import Cancelled
 
 if TYPE_CHECKING:
-    from ._context import ExecutionContext
     from ._scope import Scope
     from .stores._runs_sql import RunsSql
 
@@ -64,8 +64,9 @@ _parallel: ContextVar[tuple[ExecutionContext, str] | None] = ContextVar(
     "runtree.recorder.parallel", default=None
 )
 _paths: dict[Flow[Any, Any], str] = {}
-_seqs = itertools.count(1)  # start order of nodes (any run: only the order matters)
-_new_seq = _seqs.__next__
+# Start order of nodes (any run: only the order matters). Every node is buffered when it
+# starts and numbered when the buffer is first written, so the buffer's order is the order.
+_seqs = itertools.count(1)
 
 # An exec's record is a list (cheaper to build than an object, per exec):
 # [context, parent (context or node id), kind, key, attempt, input, seq, run,
@@ -188,7 +189,7 @@ class _Node:
         self.node_id: str | None = None
         self.name: str | None = None
         self.started_at = 0.0
-        self.seq = _new_seq()
+        self.seq: int | None = None  # start order: given when first written
         self.dirty = False
 
     def row(self) -> tuple[object, ...]:
@@ -254,8 +255,8 @@ class _Run:
         self.session_id: str | None = None
         self.command: str | None = None
         # The records of the first and the last exec directly under the root.
-        self.last_direct: ExecRecord | None = None
-        self.first_direct: ExecRecord | None = None
+        self.last_direct: ExecRecord | ExecutionContext | None = None
+        self.first_direct: ExecRecord | ExecutionContext | None = None
         self.root_node: _Node
 
 
@@ -279,9 +280,16 @@ class Recorder(Extension):
         # at most 12 bytes a character, a surrogate pair's escapes).
         self._short = (limit - 2) // 12
         self.runs: dict[ExecutionContext, _Run] = {}
-        self.buffer: list[_Node | ExecRecord] = []
-        # Records written while their exec ran: written again once it has ended.
-        self.open: list[ExecRecord] = []
+        self.buffer: list[_Node | ExecRecord | ExecutionContext] = []
+        # Execs written while they ran, written again once they have ended: records, and
+        # recorded contexts as (context, seq, run).
+        self.open: list[ExecRecord | tuple[ExecutionContext, int, _Run]] = []
+        # A recorded context's node parent when it is not its parent context (a parallel
+        # call's member), and its input when the flow parsed it (the node shows the input
+        # as given).
+        self._parents: dict[ExecutionContext, str] = {}
+        self._ending: dict[ExecutionContext, _Run] = {}  # runs whose last rows are written
+        self._inputs: dict[ExecutionContext, object] = {}
         self.failures = 0
         self._parallels = 0  # parallel calls running (members find theirs in _parallel)
         self._ticker: asyncio.TimerHandle | None = None
@@ -339,7 +347,7 @@ class Recorder(Extension):
             return await self._stream(next, run, ctx, op)
         parent = ctx.parent
         assert parent is not None
-        rec = self._exec_record(ctx, parent, root, run, kind, op.key, op.attempt, op.input)
+        rec = self._exec_record(ctx, parent, run, kind, op.key, op.attempt, op.input)
         try:
             result = await next()
         except BaseException as exc:
@@ -359,18 +367,28 @@ class Recorder(Extension):
         ctx = op.context
         parent = ctx.parent
         assert parent is not None
-        return self.start(ctx, parent, op.kind, op.key, op.attempt, op.input)
+        run = self._run_for(parent)
+        if run is None or run is False:
+            return run
+        return self._exec_record(ctx, parent, run, op.kind, op.key, op.attempt, op.input)
 
-    def start(
-        self,
-        ctx: ExecutionContext,
-        parent: ExecutionContext,
-        kind: str,
-        key: str | None,
-        attempt: int,
-        input: object,
-    ) -> ExecRecord | Literal[False] | None:
-        """:meth:`enter` for the child ``ctx`` of ``parent``."""
+    def _run_for(self, parent: ExecutionContext) -> _Run | Literal[False] | None:
+        """The run an exec under ``parent`` is recorded in; ``None`` when it is not
+        recorded, ``False`` when the run must start first."""
+        boundary = parent._boundary or parent
+        root = boundary._root or boundary
+        run = self.runs.get(root)
+        if run is None:
+            if root.parent is not None or not self._wants(root) or root._status != "running":
+                return None
+            return False
+        return None if run.broken else run
+
+    def start(self, ctx: ExecutionContext, parent: ExecutionContext) -> bool | None:
+        """Record the plain exec of the child ``ctx`` of ``parent``: the context itself
+        is buffered, its outcome in ``ctx._out`` (``PENDING`` until the exec path sets
+        it). ``True`` when it is recorded, ``None`` when it is not, ``False`` when its run
+        must start first (:meth:`begin`)."""
         boundary = parent._boundary or parent
         root = boundary._root or boundary
         run = self.runs.get(root)
@@ -380,44 +398,69 @@ class Recorder(Extension):
             return False
         if run.broken:
             return None
-        return self._exec_record(ctx, parent, root, run, kind, key, attempt, input)
+        if self._parallels or (parent._boundary is None and parent is not root):
+            node_parent = self._node_parent(run, parent)
+            if node_parent is not parent:
+                self._parents[ctx] = node_parent  # type: ignore[assignment]
+        ctx._out = PENDING
+        if parent is root:
+            run.last_direct = ctx
+            if run.first_direct is None:
+                run.first_direct = ctx
+        self.buffer.append(ctx)
+        return True
 
     async def begin(
         self, ctx: ExecutionContext, parent: ExecutionContext, flow: Flow[Any, Any], input: object
-    ) -> ExecRecord | None:
+    ) -> bool | None:
         """:meth:`start` for a plain ``ctx.exec(flow, input)`` whose run must start first
         (the first exec under a boundary root)."""
         boundary = parent._boundary or parent
-        root = boundary._root or boundary
-        run = await self._begin_boundary_root(root, flow, input)
-        if run.broken:
-            return None
-        return self._exec_record(ctx, parent, root, run, "subflow", None, 1, input)
+        await self._begin_boundary_root(boundary._root or boundary, flow, input)
+        return self.start(ctx, parent)
+
+    def keep_input(self, ctx: ExecutionContext, input: object) -> None:
+        """The input of a recorded plain exec as given, before its flow parses it."""
+        self._inputs[ctx] = input
 
     def _exec_record(
         self,
         ctx: ExecutionContext,
         parent: ExecutionContext,
-        root: ExecutionContext,
         run: _Run,
         kind: str,
         key: str | None,
         attempt: int,
         input: object,
     ) -> ExecRecord:
-        node_parent: ExecutionContext | str = parent
-        par = _parallel.get() if self._parallels else None
-        if par is not None and par[0] is parent:
-            node_parent = par[1]
-        elif parent._boundary is None and parent is not root and parent not in run.boundaries:
-            self._boundary_node(run, parent)
-        rec = [ctx, node_parent, kind, key, attempt, input, _new_seq(), run, False, None, None]
-        if parent is root:
+        node_parent = self._node_parent(run, parent)
+        rec = [ctx, node_parent, kind, key, attempt, input, None, run, False, None, None]
+        if parent is run.root:
             run.last_direct = rec
             if run.first_direct is None:
                 run.first_direct = rec
         self.buffer.append(rec)
         return rec
+
+    def _as_record(self, ctx: ExecutionContext, seq: int | None, run: _Run) -> ExecRecord:
+        """A recorded context (:meth:`start`) as the record of its exec."""
+        out = ctx._out
+        ended = out is not PENDING
+        result = exc = None
+        if out is FAILED:
+            x = ctx._x
+            exc = None if x is None else x.error
+            if exc is None:  # abandoned: its coroutine was closed
+                exc = GeneratorExit()
+        elif ended:
+            result = out
+        parents, inputs = self._parents, self._inputs
+        parent = ctx.parent if not parents or ctx not in parents else parents[ctx]
+        value = ctx.input if not inputs or ctx not in inputs else inputs[ctx]
+        if ended and (parents or inputs):
+            parents.pop(ctx, None)
+            inputs.pop(ctx, None)
+        return [ctx, parent, "subflow", None, 1, value, seq, run, ended, result, exc]
 
     @staticmethod
     def done(rec: ExecRecord, result: object) -> None:
@@ -459,6 +502,44 @@ class Recorder(Extension):
             return status, error_fields(exc), None
         result = rec[_RESULT]
         return status, (None, None), None if result is None else self._value(result)
+
+    def _ctx_row(self, ctx: ExecutionContext, seq: int, run: _Run) -> tuple[object, ...]:
+        """The row of a recorded context (:meth:`start`). The common case, a flow that
+        completed, is written here as :meth:`_exec_row` writes it (the record tests
+        compare the two); any other case goes through the context's record."""
+        out = ctx._out
+        parents, inputs = self._parents, self._inputs
+        if (
+            out is PENDING
+            or out is FAILED
+            or ctx._status != "completed"
+            or (parents and ctx in parents)
+            or (inputs and ctx in inputs)
+            or type(ctx.name) is not str
+        ):
+            return self._exec_row(self._as_record(ctx, seq, run))
+        x = ctx._x
+        tags = metadata = None
+        if x is not None:
+            tags, metadata = self._extras(x)
+        value = ctx.input
+        if value is not None:
+            value = self._value(value)
+        if out is not None:
+            out = self._value(out)
+        parent = ctx.parent
+        assert parent is not None
+        ended = getattr(ctx, "_completed_at", None) or time()
+        return (
+            run.root_id,
+            f"[{quote(ctx.id)},{seq},{quote(parent.id)},{quote(ctx.name)},"
+            f'"flow",null,1,"completed",{round(ctx._started_at * 1_000_000)},'
+            f"{round(ended * 1_000_000)},null,null,0,"
+            f"{'null' if value is None else quote(value)},"
+            f"{'null' if out is None else quote(out)},"
+            f"{'null' if tags is None else quote(tags)},"
+            f"{'null' if metadata is None else quote(metadata)}]",
+        )
 
     def _exec_row(self, rec: ExecRecord) -> tuple[object, ...]:
         ctx: ExecutionContext = rec[_CTX]
@@ -791,6 +872,8 @@ class Recorder(Extension):
         error = None if x is None else x.error
         status = root._status
         last = run.last_direct
+        if isinstance(last, ExecutionContext):
+            last = self._as_record(last, 0, run)
         if status == "completed" and last is not None:
             last_status, last_error, _ = self._exec_outcome(last)
             if last_status in ("failed", "cancelled"):
@@ -799,6 +882,8 @@ class Recorder(Extension):
                 await self._end(run, last_status, None, None, last_error, None)
                 return
         first = run.first_direct
+        if isinstance(first, ExecutionContext):
+            first = self._as_record(first, 0, run)
         output = None
         if first is not None and run.flow is not None:
             output = self._exec_outcome(first)[2]
@@ -819,6 +904,22 @@ class Recorder(Extension):
             self._stop_ticker()
         if run.broken:
             return
+        self._ending[root] = run  # its buffered execs still find it (_take)
+        try:
+            await self._finish(run, status, exc, result, error, output)
+        finally:
+            self._ending.pop(root, None)
+
+    async def _finish(
+        self,
+        run: _Run,
+        status: str,
+        exc: BaseException | None,
+        result: object,
+        error: tuple[str | None, str | None] | None,
+        output: str | None,
+    ) -> None:
+        root = run.root
         if status == "running":
             status = "failed" if exc is not None else "completed"
         if status == "failed" and isinstance(exc, Cancelled):
@@ -873,36 +974,80 @@ class Recorder(Extension):
         if self.buffer or beat:
             self._task = loop.create_task(self._flush(beat), name="runtree:record")
 
-    def _take(self) -> tuple[list[tuple[object, ...]], list[_Node | ExecRecord]]:
-        """The buffer as rows (encoded now), and what they came from. An exec still
-        running is written as running and kept in ``open``: written again once it has
-        ended, or once its run has."""
-        nodes, self.buffer = self.buffer, []
+    def _take(
+        self,
+    ) -> tuple[list[tuple[object, ...]], list[_Node | ExecRecord | ExecutionContext]]:
+        """The buffer as rows (encoded now), and what they came from. Nodes are numbered
+        (``seq``) in buffer order the first time they are written. An exec still running
+        is written as running and kept in ``open``: written again once it has ended, or
+        once its run has."""
+        nodes: list[Any] = self.buffer
+        self.buffer = []
         rows = []
-        exec_row = self._exec_row
+        done: list[_Node | ExecRecord | ExecutionContext] = []
+        exec_row, ctx_row = self._exec_row, self._ctx_row
         was_open, self.open = self.open, []
+        keep = self.open.append
         runs = self.runs
+        boundary: Any = None
+        run: _Run | None = None
         for node in nodes:
-            if type(node) is list:
+            t = type(node)
+            if t is ExecutionContext:  # a plain exec (start): its run from its boundary
+                if node._boundary is not boundary:
+                    boundary = node._boundary
+                    run = runs.get(boundary._root or boundary)
+                    if run is None:
+                        run = self._ending.get(boundary._root or boundary)
+                if run is None:  # pragma: no cover - a run is written before it is dropped
+                    continue
+                seq = next(_seqs)
+                if node._out is PENDING and run.root in runs:
+                    keep((node, seq, run))
+                done.append(node)
+                rows.append(ctx_row(node, seq, run))
+            elif t is list:
+                if node[_SEQ] is None:
+                    node[_SEQ] = next(_seqs)
                 if not node[_ENDED] and node[_RUN].root in runs:
-                    self.open.append(node)
+                    keep(node)
+                done.append(node)
                 rows.append(exec_row(node))
             else:
-                node.dirty = False  # type: ignore[union-attr]
-                rows.append(node.row())  # type: ignore[union-attr]
-        for rec in was_open:
-            if rec[_ENDED] or rec[_RUN].root not in runs:
-                nodes.append(rec)
-                rows.append(exec_row(rec))
+                if node.seq is None:
+                    node.seq = next(_seqs)
+                node.dirty = False
+                done.append(node)
+                rows.append(node.row())
+        item: Any
+        for item in was_open:
+            if type(item) is list:
+                if item[_ENDED] or item[_RUN].root not in runs:
+                    done.append(item)
+                    rows.append(exec_row(item))
+                else:
+                    keep(item)
             else:
-                self.open.append(rec)
-        return rows, nodes
+                ctx, seq, of = item
+                if ctx._out is not PENDING or of.root not in runs:
+                    done.append(ctx)
+                    rows.append(ctx_row(ctx, seq, of))
+                else:
+                    keep(item)
+        return rows, done
 
-    @staticmethod
-    def _runs_of(nodes: list[_Node | ExecRecord]) -> list[_Run]:
+    def _runs_of(self, nodes: list[_Node | ExecRecord | ExecutionContext]) -> list[_Run]:
         found: dict[int, _Run] = {}
         for node in nodes:
-            run = node[_RUN] if type(node) is list else node.run  # type: ignore[union-attr]
+            if type(node) is list:
+                run = node[_RUN]
+            elif isinstance(node, ExecutionContext):
+                b = node._boundary or node
+                run = self.runs.get(b._root or b) or self._ending.get(b._root or b)
+                if run is None:
+                    continue
+            else:
+                run = node.run  # type: ignore[union-attr]
             found[id(run)] = run
         return list(found.values())
 

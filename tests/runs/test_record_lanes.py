@@ -42,6 +42,16 @@ async def parked(ctx: rt.ExecutionContext[str]) -> None:
     await asyncio.sleep(10)
 
 
+region: rt.Tag[str] = rt.tag("region", serializable=True)
+
+
+@rt.flow
+async def noted(ctx: rt.ExecutionContext) -> str:
+    ctx.details.metadata["rows"] = 3
+    ctx.set(region, "eu")
+    return "noted"
+
+
 counter = rt.atom(lambda scope: 1, name="counter")
 
 
@@ -88,6 +98,7 @@ async def work(scope: rt.Scope) -> None:
         coro = root.exec(leaf, "slow")
         coro.send(None)  # the step runs up to its sleep...
         coro.close()  # ...and is never awaited to the end: its child is abandoned
+        await root.exec(noted)  # metadata and a tag of its own
         await root.exec(leaf, "last")
 
 
@@ -105,6 +116,8 @@ def shape(tree: Any) -> list[tuple[object, ...]]:
             n.output,
             None if n.error is None else (n.error.type, n.error.message),
             ids.get(n.parent_id, n.parent_id),
+            n.tags,
+            n.metadata,
         )
         for n in tree.nodes
     ]
@@ -125,6 +138,7 @@ async def test_the_same_tree_inline_and_as_a_wrapper(tmp_path: Path) -> None:
     names = [s[0] for s in inline]
     assert names.count("leaf") == 16 and names.count("parsed") == 2 and "inner" in names
     assert ("parked", "flow", None, 1, "cancelled") in [s[:5] for s in inline]
+    assert [s[10:] for s in inline if s[0] == "noted"] == [({"region": "eu"}, {"rows": 3})]
     abandoned = [s for s in inline if s[0] == "leaf" and s[4] == "cancelled"]
     assert [s[8] for s in abandoned] == [("GeneratorExit", "")]
 

@@ -272,8 +272,9 @@ async def test_closed_context_refuses(path: Path) -> None:
 
 # -- slot parity --------------------------------------------------------------------
 
-# Slots a context may leave unset until first use (read through getattr defaults).
-LAZY = {"_id", "_data", "_completed_at"}
+# Slots a context may leave unset until first use (read through getattr defaults), and
+# ``_out``, which only a recorded plain exec sets (for the run-tree recorder).
+LAZY = {"_id", "_data", "_completed_at", "_out"}
 BOUNDARY_ONLY = {"_loop", "_root"}
 
 
