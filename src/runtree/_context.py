@@ -88,6 +88,8 @@ FAILED: Any = object()  # ``_out`` of a recorded exec that raised
 _current: ContextVar[ExecutionContext | None] = ContextVar("runtree.current_context", default=None)
 _ids = itertools.count(1)
 # Ids are unique within the process and, with the prefix, across processes sharing a store.
+# A context's id is f"{_PREFIX}-{n}" for its number n (run trees write the number alone,
+# with the prefix once per chunk of nodes).
 _PREFIX = f"{os.getpid():x}{secrets.token_hex(3)}"
 _task_of = _cancel.task_of
 

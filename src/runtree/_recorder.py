@@ -35,6 +35,7 @@ from time import time
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from ._context import FAILED, PENDING, ExecutionContext
+from ._context import _ids as _context_ids
 from ._defs import Flow
 from ._extensions import ExecOp, Extension
 from ._journal import UNCHECKED
@@ -107,6 +108,17 @@ def fit(text: str, limit: int) -> str:
         return text
     head = CUT.format(size=len(text))
     return compact(head + text[: max(limit - len(head), 16)])
+
+
+def _id_text(ctx: ExecutionContext) -> str | int:
+    """A context's id as a node's JSON writes it: its number alone when it has one (the
+    chunk holds the process's id prefix; see ``_runs_sql._merge``), else its id quoted."""
+    n = getattr(ctx, "_id", None)  # unset on an inline root
+    if n is None:
+        n = ctx._id = next(_context_ids)  # as reading ctx.id would have numbered it
+    elif type(n) is str:
+        return quote(n)
+    return n
 
 
 def error_fields(exc: BaseException | None) -> tuple[str | None, str | None]:
@@ -532,7 +544,7 @@ class Recorder(Extension):
         ended = getattr(ctx, "_completed_at", None) or time()
         return (
             run.root_id,
-            f"[{quote(ctx.id)},{seq},{quote(parent.id)},{quote(ctx.name)},"
+            f"[{_id_text(ctx)},{seq},{_id_text(parent)},{quote(ctx.name)},"
             f'"flow",null,1,"completed",{round(ctx._started_at * 1_000_000)},'
             f"{round(ended * 1_000_000)},null,null,0,"
             f"{'null' if value is None else quote(value)},"
@@ -544,14 +556,14 @@ class Recorder(Extension):
     def _exec_row(self, rec: ExecRecord) -> tuple[object, ...]:
         ctx: ExecutionContext = rec[_CTX]
         parent = rec[_PARENT]
-        if type(parent) is not str:
-            parent = parent.id
         x = ctx._x
         if rec[_ENDED] and rec[_EXC] is None and ctx._status == "completed":
             # The common case (per node): it completed and returned a value. Its chunk
             # entry is written here as JSON text, as the store would encode the row.
             name, key = ctx.name, rec[_KEY]
             if type(name) is str and (key is None or type(key) is str):
+                parent = rec[_PARENT]
+                parent = quote(parent) if type(parent) is str else _id_text(parent)
                 result = rec[_RESULT]
                 value = rec[_INPUT]
                 tags = metadata = None
@@ -567,7 +579,7 @@ class Recorder(Extension):
                 value = None if value is None else self._value(value)
                 return (
                     rec[_RUN].root_id,
-                    f"[{quote(ctx.id)},{rec[_SEQ]},{quote(parent)},{quote(name)},"
+                    f"[{_id_text(ctx)},{rec[_SEQ]},{parent},{quote(name)},"
                     f'"{"fn" if rec[_KIND] == "fn" else "flow"}",'
                     f"{'null' if key is None else quote(key)},{int(rec[_ATTEMPT])},"
                     f'"completed",{round(ctx._started_at * 1_000_000)},'
@@ -577,6 +589,8 @@ class Recorder(Extension):
                     f"{'null' if tags is None else quote(tags)},"
                     f"{'null' if metadata is None else quote(metadata)}]",
                 )
+        if type(parent) is not str:
+            parent = parent.id
         status, error, output = self._exec_outcome(rec)
         completed_at = None
         if rec[_ENDED]:

@@ -101,7 +101,8 @@ async def test_timestamps_round_trip_to_the_microsecond_and_old_chunks_still_rea
             await scope.exec(top, id="times")
         s = sql(store)
         (text,) = (await s._read(_op_all, s._q["r_chunks"], ("times",)))[0]
-        assert all(type(n[8]) is int for n in json.loads(text))
+        prefix, *nodes = json.loads(text)  # the writer's id prefix, then the nodes
+        assert type(prefix) is str and all(type(n[8]) is int for n in nodes)
         tree = await Runs(store).get("times")
         leaves = [x for x in tree.nodes if x.name == "leaf"]
         assert len(leaves) == 3
@@ -160,3 +161,49 @@ async def test_the_recorders_own_node_text_is_what_the_store_would_encode(
         assert odd_nodes[0].metadata == {"note": "é"}
         assert odd_nodes[1].input is None
         assert [n.kind for n in tree.nodes if n.name == "plain fn"] == ["fn"]
+
+
+async def test_ids_written_as_numbers_read_back_as_the_context_ids(
+    open_durable: StoreFactory,
+) -> None:
+    """A node whose id was never read is written as its number (the chunk holds the
+    writer's id prefix): read back, its id and its parent's are the contexts' ids as
+    ``ctx.id`` gives them afterwards, and a chunk from another process keeps its prefix."""
+    import json
+
+    kept: list[runtree.ExecutionContext] = []
+
+    @runtree.flow
+    async def leaf(ctx: runtree.ExecutionContext) -> None:
+        kept.append(ctx)  # its id is not read while it runs
+
+    @runtree.flow
+    async def top(ctx: runtree.ExecutionContext) -> None:
+        await ctx.exec(leaf)
+        await ctx.exec(leaf, key="keyed")  # the keyed lane's rows
+        async with ctx.scope.create_context(parent=ctx, name="inner") as inner:
+            await inner.exec(leaf)  # its parent is a nested boundary
+
+    async with open_durable() as store:
+        async with runtree.create_scope(store=store) as scope:
+            await scope.exec(top, id="numbers")
+        s = sql(store)
+        written = [json.loads(t) for (t,) in await s._read(_op_all, s._q["r_chunks"], ("numbers",))]
+        assert any(type(n[0]) is int for chunk in written for n in chunk[1:])
+        tree = await Runs(store).get("numbers")
+        by_id = {n.node_id: n for n in tree.nodes}
+        assert len(kept) == 3
+        for ctx in kept:
+            assert ctx.id in by_id, ctx.name
+            assert ctx.parent is not None
+            assert by_id[ctx.id].parent_id == ctx.parent.id
+        inner_leaf = kept[-1]
+        assert by_id[inner_leaf.id].parent_id in by_id  # the nested boundary's own node
+        # A chunk another process wrote: its numbers go with its prefix, not ours.
+        await s.runs_start(("other", "other", "job", None, None, 1, 999.0, None, None))
+        row = [7, 1, "other", "n7", "flow", None, 1, "completed", 1000, 1001]
+        row += [None, None, 0, None, None, None, None]
+        await s._write(_op_exec, s._q["r_chunk_put"], ("other", json.dumps(["zz9", row])))
+        got = await s.runs_get("other")
+        assert got is not None
+        assert [(r[0], r[1]) for r in got[1]] == [("zz9-7", "other")]

@@ -20,7 +20,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias, TypeVar
 
-from .._json import compact, readable
+from .._context import _PREFIX
+from .._json import compact, quote, readable
 from ._base import loads, proc_alive
 
 if TYPE_CHECKING:
@@ -271,9 +272,12 @@ class RunsSql:
             if type(ended) is float:
                 ended = round(ended * 1_000_000)
             of_root.append(compact((*row[1:9], started, ended, *row[11:])))
+        # A chunk starts with this process's id prefix: a node's id (or its parent's) written
+        # as a number n is the context id f"{prefix}-{n}" (see _merge).
+        head = quote(_PREFIX)
         for root_id, of_root in by_root.items():
             for start in range(0, len(of_root), NODES_PER_CHUNK):
-                text = f"[{','.join(of_root[start : start + NODES_PER_CHUNK])}]"
+                text = f"[{head},{','.join(of_root[start : start + NODES_PER_CHUNK])}]"
                 await tx.execute(q["r_chunk_put"], (root_id, text))
         now = time.time()
         for status, etype, emsg, output, completed_at, root_id in finished:
@@ -481,9 +485,19 @@ def _merge(rows: list[tuple[Any, ...]], chunks: list[tuple[Any, ...]]) -> list[N
         return [r[:-1] for r in rows]
     by_id: dict[object, tuple[Any, ...]] = {r[0]: tuple(r) for r in rows}
     for (text,) in chunks:
-        for node in json.loads(text):
+        nodes = json.loads(text)
+        prefix = None
+        if nodes and type(nodes[0]) is str:  # the writer's id prefix (chunks since 2026-12)
+            prefix = nodes.pop(0)
+        for node in nodes:
             # As written: node_id, seq, then the columns of _NODE_COLS after node_id, the
-            # two timestamps (started_at, completed_at) in whole microseconds.
+            # two timestamps (started_at, completed_at) in whole microseconds; the node's
+            # id and its parent's as a number each when the writer had one.
+            if prefix is not None:
+                if type(node[0]) is int:
+                    node[0] = f"{prefix}-{node[0]}"
+                if type(node[2]) is int:
+                    node[2] = f"{prefix}-{node[2]}"
             node[8] = _seconds(node[8])
             node[9] = _seconds(node[9])
             by_id[node[0]] = (node[0], *node[2:], node[1])
