@@ -542,9 +542,14 @@ class Recorder(Extension):
         parent = ctx.parent
         assert parent is not None
         ended = getattr(ctx, "_completed_at", None) or time()
+        i = ctx._id  # _id_text(ctx), inline: None on a child whose id was never read
+        if i is None:
+            i = ctx._id = next(_context_ids)
+        elif type(i) is str:
+            i = quote(i)
         return (
             run.root_id,
-            f"[{_id_text(ctx)},{seq},{_id_text(parent)},{quote(ctx.name)},"
+            f"[{i},{seq},{_id_text(parent)},{quote(ctx.name)},"
             f'"flow",null,1,"completed",{round(ctx._started_at * 1_000_000)},'
             f"{round(ended * 1_000_000)},null,null,0,"
             f"{'null' if value is None else quote(value)},"
