@@ -515,49 +515,6 @@ class Recorder(Extension):
         result = rec[_RESULT]
         return status, (None, None), None if result is None else self._value(result)
 
-    def _ctx_row(self, ctx: ExecutionContext, seq: int, run: _Run) -> tuple[object, ...]:
-        """The row of a recorded context (:meth:`start`). The common case, a flow that
-        completed, is written here as :meth:`_exec_row` writes it (the record tests
-        compare the two); any other case goes through the context's record."""
-        out = ctx._out
-        parents, inputs = self._parents, self._inputs
-        if (
-            out is PENDING
-            or out is FAILED
-            or ctx._status != "completed"
-            or (parents and ctx in parents)
-            or (inputs and ctx in inputs)
-            or type(ctx.name) is not str
-        ):
-            return self._exec_row(self._as_record(ctx, seq, run))
-        x = ctx._x
-        tags = metadata = None
-        if x is not None:
-            tags, metadata = self._extras(x)
-        value = ctx.input
-        if value is not None:
-            value = self._value(value)
-        if out is not None:
-            out = self._value(out)
-        parent = ctx.parent
-        assert parent is not None
-        ended = getattr(ctx, "_completed_at", None) or time()
-        i = ctx._id  # _id_text(ctx), inline: None on a child whose id was never read
-        if i is None:
-            i = ctx._id = next(_context_ids)
-        elif type(i) is str:
-            i = quote(i)
-        return (
-            run.root_id,
-            f"[{i},{seq},{_id_text(parent)},{quote(ctx.name)},"
-            f'"flow",null,1,"completed",{round(ctx._started_at * 1_000_000)},'
-            f"{round(ended * 1_000_000)},null,null,0,"
-            f"{'null' if value is None else quote(value)},"
-            f"{'null' if out is None else quote(out)},"
-            f"{'null' if tags is None else quote(tags)},"
-            f"{'null' if metadata is None else quote(metadata)}]",
-        )
-
     def _exec_row(self, rec: ExecRecord) -> tuple[object, ...]:
         ctx: ExecutionContext = rec[_CTX]
         parent = rec[_PARENT]
@@ -961,12 +918,13 @@ class Recorder(Extension):
         task = self._task
         if task is not None and not task.done():
             await asyncio.shield(task)  # rows in flight first: the final state lands last
-        rows, runs = self._take()
+        rows = self._take()
         finished = [(status, error[0], error[1], output, node.completed_at, run.root_id)]
         try:
             await self.store.runs_write(rows, finished, False)
         except Exception:
-            self._failed(len(rows) + 1, [*self._runs_of(runs), run], "writing run")
+            runs = self._runs_of(rows)
+            self._failed(len(rows) + 1, runs if run in runs else [*runs, run], "writing run")
 
     # -- the tick: buffered rows, lease renewal, cancel requests -------------------
 
@@ -993,89 +951,116 @@ class Recorder(Extension):
         if self.buffer or beat:
             self._task = loop.create_task(self._flush(beat), name="runtree:record")
 
-    def _take(
-        self,
-    ) -> tuple[list[tuple[object, ...]], list[_Node | ExecRecord | ExecutionContext]]:
-        """The buffer as rows (encoded now), and what they came from. Nodes are numbered
-        (``seq``) in buffer order the first time they are written. An exec still running
-        is written as running and kept in ``open``: written again once it has ended, or
-        once its run has."""
+    def _take(self) -> list[tuple[object, ...]]:
+        """The buffer as rows (encoded now). Nodes are numbered (``seq``) in buffer order
+        the first time they are written. An exec still running is written as running and
+        kept in ``open``: written again once it has ended, or once its run has."""
         nodes: list[Any] = self.buffer
         self.buffer = []
-        rows = []
-        done: list[_Node | ExecRecord | ExecutionContext] = []
-        exec_row, ctx_row = self._exec_row, self._ctx_row
+        rows: list[tuple[object, ...]] = []
+        add = rows.append
+        exec_row, as_record, value_of = self._exec_row, self._as_record, self._value
         was_open, self.open = self.open, []
         keep = self.open.append
-        runs = self.runs
+        runs, parents, inputs = self.runs, self._parents, self._inputs
         boundary: Any = None
         run: _Run | None = None
+        parent: Any = PENDING  # (the last node's parent and name, and their JSON)
+        parent_text: str | int = ""
+        name: Any = PENDING
+        name_text = ""
         for node in nodes:
             t = type(node)
-            if t is ExecutionContext:  # a plain exec (start): its run from its boundary
+            if t is ExecutionContext:  # a recorded plain exec (start): its context
                 if node._boundary is not boundary:
                     boundary = node._boundary
-                    run = runs.get(boundary._root or boundary)
-                    if run is None:
-                        run = self._ending.get(boundary._root or boundary)
+                    root = boundary._root or boundary
+                    run = runs.get(root) or self._ending.get(root)
                 if run is None:  # pragma: no cover - a run is written before it is dropped
                     continue
                 seq = next(_seqs)
-                if node._out is PENDING and run.root in runs:
-                    keep((node, seq, run))
-                done.append(node)
-                rows.append(ctx_row(node, seq, run))
+                out = node._out
+                if out is PENDING:
+                    if run.root in runs:
+                        keep((node, seq, run))
+                elif (
+                    out is not FAILED
+                    and node._status == "completed"
+                    and node._x is None
+                    and not parents
+                    and not inputs
+                    and (node.name is name or type(node.name) is str)
+                ):
+                    # The common case (per node): a flow that completed. Its entry is
+                    # written here as JSON text, as _exec_row writes the same node (the
+                    # record tests compare the two ways).
+                    if node.name is not name:
+                        name = node.name
+                        name_text = quote(name)
+                    if node.parent is not parent:
+                        parent = node.parent
+                        parent_text = _id_text(parent)
+                    i = node._id  # _id_text(node), inline
+                    if i is None:
+                        i = node._id = next(_context_ids)
+                    elif type(i) is str:
+                        i = quote(i)
+                    value = node.input
+                    if value is not None:
+                        value = value_of(value)
+                    if out is not None:
+                        out = value_of(out)
+                    ended = getattr(node, "_completed_at", None) or time()
+                    add(
+                        (
+                            run.root_id,
+                            f"[{i},{seq},{parent_text},{name_text},"
+                            f'"flow",null,1,"completed",{round(node._started_at * 1_000_000)},'
+                            f"{round(ended * 1_000_000)},null,null,0,"
+                            f"{'null' if value is None else quote(value)},"
+                            f"{'null' if out is None else quote(out)},null,null]",
+                        )
+                    )
+                    continue
+                add(exec_row(as_record(node, seq, run)))
             elif t is list:
                 if node[_SEQ] is None:
                     node[_SEQ] = next(_seqs)
                 if not node[_ENDED] and node[_RUN].root in runs:
                     keep(node)
-                done.append(node)
-                rows.append(exec_row(node))
+                add(exec_row(node))
             else:
                 if node.seq is None:
                     node.seq = next(_seqs)
                 node.dirty = False
-                done.append(node)
-                rows.append(node.row())
+                add(node.row())
         item: Any
         for item in was_open:
             if type(item) is list:
                 if item[_ENDED] or item[_RUN].root not in runs:
-                    done.append(item)
-                    rows.append(exec_row(item))
+                    add(exec_row(item))
                 else:
                     keep(item)
             else:
                 ctx, seq, of = item
                 if ctx._out is not PENDING or of.root not in runs:
-                    done.append(ctx)
-                    rows.append(ctx_row(ctx, seq, of))
+                    add(exec_row(as_record(ctx, seq, of)))
                 else:
                     keep(item)
-        return rows, done
+        return rows
 
-    def _runs_of(self, nodes: list[_Node | ExecRecord | ExecutionContext]) -> list[_Run]:
-        found: dict[int, _Run] = {}
-        for node in nodes:
-            if type(node) is list:
-                run = node[_RUN]
-            elif isinstance(node, ExecutionContext):
-                b = node._boundary or node
-                run = self.runs.get(b._root or b) or self._ending.get(b._root or b)
-                if run is None:
-                    continue
-            else:
-                run = node.run  # type: ignore[union-attr]
-            found[id(run)] = run
-        return list(found.values())
+    def _runs_of(self, rows: list[tuple[object, ...]]) -> list[_Run]:
+        """The runs of these rows that are still known (to count a lost write)."""
+        by_id = {run.root_id: run for run in (*self.runs.values(), *self._ending.values())}
+        found = {row[0]: by_id.get(row[0]) for row in rows}  # type: ignore[call-overload]
+        return [run for run in found.values() if run is not None]
 
     async def _flush(self, beat: bool) -> None:
-        rows, nodes = self._take()
+        rows = self._take()
         try:
             cancels = await self.store.runs_write(rows, (), beat)
         except Exception:
-            self._failed(len(rows), self._runs_of(nodes), "writing nodes")
+            self._failed(len(rows), self._runs_of(rows), "writing nodes")
             return
         if cancels:
             by_id = {run.root_id: run for run in self.runs.values()}
@@ -1101,11 +1086,11 @@ class Recorder(Extension):
         if task is not None and not task.done():
             await asyncio.shield(task)
         if self.buffer:
-            rows, nodes = self._take()
+            rows = self._take()
             try:
                 await self.store.runs_write(rows, (), False)
             except Exception:
-                self._failed(len(rows), self._runs_of(nodes), "writing nodes")
+                self._failed(len(rows), self._runs_of(rows), "writing nodes")
 
 
 _ids = itertools.count(1)
