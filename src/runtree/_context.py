@@ -469,7 +469,24 @@ class ExecutionContext(Generic[InputT]):
                             self._running = child
                         else:
                             self._attach(child)
-                    body = answer.start(child, self)
+                    # Recorder.start, inline for the common case: a recorded run, no
+                    # parallel call running, the parent not a nested boundary.
+                    body = answer.runs.get(boundary._root or boundary)
+                    if (
+                        body is not None
+                        and not body.broken
+                        and not answer._parallels
+                        and (boundary is not self or self is body.root)
+                    ):
+                        child._out = PENDING
+                        if self is body.root:
+                            body.last_direct = child
+                            if body.first_direct is None:
+                                body.first_direct = child
+                        answer.buffer.append(child)
+                        body = True
+                    else:
+                        body = answer.start(child, self)
                     token = _current.set(child)
                     try:
                         if body is False:  # the first exec under a boundary root
