@@ -302,6 +302,7 @@ class Recorder(Extension):
         self._parents: dict[ExecutionContext, str] = {}
         self._ending: dict[ExecutionContext, _Run] = {}  # runs whose last rows are written
         self._inputs: dict[ExecutionContext, object] = {}
+        self._keys: dict[ExecutionContext, str] = {}  # a recorded keyed exec's key
         self.failures = 0
         self._parallels = 0  # parallel calls running (members find theirs in _parallel)
         self._ticker: asyncio.TimerHandle | None = None
@@ -363,44 +364,25 @@ class Recorder(Extension):
         try:
             result = await next()
         except BaseException as exc:
-            self.failed(rec, exc)
+            rec[_EXC] = exc
+            rec[_ENDED] = True
             raise
-        self.done(rec, result)
+        rec[_RESULT] = result
+        rec[_ENDED] = True
         return result
 
     # The recorder as the only exec wrapper: the exec lanes call these inline (no
     # wrapper frame per exec); wrap_exec above calls them too. The plain exec path calls
     # ``start`` and fills in the record's end itself, as ``done``/``failed`` do.
 
-    def enter(self, op: ExecOp) -> ExecRecord | Literal[False] | None:
-        """The record of a flow or fn exec, buffered (``done``/``failed`` end it), or
-        ``None`` when it is not recorded, or ``False`` when its run must start first
-        (an awaited write: call :meth:`wrap_exec` instead)."""
-        ctx = op.context
-        parent = ctx.parent
-        assert parent is not None
-        run = self._run_for(parent)
-        if run is None or run is False:
-            return run
-        return self._exec_record(ctx, parent, run, op.kind, op.key, op.attempt, op.input)
-
-    def _run_for(self, parent: ExecutionContext) -> _Run | Literal[False] | None:
-        """The run an exec under ``parent`` is recorded in; ``None`` when it is not
-        recorded, ``False`` when the run must start first."""
-        boundary = parent._boundary or parent
-        root = boundary._root or boundary
-        run = self.runs.get(root)
-        if run is None:
-            if root.parent is not None or not self._wants(root) or root._status != "running":
-                return None
-            return False
-        return None if run.broken else run
-
-    def start(self, ctx: ExecutionContext, parent: ExecutionContext) -> bool | None:
-        """Record the plain exec of the child ``ctx`` of ``parent``: the context itself
-        is buffered, its outcome in ``ctx._out`` (``PENDING`` until the exec path sets
-        it). ``True`` when it is recorded, ``None`` when it is not, ``False`` when its run
-        must start first (:meth:`begin`)."""
+    def start(
+        self, ctx: ExecutionContext, parent: ExecutionContext, key: str | None = None
+    ) -> bool | None:
+        """Record the plain (or keyed: ``key``) exec of the child ``ctx`` of
+        ``parent``: the context itself is buffered, its outcome in ``ctx._out``
+        (``PENDING`` until the exec path sets it to the result or ``FAILED``). ``True``
+        when it is recorded, ``None`` when it is not, ``False`` when its run must start
+        first (:meth:`begin`, or the wrapper)."""
         boundary = parent._boundary or parent
         root = boundary._root or boundary
         run = self.runs.get(root)
@@ -414,6 +396,8 @@ class Recorder(Extension):
             node_parent = self._node_parent(run, parent)
             if node_parent is not parent:
                 self._parents[ctx] = node_parent  # type: ignore[assignment]
+        if key is not None:
+            self._keys[ctx] = key
         ctx._out = PENDING
         if parent is root:
             run.last_direct = ctx
@@ -466,32 +450,30 @@ class Recorder(Extension):
                 exc = GeneratorExit()
         elif ended:
             result = out
-        parents, inputs = self._parents, self._inputs
+        parents, inputs, keys = self._parents, self._inputs, self._keys
         parent = ctx.parent if not parents or ctx not in parents else parents[ctx]
         value = ctx.input if not inputs or ctx not in inputs else inputs[ctx]
-        if ended and (parents or inputs):
-            parents.pop(ctx, None)
-            inputs.pop(ctx, None)
-        return [ctx, parent, "subflow", None, 1, value, seq, run, ended, result, exc]
+        key = keys.get(ctx) if keys else None
+        return [ctx, parent, "subflow", key, 1, value, seq, run, ended, result, exc]
 
-    @staticmethod
-    def done(rec: ExecRecord, result: object) -> None:
-        rec[_RESULT] = result
-        rec[_ENDED] = True
+    def _written(self, rec: ExecRecord) -> tuple[object, ...]:
+        """The row of a recorded context's record; once it has ended, the context's
+        entries in the side tables go."""
+        if rec[_ENDED] and (self._parents or self._inputs or self._keys):
+            ctx = rec[_CTX]
+            self._parents.pop(ctx, None)
+            self._inputs.pop(ctx, None)
+            self._keys.pop(ctx, None)
+        return self._exec_row(rec)
 
-    @staticmethod
-    def failed(rec: ExecRecord, exc: BaseException) -> None:
-        rec[_EXC] = exc
-        rec[_ENDED] = True
-
-    def _journal_text(self, rec: ExecRecord, key: str) -> str | None:
+    def _journal_text(self, run: _Run, key: str, value: object) -> str | None:
         """The JSON text the journal wrote for this keyed exec's value, if it did."""
         if not self.values:
             return None
-        x = rec[_RUN].root._x
+        x = run.root._x
         journal = None if x is None else x.journal
         entry = None if journal is None else journal.entries.get(key)
-        if entry is None or entry.value is not rec[_RESULT]:
+        if entry is None or entry.value is not value:
             return None
         text: str | None = entry.text
         entry.text = None  # read once: the entry need not keep it for the tree's life
@@ -534,7 +516,10 @@ class Recorder(Extension):
                 ended = getattr(ctx, "_completed_at", None) or time()
                 if result is None:
                     output = None
-                elif key is not None and (text := self._journal_text(rec, key)) is not None:
+                elif (
+                    key is not None
+                    and (text := self._journal_text(rec[_RUN], key, result)) is not None
+                ):
                     output = fit(text, self.limit)  # the journal's JSON of the same value
                 else:
                     output = self._value(result)
@@ -960,9 +945,10 @@ class Recorder(Extension):
         rows: list[tuple[object, ...]] = []
         add = rows.append
         exec_row, as_record, value_of = self._exec_row, self._as_record, self._value
+        journal_text, written = self._journal_text, self._written
         was_open, self.open = self.open, []
         keep = self.open.append
-        runs, parents, inputs = self.runs, self._parents, self._inputs
+        runs, parents, inputs, keys = self.runs, self._parents, self._inputs, self._keys
         boundary: Any = None
         run: _Run | None = None
         parent: Any = PENDING  # (the last node's parent and name, and their JSON)
@@ -1008,21 +994,26 @@ class Recorder(Extension):
                     value = node.input
                     if value is not None:
                         value = value_of(value)
+                    key = keys.pop(node, None) if keys else None
                     if out is not None:
-                        out = value_of(out)
+                        if key is not None and (text := journal_text(run, key, out)) is not None:
+                            out = fit(text, self.limit)  # the journal's JSON of the value
+                        else:
+                            out = value_of(out)
                     ended = getattr(node, "_completed_at", None) or time()
                     add(
                         (
                             run.root_id,
                             f"[{i},{seq},{parent_text},{name_text},"
-                            f'"flow",null,1,"completed",{round(node._started_at * 1_000_000)},'
+                            f'"flow",{"null" if key is None else quote(key)},1,"completed",'
+                            f"{round(node._started_at * 1_000_000)},"
                             f"{round(ended * 1_000_000)},null,null,0,"
                             f"{'null' if value is None else quote(value)},"
                             f"{'null' if out is None else quote(out)},null,null]",
                         )
                     )
                     continue
-                add(exec_row(as_record(node, seq, run)))
+                add(written(as_record(node, seq, run)))
             elif t is list:
                 if node[_SEQ] is None:
                     node[_SEQ] = next(_seqs)
@@ -1044,7 +1035,7 @@ class Recorder(Extension):
             else:
                 ctx, seq, of = item
                 if ctx._out is not PENDING or of.root not in runs:
-                    add(exec_row(as_record(ctx, seq, of)))
+                    add(written(as_record(ctx, seq, of)))
                 else:
                     keep(item)
         return rows

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, final
 from . import _context, _stream
 from ._context import (
     _OPEN,
+    FAILED,
     ExecOptions,
     ExecutionContext,
     Settled,
@@ -215,17 +216,18 @@ async def exec_keyed(
             recorder = scope._record_only
             if not wrappers:
                 value = await run_sub(op)
-            elif recorder is not None and (rec := recorder.enter(op)) is not False:
-                # The recorder alone: its wrap_exec, inline (tests/unit/test_path_parity)
+            elif recorder is not None and (rec := recorder.start(child, parent, key)) is not False:
+                # The recorder alone, inline: the child is its own record, as on the
+                # plain path (tests/runs/test_record_lanes.py)
                 if rec is None:
                     value = await run_sub(op)
                 else:
                     try:
                         value = await run_sub(op)
-                    except BaseException as exc:
-                        recorder.failed(rec, exc)
+                    except BaseException:
+                        child._out = FAILED
                         raise
-                    recorder.done(rec, value)
+                    child._out = value
             else:
                 body = MethodType(run_sub, op)
                 try:
