@@ -1000,7 +1000,7 @@ class Recorder(Extension):
                             out = fit(text, self.limit)  # the journal's JSON of the value
                         else:
                             out = value_of(out)
-                    ended = getattr(node, "_completed_at", None) or time()
+                    ended = node._completed_at  # set once its exec has returned
                     add(
                         (
                             run.root_id,
