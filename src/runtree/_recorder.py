@@ -1,24 +1,29 @@
 """Recording run trees (DESIGN §7): the recorder a scope with a store installs.
 
-The recorder is an extension that only wraps execution (``wrap_exec``): that keeps a
-recorded scope on the exec path every exec extension takes (one wrapper frame per level,
-no lifecycle hooks), and the operation already carries what a node needs (kind, key,
-attempt, input) while the wrapper sees the outcome. Boundaries (roots made with
-``create_context`` and nested boundaries) are found through the parent links of the
-first exec under them; their closing is seen through an ``on_close`` callback. A replayed
-step never runs, so the journal path reports it (:meth:`Recorder.note_replay`).
+The recorder is an extension that only wraps execution (``wrap_exec``): with other exec
+extensions it is one wrapper among them, and the operation carries what a node needs
+(kind, key, attempt, input) while the wrapper sees the outcome. When it is the scope's
+only extension (the default with a store) nothing awaits it: the plain exec path's
+recorded copy and the keyed lane call :meth:`Recorder.start`, which buffers the child
+context itself, and set the child's ``_out`` to the result (or ``FAILED``) when it ends.
+Boundaries (roots made with ``create_context`` and nested boundaries) are found through
+the parent links of the first exec under them; their closing is seen through an
+``on_close`` callback. A replayed step never runs, so the journal path reports it
+(:meth:`Recorder.note_replay`).
 
 Writes: the run row is written when the root starts (one transaction: a crash right after
 still leaves a run to recover). Node rows are buffered and written by a tick every 100 ms
 (with the owner's lease renewal, which also reads cancel requests, every lease / 3) and
 always when the root closes. A recording failure is logged and counted, never raised.
 
-The hot path: a flow or function exec costs the wrapper a list (its record: the context,
-the operation's fields and, once it ends, its outcome) and an append to the buffer; node
-ids, names, times, statuses, errors and the JSON of inputs, outputs, tags and metadata are
-read from the context and encoded when the buffer is written (:meth:`Recorder._exec_row`).
-A keyed step's output is the JSON text its journal record holds (encoded once, for both);
-another value mutated after its exec ended shows as it is when the node is written.
+The hot path: a recorded exec costs an append to the buffer (the context, or a list
+record on the wrapper's path); node ids, names, times, statuses, errors and the JSON of
+inputs, outputs, tags and metadata are read from the context and encoded when the buffer
+is written (:meth:`Recorder._take`, which writes a completed context's row itself and any
+other through :meth:`Recorder._exec_row`). Nodes are numbered in buffer order then, which
+is start order. A keyed step's output is the JSON text its journal record holds (encoded
+once, for both); another value mutated after its exec ended shows as it is when the node
+is written.
 """
 
 from __future__ import annotations
