@@ -462,9 +462,11 @@ class Recorder(Extension):
         return [ctx, parent, "subflow", key, 1, value, seq, run, ended, result, exc]
 
     def _written(self, rec: ExecRecord) -> tuple[object, ...]:
-        """The row of a recorded context's record; once it has ended, the context's
-        entries in the side tables go."""
-        if rec[_ENDED] and (self._parents or self._inputs or self._keys):
+        """The row of a recorded context's record; once it is written for the last time
+        (it has ended, or its run has), the context's entries in the side tables go."""
+        if (rec[_ENDED] or rec[_RUN].root not in self.runs) and (
+            self._parents or self._inputs or self._keys
+        ):
             ctx = rec[_CTX]
             self._parents.pop(ctx, None)
             self._inputs.pop(ctx, None)

@@ -163,3 +163,20 @@ async def test_the_same_tree_on_both_keyed_lanes(tmp_path: Path) -> None:
         ("leaf", "flow", "a", 1, "completed", True),
         ("leaf", "flow", "b", 1, "failed", False),
     ]
+
+
+async def test_the_recorder_keeps_nothing_once_the_tree_is_written(tmp_path: Path) -> None:
+    """The contexts, side tables (keys, parallel parents, inputs as given) and open
+    records of a finished tree are all let go: a long-lived scope does not grow."""
+    async with SqliteStore(tmp_path / "keep.db") as store:
+        scope = rt.create_scope(store=store)
+        async with scope:
+            recorder = scope._record_only
+            assert recorder is not None
+            await work(scope)  # parallel members, a parsed input, keys, failures
+            async with scope.create_context(id="again") as root:
+                await root.exec(leaf, 1, key="k")
+                await root.exec(parsed, "2")
+            assert recorder.runs == {} and recorder.open == []
+            assert recorder._keys == {} and recorder._parents == {} and recorder._inputs == {}
+            assert recorder.buffer == [] and recorder._ending == {}
