@@ -376,9 +376,9 @@ class Recorder(Extension):
         rec[_ENDED] = True
         return result
 
-    # The recorder as the only exec wrapper: the exec lanes call these inline (no
-    # wrapper frame per exec); wrap_exec above calls them too. The plain exec path calls
-    # ``start`` and fills in the record's end itself, as ``done``/``failed`` do.
+    # The recorder as the scope's only exec extension: the plain exec path (its recorded
+    # copy, which inlines start's common case) and the keyed lane call ``start`` instead
+    # of awaiting wrap_exec, and set the child's ``_out`` when it ends.
 
     def start(
         self, ctx: ExecutionContext, parent: ExecutionContext, key: str | None = None
@@ -513,7 +513,6 @@ class Recorder(Extension):
             # entry is written here as JSON text, as the store would encode the row.
             name, key = ctx.name, rec[_KEY]
             if type(name) is str and (key is None or type(key) is str):
-                parent = rec[_PARENT]
                 parent = quote(parent) if type(parent) is str else _id_text(parent)
                 result = rec[_RESULT]
                 value = rec[_INPUT]
