@@ -63,7 +63,6 @@ CUT = "<runtree: cut, {size} bytes of JSON> "
 NOT_JSON = "<runtree: not JSON> "
 FAILURES_KEY = "runtree.record_failures"
 
-_SCALARS = (str, int, float, bool)
 _BIG_INT = 10**18  # ints below this print in at most 19 characters (record_limit >= 64)
 # The parallel call whose member tasks run here: (the calling context, the node id).
 _parallel: ContextVar[tuple[ExecutionContext, str] | None] = ContextVar(
@@ -332,14 +331,13 @@ class Recorder(Extension):
             return int.__repr__(value)
         if t is str and len(value) <= self._short:  # type: ignore[arg-type]
             return quote(value)  # type: ignore[arg-type]
-        if t in _SCALARS:
-            try:
-                text = compact(value)
-            except ValueError:
-                pass  # NaN, infinity, an int too long to print: capture says how
-            else:
-                if len(text) <= self.limit:
-                    return text
+        try:
+            text = compact(value)
+        except (TypeError, ValueError, RecursionError):
+            pass  # not JSON (or NaN, infinity, an int too long to print): capture says how
+        else:
+            if len(text) <= self.limit:
+                return text
         return capture(value, self.limit)
 
     # -- the wrapper ---------------------------------------------------------------
@@ -951,7 +949,8 @@ class Recorder(Extension):
         rows: list[tuple[object, ...]] = []
         add = rows.append
         exec_row, as_record, value_of = self._exec_row, self._as_record, self._value
-        journal_text, written = self._journal_text, self._written
+        written, values, limit = self._written, self.values, self.limit
+        entries: dict[str, Any] | None = None
         was_open, self.open = self.open, []
         keep = self.open.append
         runs, parents, inputs, keys = self.runs, self._parents, self._inputs, self._keys
@@ -968,6 +967,7 @@ class Recorder(Extension):
                     boundary = node._boundary
                     root = boundary._root or boundary
                     run = runs.get(root) or self._ending.get(root)
+                    entries = None  # the run's journal entries, when a keyed node needs them
                 if run is None:  # pragma: no cover - a run is written before it is dropped
                     continue
                 seq = next(_seqs)
@@ -999,11 +999,25 @@ class Recorder(Extension):
                         i = quote(i)
                     value = node.input
                     if value is not None:
-                        value = value_of(value)
+                        if type(value) is int and -_BIG_INT < value < _BIG_INT and values:
+                            value = int.__repr__(value)  # _value's first fast way
+                        else:
+                            value = value_of(value)
                     key = keys.pop(node, None) if keys else None
                     if out is not None:
-                        if key is not None and (text := journal_text(run, key, out)) is not None:
-                            out = fit(text, self.limit)  # the journal's JSON of the value
+                        if key is not None and values:
+                            # _journal_text, inline: the journal's JSON of the same value
+                            if entries is None:
+                                x = run.root._x
+                                journal = None if x is None else x.journal
+                                entries = {} if journal is None else journal.entries
+                            entry = entries.get(key)
+                            if entry is not None and entry.value is out and entry.text:
+                                text = entry.text
+                                entry.text = None  # read once (see _journal_text)
+                                out = text if len(text) <= limit else fit(text, limit)
+                            else:
+                                out = value_of(out)
                         else:
                             out = value_of(out)
                     ended = node._completed_at  # set once its exec has returned
