@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import runtree
+from runtree._journal import StepRecord
 from runtree.errors import StoreError
 from runtree.stores import InMemoryStore, PostgresStore, SqliteStore, from_url
 from runtree.stores import _sql as sqlmod
@@ -355,3 +356,42 @@ class TestUrls:
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
         )
         assert done.stdout.strip() == "False"
+
+
+class TestJournalRows:
+    async def test_a_success_is_written_as_the_general_insert_writes_it(
+        self, tmp_path: Path
+    ) -> None:
+        """A success goes through its own statement (its constant columns in the SQL: no
+        None parameters); alone or in a batch, its row is the one the general insert
+        writes, and a key recorded first (a failure) still stands."""
+        path = tmp_path / "rows.db"
+        async with SqliteStore(path) as store:
+            ok: StepRecord = {"name": "s", "ok": True, "value": {"n": 1}, "input_digest": "abc"}
+            failed: StepRecord = {"name": "s", "ok": False, "error_type": "E", "error_message": "m"}
+            assert await store.journal_record("t", "alone", "o", ok.copy()) == ok
+            # several at once: they join one batch (group commit)
+            got = await asyncio.gather(
+                *(store.journal_record("t", f"b{i}", "o", ok.copy()) for i in range(4))
+            )
+            assert got == [ok] * 4
+            assert await store.journal_record("t", "f", "o", failed.copy()) == failed
+            stood = await store.journal_record("t", "f", "o2", ok.copy())
+            assert stood["ok"] is False and stood["error_type"] == "E"
+            # the general statement, for comparison
+            params = ("t", "general", "s", 1, '{"n":1}', None, None, "o", 0.0, "abc")
+            assert store._conn is not None
+            assert store._conn.execute(store._insert_sql, params).rowcount == 1
+        conn = sqlite3.connect(path)
+        try:
+            rows = conn.execute(
+                "SELECT key, name, ok, value, error_type, error_message, owner, input_digest "
+                "FROM runtree_journal WHERE tree_id = 't' ORDER BY key"
+            ).fetchall()
+        finally:
+            conn.close()
+        by_key = {r[0]: r[1:] for r in rows}
+        general = by_key.pop("general")
+        assert general == ("s", 1, '{"n":1}', None, None, "o", "abc")
+        assert by_key.pop("f") == ("s", 0, None, "E", "m", "o", None)
+        assert by_key == {k: general for k in ("alone", "b0", "b1", "b2", "b3")}

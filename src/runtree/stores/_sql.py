@@ -120,6 +120,11 @@ QUERIES: dict[str, str] = {
     "j_insert": "INSERT INTO {t}journal (tree_id, key, name, ok, value, error_type, "
     "error_message, owner, recorded_at, input_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT DO NOTHING",
+    # A success: the same row with its constants in the text (SQLite's module adapts each
+    # None parameter through a failed attribute lookup, ≈ 0.3 µs apiece).
+    "j_insert_ok": "INSERT INTO {t}journal (tree_id, key, name, ok, value, error_type, "
+    "error_message, owner, recorded_at, input_digest) VALUES (?, ?, ?, 1, ?, NULL, NULL, ?, ?, "
+    "?) ON CONFLICT DO NOTHING",
     # PostgreSQL: a batch of records as one JSON parameter (one statement text for any
     # batch); the keys it inserted come back, the others were recorded already.
     # (Each record is a JSON array of the ten columns: no field names to encode.)

@@ -30,7 +30,17 @@ from urllib.parse import quote
 from .._journal import StepRecord
 from ..errors import StoreError
 from ._base import DEFAULT_LEASE
-from ._sql import MIGRATIONS, QUERIES, Batch, SqlStore, Tx, prepare, schema_version, settle
+from ._sql import (
+    MIGRATIONS,
+    QUERIES,
+    Batch,
+    SqlStore,
+    Tx,
+    _record,
+    prepare,
+    schema_version,
+    settle,
+)
 
 __all__ = ["Durability", "SqliteStore"]
 
@@ -148,6 +158,7 @@ class _SqliteEngine(SqlStore):
         self._timeout = float(timeout)
         self._q = prepare(QUERIES, prefix=_PREFIX, index_prefix=_PREFIX, placeholder="?", lock="")
         self._insert_sql = self._q["j_insert"]
+        self._insert_ok_sql = self._q["j_insert_ok"]
         self._conn: sqlite3.Connection | None = None
         self._offload = False
         self._executor: ThreadPoolExecutor | None = None
@@ -318,11 +329,12 @@ class _SqliteEngine(SqlStore):
             return await super()._insert_record(params)
         batch = self._batch
         if batch is None and not _others_ready():
+            sql, args = self._record_args(params)
             try:
-                inserted = conn.execute(self._insert_sql, params).rowcount
+                inserted = conn.execute(sql, args).rowcount
             except sqlite3.Error as exc:
                 if not (_is_busy(exc) and self._can_thread()):
-                    raise self._error(exc, self._insert_sql) from exc
+                    raise self._error(exc, sql) from exc
                 return await super()._insert_record(params)
             self._wrote()
             now = perf_counter()
@@ -340,6 +352,22 @@ class _SqliteEngine(SqlStore):
         done: asyncio.Future[StepRecord | None] = loop.create_future()
         batch.append((params, done))
         return await done
+
+    def _record_args(self, params: tuple[object, ...]) -> tuple[str, tuple[object, ...]]:
+        """The insert of a journal record: a success's without its constant columns (no
+        None parameters: see ``j_insert_ok``)."""
+        if params[3] == 1 and params[5] is None and params[6] is None:
+            return self._insert_ok_sql, (
+                params[0], params[1], params[2], params[4], params[7], params[8], params[9]
+            )  # fmt: skip
+        return self._insert_sql, params
+
+    async def _op_record(self, tx: Tx, params: tuple[object, ...]) -> StepRecord | None:
+        sql, args = self._record_args(params)
+        if await tx.execute(sql, args):
+            return None
+        row = await tx.one(self._q["j_get"], params[:2])
+        return None if row is None else _record(row)
 
     def _wrote(self) -> None:
         self._writes += 1
