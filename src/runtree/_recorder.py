@@ -97,7 +97,7 @@ def capture(value: object, limit: int) -> str | None:
         return None
     try:
         text = compact(value)  # ensure_ascii: bytes == characters
-    except (TypeError, ValueError, RecursionError):
+    except Exception:  # whatever stops the encoder: not JSON, for the record
         marker = NOT_JSON + _repr(value)
         if len(marker) > limit:
             marker = marker[: max(limit, len(NOT_JSON) + 16)]
@@ -333,7 +333,7 @@ class Recorder(Extension):
             return quote(value)  # type: ignore[arg-type]
         try:
             text = compact(value)
-        except (TypeError, ValueError, RecursionError):
+        except Exception:  # whatever stops the encoder: not JSON, for the record
             pass  # not JSON (or NaN, infinity, an int too long to print): capture says how
         else:
             if len(text) <= self.limit:
@@ -592,7 +592,7 @@ class Recorder(Extension):
         """A JSON object; a value that is not JSON (or too long) becomes its marker."""
         try:
             text = compact(values)
-        except (TypeError, ValueError, RecursionError):
+        except Exception:  # whatever stops the encoder: not JSON, for the record
             text = ""
         if text and len(text) <= self.limit:
             return text
@@ -804,7 +804,7 @@ class Recorder(Extension):
             return None, 1
         try:
             return compact(value), 1
-        except (TypeError, ValueError, RecursionError):
+        except Exception:  # whatever stops the encoder: not JSON, for the record
             return capture(value, self.limit), 0
 
     async def _start(self, run: _Run, node: _Node) -> None:
@@ -961,104 +961,127 @@ class Recorder(Extension):
         name: Any = PENDING
         name_text = ""
         for node in nodes:
-            t = type(node)
-            if t is ExecutionContext:  # a recorded plain exec (start): its context
-                if node._boundary is not boundary:
-                    boundary = node._boundary
-                    root = boundary._root or boundary
-                    run = runs.get(root) or self._ending.get(root)
-                    entries = None  # the run's journal entries, when a keyed node needs them
-                if run is None:  # pragma: no cover - a run is written before it is dropped
-                    continue
-                seq = next(_seqs)
-                out = node._out
-                if out is PENDING:
-                    if run.root in runs:
-                        keep((node, seq, run))
-                elif (
-                    out is not FAILED
-                    and node._status == "completed"
-                    and node._x is None
-                    and not parents
-                    and not inputs
-                    and (node.name is name or type(node.name) is str)
-                ):
-                    # The common case (per node): a flow that completed. Its entry is
-                    # written here as JSON text, as _exec_row writes the same node (the
-                    # record tests compare the two ways).
-                    if node.name is not name:
-                        name = node.name
-                        name_text = quote(name)
-                    if node.parent is not parent:
-                        parent = node.parent
-                        parent_text = _id_text(parent)
-                    i = node._id  # _id_text(node), inline
-                    if i is None:
-                        i = node._id = next(_context_ids)
-                    elif type(i) is str:
-                        i = quote(i)
-                    value = node.input
-                    if value is not None:
-                        if type(value) is int and -_BIG_INT < value < _BIG_INT and values:
-                            value = int.__repr__(value)  # _value's first fast way
-                        else:
-                            value = value_of(value)
-                    key = keys.pop(node, None) if keys else None
-                    if out is not None:
-                        if key is not None and values:
-                            # _journal_text, inline: the journal's JSON of the same value
-                            if entries is None:
-                                x = run.root._x
-                                journal = None if x is None else x.journal
-                                entries = {} if journal is None else journal.entries
-                            entry = entries.get(key)
-                            if entry is not None and entry.value is out and entry.text:
-                                text = entry.text
-                                entry.text = None  # read once (see _journal_text)
-                                out = text if len(text) <= limit else fit(text, limit)
+            try:
+                t = type(node)
+                if t is ExecutionContext:  # a recorded plain exec (start): its context
+                    if node._boundary is not boundary:
+                        boundary = node._boundary
+                        root = boundary._root or boundary
+                        run = runs.get(root) or self._ending.get(root)
+                        entries = None  # the run's journal entries, when a keyed node needs them
+                    if run is None:  # pragma: no cover - a run is written before it is dropped
+                        continue
+                    seq = next(_seqs)
+                    out = node._out
+                    if out is PENDING:
+                        if run.root in runs:
+                            keep((node, seq, run))
+                    elif (
+                        out is not FAILED
+                        and node._status == "completed"
+                        and node._x is None
+                        and not parents
+                        and not inputs
+                        and (node.name is name or type(node.name) is str)
+                    ):
+                        # The common case (per node): a flow that completed. Its entry is
+                        # written here as JSON text, as _exec_row writes the same node (the
+                        # record tests compare the two ways).
+                        if node.name is not name:
+                            name = node.name
+                            name_text = quote(name)
+                        if node.parent is not parent:
+                            parent = node.parent
+                            parent_text = _id_text(parent)
+                        i = node._id  # _id_text(node), inline
+                        if i is None:
+                            i = node._id = next(_context_ids)
+                        elif type(i) is str:
+                            i = quote(i)
+                        value = node.input
+                        if value is not None:
+                            if type(value) is int and -_BIG_INT < value < _BIG_INT and values:
+                                value = int.__repr__(value)  # _value's first fast way
+                            else:
+                                value = value_of(value)
+                        key = keys.pop(node, None) if keys else None
+                        if out is not None:
+                            if key is not None and values:
+                                # _journal_text, inline: the journal's JSON of the same value
+                                if entries is None:
+                                    x = run.root._x
+                                    journal = None if x is None else x.journal
+                                    entries = {} if journal is None else journal.entries
+                                entry = entries.get(key)
+                                if entry is not None and entry.value is out and entry.text:
+                                    text = entry.text
+                                    entry.text = None  # read once (see _journal_text)
+                                    out = text if len(text) <= limit else fit(text, limit)
+                                else:
+                                    out = value_of(out)
                             else:
                                 out = value_of(out)
-                        else:
-                            out = value_of(out)
-                    ended = node._completed_at  # set once its exec has returned
-                    add(
-                        (
-                            run.root_id,
-                            f"[{i},{seq},{parent_text},{name_text},"
-                            f'"flow",{"null" if key is None else quote(key)},1,"completed",'
-                            f"{round(node._started_at * 1_000_000)},"
-                            f"{round(ended * 1_000_000)},null,null,0,"
-                            f"{'null' if value is None else quote(value)},"
-                            f"{'null' if out is None else quote(out)},null,null]",
+                        ended = node._completed_at  # set once its exec has returned
+                        add(
+                            (
+                                run.root_id,
+                                f"[{i},{seq},{parent_text},{name_text},"
+                                f'"flow",{"null" if key is None else quote(key)},1,"completed",'
+                                f"{round(node._started_at * 1_000_000)},"
+                                f"{round(ended * 1_000_000)},null,null,0,"
+                                f"{'null' if value is None else quote(value)},"
+                                f"{'null' if out is None else quote(out)},null,null]",
+                            )
                         )
-                    )
-                    continue
-                add(written(as_record(node, seq, run)))
-            elif t is list:
-                if node[_SEQ] is None:
-                    node[_SEQ] = next(_seqs)
-                if not node[_ENDED] and node[_RUN].root in runs:
-                    keep(node)
-                add(exec_row(node))
-            else:
-                if node.seq is None:
-                    node.seq = next(_seqs)
-                node.dirty = False
-                add(node.row())
+                        continue
+                    add(written(as_record(node, seq, run)))
+                elif t is list:
+                    if node[_SEQ] is None:
+                        node[_SEQ] = next(_seqs)
+                    if not node[_ENDED] and node[_RUN].root in runs:
+                        keep(node)
+                    add(exec_row(node))
+                else:
+                    if node.seq is None:
+                        node.seq = next(_seqs)
+                    node.dirty = False
+                    add(node.row())
+            except Exception:  # a value or a tag that breaks its encoding: one node lost
+                self._lost(node, "encoding a node")
+
         item: Any
         for item in was_open:
-            if type(item) is list:
-                if item[_ENDED] or item[_RUN].root not in runs:
-                    add(exec_row(item))
+            try:
+                if type(item) is list:
+                    if item[_ENDED] or item[_RUN].root not in runs:
+                        add(exec_row(item))
+                    else:
+                        keep(item)
                 else:
-                    keep(item)
-            else:
-                ctx, seq, of = item
-                if ctx._out is not PENDING or of.root not in runs:
-                    add(written(as_record(ctx, seq, of)))
-                else:
-                    keep(item)
+                    ctx, seq, of = item
+                    if ctx._out is not PENDING or of.root not in runs:
+                        add(written(as_record(ctx, seq, of)))
+                    else:
+                        keep(item)
+            except Exception:
+                self._lost(item if type(item) is list else item[0], "encoding a node")
+
         return rows
+
+    def _lost(self, node: Any, what: str) -> None:
+        """A node that could not be written (logged and counted, as a failed write)."""
+        if type(node) is list:
+            runs = [node[_RUN]]
+        elif isinstance(node, ExecutionContext):
+            b = node._boundary or node
+            run = self.runs.get(b._root or b) or self._ending.get(b._root or b)
+            runs = [] if run is None else [run]
+            self._parents.pop(node, None)
+            self._inputs.pop(node, None)
+            self._keys.pop(node, None)
+        else:
+            runs = [node.run]
+        self._failed(1, runs, what)
 
     def _runs_of(self, rows: list[tuple[object, ...]]) -> list[_Run]:
         """The runs of these rows that are still known (to count a lost write)."""

@@ -10,6 +10,7 @@ import pytest
 
 import runtree
 from runtree._recorder import Recorder, capture
+from runtree.runs import Runs
 from runtree.stores import SqliteStore
 
 
@@ -82,3 +83,56 @@ async def test_a_journal_keeps_no_json_text_once_the_nodes_are_written(tmp_path:
                 entries = root._x.journal.entries
             assert len(entries) == 3
             assert [e.text for e in entries.values()] == [None, None, None]
+
+
+class Exploding(dict):  # type: ignore[type-arg]
+    """A dict whose contents cannot be read: any encoder that walks it fails."""
+
+    def items(self):  # type: ignore[no-untyped-def]
+        raise RuntimeError("items exploded")
+
+    def keys(self):  # type: ignore[no-untyped-def]
+        raise RuntimeError("keys exploded")
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        raise RuntimeError("iteration exploded")
+
+
+class BadKey:
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this key")
+
+
+async def test_values_that_break_their_encoding_never_reach_the_flow(tmp_path: Path) -> None:
+    """Recording never changes an outcome: a value whose encoding raises anything is
+    recorded as its marker, and a node that cannot be written at all (a metadata key with
+    no text) is logged and counted; the flow's result, the root's close and every other
+    node are as they would be."""
+
+    @runtree.flow
+    async def explode(ctx: runtree.ExecutionContext) -> object:
+        return Exploding(a=1)
+
+    @runtree.flow
+    async def odd_meta(ctx: runtree.ExecutionContext) -> int:
+        ctx.details.metadata[BadKey()] = 1  # type: ignore[index]
+        return 2
+
+    @runtree.flow
+    async def fine(ctx: runtree.ExecutionContext) -> int:
+        return 3
+
+    async with SqliteStore(tmp_path / "hostile.db") as store:
+        async with runtree.create_scope(store=store) as scope:
+            async with scope.create_context(id="hostile") as root:
+                assert type(await root.exec(explode)) is Exploding
+                assert await root.exec(odd_meta) == 2
+                assert await root.exec(fine) == 3
+            assert root.details.metadata["runtree.record_failures"] == 1
+        tree = await Runs(store).get("hostile")
+    assert tree.run.status == "completed"
+    nodes = {n.name: n for n in tree.nodes}
+    assert "odd_meta" not in nodes  # the node that could not be written
+    assert nodes["fine"].output == 3
+    marker = nodes["explode"].output
+    assert isinstance(marker, str) and marker.startswith("<runtree: not JSON>")
