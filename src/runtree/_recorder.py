@@ -98,11 +98,16 @@ def capture(value: object, limit: int) -> str | None:
     try:
         text = compact(value)  # ensure_ascii: bytes == characters
     except Exception:  # whatever stops the encoder: not JSON, for the record
-        marker = NOT_JSON + _repr(value)
-        if len(marker) > limit:
-            marker = marker[: max(limit, len(NOT_JSON) + 16)]
-        return compact(marker)
+        return not_json(value, limit)
     return fit(text, limit)
+
+
+def not_json(value: object, limit: int) -> str:
+    """The stored marker of a value the encoder refused: its ``repr``, cut to ``limit``."""
+    marker = NOT_JSON + _repr(value)
+    if len(marker) > limit:
+        marker = marker[: max(limit, len(NOT_JSON) + 16)]
+    return compact(marker)
 
 
 def fit(text: str, limit: int) -> str:
@@ -331,14 +336,12 @@ class Recorder(Extension):
             return int.__repr__(value)
         if t is str and len(value) <= self._short:  # type: ignore[arg-type]
             return quote(value)  # type: ignore[arg-type]
+        # capture(), with the value encoded once
         try:
             text = compact(value)
-        except Exception:  # whatever stops the encoder: not JSON, for the record
-            pass  # not JSON (or NaN, infinity, an int too long to print): capture says how
-        else:
-            if len(text) <= self.limit:
-                return text
-        return capture(value, self.limit)
+        except Exception:  # not JSON (or NaN, infinity, an int too long to print)
+            return not_json(value, self.limit)
+        return fit(text, self.limit)
 
     # -- the wrapper ---------------------------------------------------------------
 
@@ -462,14 +465,16 @@ class Recorder(Extension):
     def _written(self, rec: ExecRecord) -> tuple[object, ...]:
         """The row of a recorded context's record; once it is written for the last time
         (it has ended, or its run has), the context's entries in the side tables go."""
-        if (rec[_ENDED] or rec[_RUN].root not in self.runs) and (
-            self._parents or self._inputs or self._keys
-        ):
-            ctx = rec[_CTX]
+        if rec[_ENDED] or rec[_RUN].root not in self.runs:
+            self._forget(rec[_CTX])
+        return self._exec_row(rec)
+
+    def _forget(self, ctx: ExecutionContext) -> None:
+        """A recorded context's entries in the side tables, gone (its last write)."""
+        if self._parents or self._inputs or self._keys:
             self._parents.pop(ctx, None)
             self._inputs.pop(ctx, None)
             self._keys.pop(ctx, None)
-        return self._exec_row(rec)
 
     def _journal_text(self, run: _Run, key: str, value: object) -> str | None:
         """The JSON text the journal wrote for this keyed exec's value, if it did."""
@@ -805,7 +810,7 @@ class Recorder(Extension):
         try:
             return compact(value), 1
         except Exception:  # whatever stops the encoder: not JSON, for the record
-            return capture(value, self.limit), 0
+            return not_json(value, self.limit), 0
 
     async def _start(self, run: _Run, node: _Node) -> None:
         root = run.root
@@ -980,8 +985,8 @@ class Recorder(Extension):
                         out is not FAILED
                         and node._status == "completed"
                         and node._x is None
-                        and not parents
-                        and not inputs
+                        and (not parents or node not in parents)
+                        and (not inputs or node not in inputs)
                         and (node.name is name or type(node.name) is str)
                     ):
                         # The common case (per node): a flow that completed. Its entry is
@@ -1076,9 +1081,7 @@ class Recorder(Extension):
             b = node._boundary or node
             run = self.runs.get(b._root or b) or self._ending.get(b._root or b)
             runs = [] if run is None else [run]
-            self._parents.pop(node, None)
-            self._inputs.pop(node, None)
-            self._keys.pop(node, None)
+            self._forget(node)
         else:
             runs = [node.run]
         self._failed(1, runs, what)

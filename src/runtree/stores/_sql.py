@@ -722,8 +722,14 @@ class SqlStore(RunsSql):
         """``None`` when inserted, else the record that stands."""
         return await self._write1(self._op_record, params)
 
+    def _record_args(self, params: tuple[object, ...]) -> tuple[str, tuple[object, ...]]:
+        """The statement and parameters that insert a journal record (a dialect may
+        write some as constants)."""
+        return self._q["j_insert"], params
+
     async def _op_record(self, tx: Tx, params: tuple[object, ...]) -> StepRecord | None:
-        if await tx.execute(self._q["j_insert"], params):
+        sql, args = self._record_args(params)
+        if await tx.execute(sql, args):
             return None
         row = await tx.one(self._q["j_get"], params[:2])
         return None if row is None else _record(row)

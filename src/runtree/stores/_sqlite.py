@@ -36,7 +36,6 @@ from ._sql import (
     Batch,
     SqlStore,
     Tx,
-    _record,
     prepare,
     schema_version,
     settle,
@@ -361,13 +360,6 @@ class _SqliteEngine(SqlStore):
                 params[0], params[1], params[2], params[4], params[7], params[8], params[9]
             )  # fmt: skip
         return self._insert_sql, params
-
-    async def _op_record(self, tx: Tx, params: tuple[object, ...]) -> StepRecord | None:
-        sql, args = self._record_args(params)
-        if await tx.execute(sql, args):
-            return None
-        row = await tx.one(self._q["j_get"], params[:2])
-        return None if row is None else _record(row)
 
     def _wrote(self) -> None:
         self._writes += 1
