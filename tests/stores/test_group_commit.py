@@ -244,6 +244,27 @@ async def test_records_waiting_at_close_are_committed(tmp_path: Any, n: int) -> 
             assert (await again.journal_load(f"t{k}"))["k"]["value"] == k
 
 
+async def test_records_in_flight_and_queued_at_close_are_all_committed(
+    open_durable: StoreFactory,
+) -> None:
+    # More records at once than a store writes at once (PostgreSQL: two writers, the
+    # rest queued for the next batch): closing the store waits for every one of them.
+    store = open_durable()
+    await warm(store)
+    pending = [
+        asyncio.ensure_future(
+            store.journal_record(f"t{k}", "k", "me", {"name": "s", "ok": True, "value": k})
+        )
+        for k in range(12)
+    ]
+    await asyncio.sleep(0)  # every record is on its way or queued
+    await store.aclose()
+    assert [await p for p in pending] == [{"name": "s", "ok": True, "value": k} for k in range(12)]
+    async with open_durable() as again:
+        for k in range(12):
+            assert (await again.journal_load(f"t{k}"))["k"]["value"] == k
+
+
 # A process running 16 roots of keyed steps; after each exec returns it writes
 # "done <root> <key>" to its log (line-buffered). It is killed at a random moment.
 CRASH_JOB = r"""

@@ -253,6 +253,13 @@ class TestHotStatements:
             again = (*self.RECORDS[0][:3], 0, None, "E", "m", "o", 2.0, None)
             stood = await store._insert_record(again)
             assert stood is not None and stood["ok"] is True
+            # The same in a batch: the rows inserted read None, the one recorded already
+            # its record, which stands unchanged.
+            fresh = [(*again[:1], f"new{n}", *again[2:]) for n in range(2)]
+            stood_all = await store._write1(store._op_records, [fresh[0], again, fresh[1]])
+            assert stood_all[0] is None and stood_all[2] is None
+            assert stood_all[1] == stood
+            assert len(sync_execute(f'SELECT * FROM "{schema}".journal')) == 5
 
     async def test_the_statement_is_prepared_on_its_first_use_on_a_connection(
         self, schema: str

@@ -57,6 +57,12 @@ class _PgTx:
         cur = await self.conn.execute(sql, params)
         return cur.rowcount
 
+    async def inserted(self, sql: str, params: Sequence[object]) -> tuple[int, PGresult]:
+        """A hot ``INSERT … RETURNING``: its row count and its result, whose rows are
+        read only when some row was not inserted."""
+        res = await self.hot[sql].run(self.conn, params)
+        return res.command_tuples or 0, res
+
     async def one(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None:
         cur = await self.conn.execute(sql, params)
         row = await cur.fetchone()
@@ -189,6 +195,7 @@ class _Statement:
 
 
 DEFAULT_TIMEOUT = 30.0
+WRITERS = 2  # journal records (or batches of them) on their way at once
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_RECONNECT = 15.0
 
@@ -322,11 +329,12 @@ class PostgresStore(SqlStore):
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = False
-        # Group commit: while a journal record is being written, the records of other
-        # steps queue and are written together, in one statement, by one task.
-        self._recording = False
+        # Group commit: while WRITERS journal records (or batches) are on their way, the
+        # records of other steps queue and are written together, in one statement, by
+        # the next writer that comes free.
+        self._writing = 0
         self._queued: Batch = []
-        self._batcher: asyncio.Task[None] | None = None
+        self._batchers: set[asyncio.Task[None]] = set()
 
     @property
     def dsn(self) -> str:
@@ -561,26 +569,30 @@ class PostgresStore(SqlStore):
         return result
 
     async def _insert_record(self, params: tuple[object, ...]) -> StepRecord | None:
-        # Alone: one round trip, in the step's own task. While another record is on its
-        # way, queue: the records that gathered meanwhile go together in one statement
-        # and one commit (group commit), and each step waits for its own.
-        if not self._recording:
-            self._recording = True
+        # A writer free: one round trip, in the step's own task. Else queue: the records
+        # that gather go together in one statement and one commit (group commit), and
+        # each step waits for its own. Two writers, so that the server commits one
+        # batch while the steps the other released run on the client (with one, each
+        # side waits for the other: one batch of every root in turn).
+        if self._writing < WRITERS:
+            self._writing += 1
             try:
                 return await super()._insert_record(params)
             finally:
-                self._recording = False
-                if self._queued:
+                self._writing -= 1
+                if self._queued and self._writing < WRITERS:
                     self._start_batcher()
         done: asyncio.Future[StepRecord | None] = asyncio.get_running_loop().create_future()
         self._queued.append((params, done))
         return await done
 
     def _start_batcher(self) -> None:
-        self._recording = True
-        self._batcher = asyncio.get_running_loop().create_task(
+        self._writing += 1
+        task = asyncio.get_running_loop().create_task(
             self._write_queued(), name="runtree: journal records"
         )
+        self._batchers.add(task)
+        task.add_done_callback(self._batchers.discard)
 
     async def _write_queued(self) -> None:
         """Write what queued, batch after batch, until nothing waits. A task of its own,
@@ -621,14 +633,20 @@ class PostgresStore(SqlStore):
             if not isinstance(exc, Exception):
                 raise
         finally:
-            self._recording = False
-            self._batcher = None
+            self._writing -= 1
 
     async def _op_records(self, tx: Tx, rows: list[tuple[object, ...]]) -> list[StepRecord | None]:
         if len(rows) == 1:
             return [await self._op_record(tx, rows[0])]
         text = compact(rows)  # an array of rows, each an array of the ten columns
-        inserted = {tuple(r) for r in await tx.all(self._q["j_insert_json"], (text,))}
+        assert isinstance(tx, _PgTx)
+        count, res = await tx.inserted(self._q["j_insert_json"], (text,))
+        if count == len(rows):
+            return [None] * count  # all inserted: the common case, nothing to read
+        inserted = {
+            (res.get_value(i, 0).decode(), res.get_value(i, 1).decode())  # type: ignore[union-attr]
+            for i in range(res.ntuples)
+        }
         out: list[StepRecord | None] = []
         for row in rows:
             if row[:2] in inserted:
@@ -684,8 +702,8 @@ class PostgresStore(SqlStore):
         """Release this store's claims and close its connections. Idempotent."""
         if self._closed:
             return
-        if self._batcher is not None:
-            await asyncio.shield(self._batcher)  # records waiting for their commit
+        while self._batchers:  # records waiting for their commit
+            await asyncio.shield(next(iter(self._batchers)))
         if self._ready:
             await self._release_all()
         self._closed = True

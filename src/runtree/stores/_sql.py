@@ -127,11 +127,12 @@ QUERIES: dict[str, str] = {
     "?) ON CONFLICT DO NOTHING",
     # PostgreSQL: a batch of records as one JSON parameter (one statement text for any
     # batch); the keys it inserted come back, the others were recorded already.
-    # (Each record is a JSON array of the ten columns: no field names to encode.)
+    # (Each record is a JSON array of the ten columns: no field names to encode. jsonb:
+    # parsed once; json's ->> parses the element again for each column, ≈ 2x the time.)
     "j_insert_json": "INSERT INTO {t}journal (tree_id, key, name, ok, value, error_type, "
     "error_message, owner, recorded_at, input_digest) SELECT r->>0, r->>1, r->>2, "
     "(r->>3)::INTEGER, r->>4, r->>5, r->>6, r->>7, (r->>8)::DOUBLE PRECISION, r->>9 "
-    "FROM json_array_elements(?::json) AS r ON CONFLICT DO NOTHING RETURNING tree_id, key",
+    "FROM jsonb_array_elements(?::jsonb) AS r ON CONFLICT DO NOTHING RETURNING tree_id, key",
     "j_keys": "SELECT key FROM {t}journal WHERE tree_id = ?",
     "j_del_key": "DELETE FROM {t}journal WHERE tree_id = ? AND key = ?",
     "j_del_all": "DELETE FROM {t}journal WHERE tree_id = ?",
