@@ -395,3 +395,38 @@ class TestJournalRows:
         assert general == ("s", 1, '{"n":1}', None, None, "o", "abc")
         assert by_key.pop("f") == ("s", 0, None, "E", "m", "o", None)
         assert by_key == {k: general for k in ("alone", "b0", "b1", "b2", "b3")}
+
+    async def test_a_batch_tells_its_own_rows_from_keys_recorded_before(
+        self, tmp_path: Path
+    ) -> None:
+        """A batch of successes goes in one executemany; a key another owner recorded
+        first keeps its record, which comes back for that row alone. A batch holding a
+        failure takes the row-by-row way; both ways give the same answers and rows."""
+        async with SqliteStore(tmp_path / "batch.db") as store:
+            ok: StepRecord = {"name": "s", "ok": True, "value": 1}
+            before: StepRecord = {"name": "s", "ok": False, "error_type": "E", "error_message": "m"}
+            for tree in ("fast", "slow"):
+                assert await store.journal_record(tree, "taken", "other", before.copy()) == before
+
+            def row(tree: str, key: str, ok: int = 1) -> tuple[object, ...]:
+                if ok:
+                    return (tree, key, "s", 1, "1", None, None, "me", 5.5, None)
+                return (tree, key, "s", 0, None, "E", "m", "me", 5.5, None)
+
+            fast = [row("fast", "a"), row("fast", "taken"), row("fast", "b")]
+            slow = [row("slow", "a"), row("slow", "taken"), row("slow", "b", ok=0)]
+            got_fast = await store._write1(store._op_records, fast)
+            got_slow = await store._write1(store._op_records, slow)
+            assert got_fast == got_slow == [None, before, None]
+            assert store._conn is not None
+            stored = store._conn.execute(
+                "SELECT tree_id, key, ok, owner FROM runtree_journal ORDER BY tree_id, key"
+            ).fetchall()
+        assert stored == [
+            ("fast", "a", 1, "me"),
+            ("fast", "b", 1, "me"),
+            ("fast", "taken", 0, "other"),
+            ("slow", "a", 1, "me"),
+            ("slow", "b", 0, "me"),
+            ("slow", "taken", 0, "other"),
+        ]

@@ -117,6 +117,9 @@ QUERIES: dict[str, str] = {
     # journal
     "j_load": f"SELECT key, {_JOURNAL_COLS} FROM {{t}}journal WHERE tree_id = ?",
     "j_get": f"SELECT {_JOURNAL_COLS} FROM {{t}}journal WHERE tree_id = ? AND key = ?",
+    # ... and who recorded it, when (a batch tells its own rows from another owner's)
+    "j_get_owned": f"SELECT {_JOURNAL_COLS}, owner, recorded_at FROM {{t}}journal "
+    "WHERE tree_id = ? AND key = ?",
     "j_insert": "INSERT INTO {t}journal (tree_id, key, name, ok, value, error_type, "
     "error_message, owner, recorded_at, input_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT DO NOTHING",

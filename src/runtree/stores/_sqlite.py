@@ -40,6 +40,7 @@ from ._sql import (
     schema_version,
     settle,
 )
+from ._sql import _record as _stored
 
 __all__ = ["Durability", "SqliteStore"]
 
@@ -360,6 +361,27 @@ class _SqliteEngine(SqlStore):
                 params[0], params[1], params[2], params[4], params[7], params[8], params[9]
             )  # fmt: skip
         return self._insert_sql, params
+
+    async def _op_records(self, tx: Tx, rows: list[tuple[object, ...]]) -> list[StepRecord | None]:
+        # A batch of successes (the common case): one executemany, no statement, cursor
+        # or frame per row. A row not inserted (its key was recorded by another owner)
+        # is told from ours by its owner and time: our owner records a key once.
+        if len(rows) > 1 and type(tx) is _SqliteTx:
+            args = [
+                (p[0], p[1], p[2], p[4], p[7], p[8], p[9])
+                for p in rows
+                if p[3] == 1 and p[5] is None and p[6] is None
+            ]
+            if len(args) == len(rows):
+                if tx.conn.executemany(self._insert_ok_sql, args).rowcount == len(rows):
+                    return [None] * len(rows)
+                out: list[StepRecord | None] = []
+                for p in rows:
+                    got = await tx.one(self._q["j_get_owned"], p[:2])
+                    assert got is not None  # inserted just now, or recorded before
+                    out.append(None if (got[-2], got[-1]) == (p[7], p[8]) else _stored(got))
+                return out
+        return await super()._op_records(tx, rows)
 
     def _wrote(self) -> None:
         self._writes += 1
