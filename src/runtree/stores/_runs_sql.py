@@ -253,9 +253,18 @@ class RunsSql:
         beat: bool,
     ) -> list[tuple[str, str]]:
         q = self._q
-        # One chunk row per root (per NODES_PER_CHUNK nodes): a JSON array of the rows in
-        # buffer order, each without its root_id. A row is a tuple of the columns, or
-        # ``(root_id, text)``: the row's JSON already written by the recorder.
+        await self._put_chunks(tx, self._chunks(nodes), finished)
+        if not beat:
+            return []
+        await self._upsert_proc(tx, time.time())
+        asked = await tx.all(q["r_cancels"], (self._proc,))
+        return [(str(r[0]), str(r[1])) for r in asked]
+
+    def _chunks(self, nodes: Sequence[NodeRow]) -> list[tuple[object, str]]:
+        """The chunk rows ``(root_id, text)`` of buffered node rows: one per root (per
+        NODES_PER_CHUNK nodes), a JSON array of the rows in buffer order, each without
+        its root_id. A row is a tuple of the columns, or ``(root_id, text)``: the row's
+        JSON already written by the recorder."""
         by_root: dict[object, list[str]] = {}
         for row in nodes:
             of_root = by_root.get(row[0])
@@ -275,20 +284,24 @@ class RunsSql:
         # A chunk starts with this process's id prefix: a node's id (or its parent's) written
         # as a number n is the context id f"{prefix}-{n}" (see _merge).
         head = quote(_PREFIX)
-        for root_id, of_root in by_root.items():
-            for start in range(0, len(of_root), NODES_PER_CHUNK):
-                text = f"[{head},{','.join(of_root[start : start + NODES_PER_CHUNK])}]"
-                await tx.execute(q["r_chunk_put"], (root_id, text))
+        return [
+            (root_id, f"[{head},{','.join(of_root[start : start + NODES_PER_CHUNK])}]")
+            for root_id, of_root in by_root.items()
+            for start in range(0, len(of_root), NODES_PER_CHUNK)
+        ]
+
+    async def _put_chunks(
+        self, tx: Tx, chunks: list[tuple[object, str]], finished: Sequence[Sequence[object]]
+    ) -> None:
+        """Insert the chunk rows in their order, then the final run states."""
+        q = self._q
+        for root_id, text in chunks:
+            await tx.execute(q["r_chunk_put"], (root_id, text))
         now = time.time()
         for status, etype, emsg, output, completed_at, root_id in finished:
             await tx.execute(
                 q["r_finish"], (status, etype, emsg, output, now, completed_at, root_id, self._proc)
             )
-        if not beat:
-            return []
-        await self._upsert_proc(tx, now)
-        asked = await tx.all(q["r_cancels"], (self._proc,))
-        return [(str(r[0]), str(r[1])) for r in asked]
 
     # -- reading -------------------------------------------------------------------
 
