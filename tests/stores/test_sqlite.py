@@ -403,7 +403,6 @@ class TestJournalRows:
         first keeps its record, which comes back for that row alone. A batch holding a
         failure takes the row-by-row way; both ways give the same answers and rows."""
         async with SqliteStore(tmp_path / "batch.db") as store:
-            ok: StepRecord = {"name": "s", "ok": True, "value": 1}
             before: StepRecord = {"name": "s", "ok": False, "error_type": "E", "error_message": "m"}
             for tree in ("fast", "slow"):
                 assert await store.journal_record(tree, "taken", "other", before.copy()) == before
