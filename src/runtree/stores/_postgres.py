@@ -730,8 +730,10 @@ class PostgresStore(SqlStore):
         """Release this store's claims and close its connections. Idempotent."""
         if self._closed:
             return
-        while self._batchers:  # records waiting for their commit
-            await asyncio.shield(next(iter(self._batchers)))
+        # Records waiting for their commit (a batcher may start another meanwhile; one
+        # that just ended may still be in the set until its callback runs).
+        while pending := [t for t in self._batchers if not t.done()]:
+            await asyncio.shield(pending[0])
         if self._ready:
             await self._release_all()
         self._closed = True
