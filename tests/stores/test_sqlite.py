@@ -10,7 +10,9 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -209,7 +211,7 @@ class TestDurability:
 
     async def test_writes_go_on_on_the_loop_while_a_checkpoint_copies(self, tmp_path: Path) -> None:
         """The checkpoint's first phase copies frames while the loop keeps writing; only
-        its last pass holds the loop's writes (they queue on the thread)."""
+        its last pass holds the loop's writes (they wait for it on the loop)."""
         path = tmp_path / "a.db"
         async with SqliteStore(path) as store:
             await journal_some(store, n=1)
@@ -229,6 +231,75 @@ class TestDurability:
             assert passes.count(True) == 1  # the last pass: writes held
             assert store._checkpointing is False
             assert len(await store.journal_load("during")) == 200
+
+    async def test_writes_held_by_the_last_pass_wait_on_the_loop_not_the_thread(
+        self, tmp_path: Path
+    ) -> None:
+        """Concurrent roots write while the last pass is slow: their writes (records in
+        batches, claims, run rows) wait for it and then run on the loop. Sent to the
+        thread, they queued one hop each and the loop's own writes then met the
+        thread's write lock (SQLITE_BUSY) and followed them there."""
+        path = tmp_path / "a.db"
+        async with SqliteStore(path) as store:
+            await journal_some(store, n=1)
+            on_thread: list[object] = []
+            in_thread = store._in_thread
+
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                on_thread.append(args[0])
+                return in_thread(*args, **kwargs)
+
+            last_pass = store._last_pass
+
+            def slow_last_pass(done: Any) -> None:
+                time.sleep(0.05)  # writes arrive meanwhile
+                last_pass(done)
+
+            store._in_thread = counted  # type: ignore[method-assign]
+            store._last_pass = slow_last_pass  # type: ignore[method-assign]
+            store._writes = 10**6  # the next write starts a checkpoint
+
+            async def root(r: int) -> None:
+                await journal_some(store, n=30, tree=f"held-{r}")
+
+            await asyncio.gather(*(root(r) for r in range(8)))
+            assert store._checkpoint is not None
+            await asyncio.wrap_future(store._checkpoint)
+            assert on_thread == []
+            for r in range(8):
+                assert len(await store.journal_load(f"held-{r}")) == 30
+
+    async def test_closing_during_the_last_pass_commits_the_held_records(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "a.db"
+        store = SqliteStore(path)
+        await journal_some(store, n=1)
+        last_pass = store._last_pass
+
+        def slow_last_pass(done: Any) -> None:
+            time.sleep(0.05)
+            last_pass(done)
+
+        store._last_pass = slow_last_pass  # type: ignore[method-assign]
+        store._schedule_checkpoint()
+        while not store._checkpointing:  # the catch-up passes are over: writes held
+            await asyncio.sleep(0.001)
+        pending = [
+            asyncio.ensure_future(
+                store.journal_record(f"t{k}", "k", "me", {"name": "s", "ok": True, "value": k})
+            )
+            for k in range(5)
+        ]
+        await asyncio.sleep(0)
+        await store.aclose()
+        assert [await p for p in pending] == [
+            {"name": "s", "ok": True, "value": k} for k in range(5)
+        ]
+        assert store._executor is None
+        async with SqliteStore(path) as again:
+            for k in range(5):
+                assert (await again.journal_load(f"t{k}"))["k"]["value"] == k
 
     async def test_a_failing_checkpoint_is_logged_and_lets_writes_go_on(
         self, tmp_path: Path, caplog: pytest.LogCaptureFixture

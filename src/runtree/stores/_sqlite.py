@@ -298,6 +298,16 @@ class _SqliteEngine(SqlStore):
         if conn is None:
             self._check_open()
             raise StoreError(f"{self._where} is not open")
+        if write and self._checkpointing and not self._offload:
+            # The checkpoint's last pass (a few frames, ≈ 1-5 ms): wait for it here and
+            # write on the loop after it. Sent to the thread instead, writes queue behind
+            # it one hop each, and the loop's direct writes then meet the thread's write
+            # lock (SQLITE_BUSY), go to the thread too, and so on while writes keep coming.
+            await self._checkpoint_done()
+            conn = self._conn
+            if conn is None:
+                self._check_open()
+                raise StoreError(f"{self._where} is not open")
         if not (write and (self._offload or self._checkpointing)):
             try:
                 result = _drive(conn, fn, write, tx)
@@ -325,10 +335,10 @@ class _SqliteEngine(SqlStore):
         # SQLite's cost is the commit, not the row); each step still waits for its own
         # record to be committed before it returns.
         conn = self._conn
-        if conn is None or self._offload or self._checkpointing:
+        if conn is None or self._offload:
             return await super()._insert_record(params)
         batch = self._batch
-        if batch is None and not _others_ready():
+        if batch is None and not self._checkpointing and not _others_ready():
             sql, args = self._record_args(params)
             try:
                 inserted = conn.execute(sql, args).rowcount
@@ -396,6 +406,10 @@ class _SqliteEngine(SqlStore):
     def _commit(self, batch: Batch) -> None:
         rows = [params for params, _ in batch]
         conn = self._conn
+        if conn is not None and self._checkpointing and not self._offload:
+            # The checkpoint's last pass: commit on the loop once it is over (see _execute).
+            self._after_checkpoint(partial(self._commit, batch))
+            return
         if conn is not None and not (self._offload or self._checkpointing):
             try:
                 stood = _drive(conn, lambda tx: self._op_records(tx, rows), True, True)
@@ -432,6 +446,27 @@ class _SqliteEngine(SqlStore):
     def _can_thread(self) -> bool:
         return False
 
+    async def _checkpoint_done(self) -> None:
+        """Wait until the checkpoint's last pass is over (loop writes are held for it)."""
+        while self._checkpointing and self._checkpoint is not None:
+            await asyncio.wrap_future(self._checkpoint)
+
+    def _after_checkpoint(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the loop once the checkpoint's last pass is over."""
+        done = self._checkpoint
+        if done is None:  # pragma: no cover - _checkpointing implies a checkpoint
+            callback()
+            return
+        loop = asyncio.get_running_loop()
+
+        def over(_: Future[None]) -> None:
+            try:
+                loop.call_soon_threadsafe(callback)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+        done.add_done_callback(over)
+
     def _thread(self) -> ThreadPoolExecutor:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="runtree-sqlite")
@@ -454,8 +489,9 @@ class _SqliteEngine(SqlStore):
         the loop goes on writing (SQLite's PASSIVE mode never blocks a writer). A
         checkpoint racing with writes never copies the frames written meanwhile, and the
         WAL restarts from its beginning only after a checkpoint that copied every frame:
-        so the last pass, once few frames are left, runs with the loop's writes queued
-        behind it on the thread. The loop waits for that short pass only."""
+        so the last pass, once few frames are left, runs with the loop's writes held
+        (they wait on the loop and run there after it: see ``_execute`` and
+        ``_commit``). The loop waits for that short pass only."""
         if self._checkpoint is not None and not self._checkpoint.done():
             return
         self._writes = 0
@@ -516,6 +552,8 @@ class _SqliteEngine(SqlStore):
         if self._closed or self._conn is None:
             self._closed = True
             return
+        # Writes held for a checkpoint's last pass run on the loop once it is over.
+        await self._checkpoint_done()
         if self._batch is not None:
             self._commit_batch()  # records waiting for this loop turn's commit
         await self._release_all()
