@@ -195,9 +195,9 @@ class _Statement:
 
 
 DEFAULT_TIMEOUT = 30.0
-WRITERS = 2  # journal records (or batches of them) on their way at once
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_RECONNECT = 15.0
+WRITERS = 2  # journal records (or batches of them) on their way at once
 
 
 def _without_password(dsn: str) -> str:
