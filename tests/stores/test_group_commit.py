@@ -265,6 +265,30 @@ async def test_records_in_flight_and_queued_at_close_are_all_committed(
             assert (await again.journal_load(f"t{k}"))["k"]["value"] == k
 
 
+async def test_a_record_whose_step_is_cancelled_while_it_is_queued_is_written(
+    open_durable: StoreFactory,
+) -> None:
+    # The last of six records waits in the queue (PostgreSQL: behind two writers;
+    # SQLite: in this loop turn's batch) when its step is cancelled: the step gets the
+    # cancellation, the others their records, and the row is written all the same.
+    async with open_durable() as store:
+        await warm(store)
+        tasks = [
+            asyncio.ensure_future(
+                store.journal_record(f"q{k}", "k", "me", {"name": "s", "ok": True, "value": k})
+            )
+            for k in range(6)
+        ]
+        await asyncio.sleep(0)  # each record is on its way or queued
+        tasks[-1].cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(results[-1], asyncio.CancelledError)
+        assert results[:-1] == [{"name": "s", "ok": True, "value": k} for k in range(5)]
+    async with open_durable() as again:
+        for k in range(6):
+            assert (await again.journal_load(f"q{k}"))["k"]["value"] == k
+
+
 # A process running 16 roots of keyed steps; after each exec returns it writes
 # "done <root> <key>" to its log (line-buffered). It is killed at a random moment.
 CRASH_JOB = r"""
