@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import runtree
+from runtree._journal import StepRecord
 from runtree.errors import StoreError
 from runtree.stores import PostgresStore, SqliteStore, Store
 
@@ -54,6 +55,26 @@ async def warm(store: Store) -> None:
     """Open the store's database now (connection, schema)."""
     assert isinstance(store, (SqliteStore, PostgresStore))
     await store.journal_load("warm-up")
+
+
+def record(k: int) -> StepRecord:
+    return {"name": "s", "ok": True, "value": k}
+
+
+def start_records(
+    store: SqliteStore | PostgresStore, prefix: str, n: int
+) -> list[asyncio.Future[Any]]:
+    """``n`` journal records at once, each under key ``k`` of tree ``f"{prefix}{i}"``
+    with value ``i``, as tasks (they start on the next loop turn)."""
+    return [
+        asyncio.ensure_future(store.journal_record(f"{prefix}{i}", "k", "me", record(i)))
+        for i in range(n)
+    ]
+
+
+async def assert_recorded(store: SqliteStore | PostgresStore, prefix: str, n: int) -> None:
+    for i in range(n):
+        assert (await store.journal_load(f"{prefix}{i}"))["k"]["value"] == i
 
 
 def count_commits(store: Store) -> list[int]:
@@ -148,6 +169,22 @@ def refuse_key(store: Store, key: str) -> None:
         )
 
 
+def slow_journal_inserts(store: PostgresStore, seconds: float) -> None:
+    """Make each statement inserting journal rows take ``seconds`` on the server."""
+    import psycopg
+
+    with psycopg.connect(store._dsn, autocommit=True) as conn:
+        s = store.schema
+        conn.execute(
+            f'CREATE FUNCTION "{s}".slow() RETURNS trigger AS $$ BEGIN '
+            f"PERFORM pg_sleep({seconds}); RETURN NULL; END $$ LANGUAGE plpgsql"
+        )
+        conn.execute(
+            f'CREATE TRIGGER slow AFTER INSERT ON "{s}".journal '
+            f'FOR EACH STATEMENT EXECUTE FUNCTION "{s}".slow()'
+        )
+
+
 async def test_a_row_the_database_refuses_fails_only_its_own_step(
     open_durable: StoreFactory,
 ) -> None:
@@ -228,41 +265,30 @@ async def test_records_waiting_at_close_are_committed(tmp_path: Any, n: int) -> 
     await warm(store)
     loop = asyncio.get_running_loop()
     loop.call_soon(lambda: None)  # another callback is ready: the record joins a batch
-    pending = [
-        asyncio.ensure_future(
-            store.journal_record(f"t{k}", "k", "me", {"name": "s", "ok": True, "value": k})
-        )
-        for k in range(n)
-    ]
+    pending = start_records(store, "t", n)
     await asyncio.sleep(0)
     await store.aclose()
-    for k, p in enumerate(pending):
-        stood = await p
-        assert stood == {"name": "s", "ok": True, "value": k}
+    assert [await p for p in pending] == [record(k) for k in range(n)]
     async with SqliteStore(path) as again:
-        for k in range(n):
-            assert (await again.journal_load(f"t{k}"))["k"]["value"] == k
+        await assert_recorded(again, "t", n)
 
 
 async def test_records_in_flight_and_queued_at_close_are_all_committed(
     open_durable: StoreFactory,
 ) -> None:
     # More records at once than a store writes at once (PostgreSQL: two writers, the
-    # rest queued for the next batch): closing the store waits for every one of them.
+    # rest queued for the next batch, each statement slowed down by the server so
+    # that the queue is still there when the store closes): closing waits for all.
     store = open_durable()
     await warm(store)
-    pending = [
-        asyncio.ensure_future(
-            store.journal_record(f"t{k}", "k", "me", {"name": "s", "ok": True, "value": k})
-        )
-        for k in range(12)
-    ]
+    if isinstance(store, PostgresStore):
+        slow_journal_inserts(store, 0.05)
+    pending = start_records(store, "t", 12)
     await asyncio.sleep(0)  # every record is on its way or queued
     await store.aclose()
-    assert [await p for p in pending] == [{"name": "s", "ok": True, "value": k} for k in range(12)]
+    assert [await p for p in pending] == [record(k) for k in range(12)]
     async with open_durable() as again:
-        for k in range(12):
-            assert (await again.journal_load(f"t{k}"))["k"]["value"] == k
+        await assert_recorded(again, "t", 12)
 
 
 async def test_a_record_whose_step_is_cancelled_while_it_is_queued_is_written(
@@ -273,20 +299,14 @@ async def test_a_record_whose_step_is_cancelled_while_it_is_queued_is_written(
     # cancellation, the others their records, and the row is written all the same.
     async with open_durable() as store:
         await warm(store)
-        tasks = [
-            asyncio.ensure_future(
-                store.journal_record(f"q{k}", "k", "me", {"name": "s", "ok": True, "value": k})
-            )
-            for k in range(6)
-        ]
+        tasks = start_records(store, "q", 6)
         await asyncio.sleep(0)  # each record is on its way or queued
         tasks[-1].cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         assert isinstance(results[-1], asyncio.CancelledError)
-        assert results[:-1] == [{"name": "s", "ok": True, "value": k} for k in range(5)]
+        assert results[:-1] == [record(k) for k in range(5)]
     async with open_durable() as again:
-        for k in range(6):
-            assert (await again.journal_load(f"q{k}"))["k"]["value"] == k
+        await assert_recorded(again, "q", 6)
 
 
 # A process running 16 roots of keyed steps; after each exec returns it writes

@@ -37,6 +37,17 @@ async def journal_some(store: SqliteStore, n: int = 3, tree: str = "job") -> Non
             await ctx.run(lambda i=i: i, key=f"k{i}", name="s")
 
 
+def slow_last_pass(store: SqliteStore, seconds: float = 0.05) -> None:
+    """Make the checkpoint's last pass (the loop's writes held) take ``seconds`` more."""
+    last_pass = store._last_pass
+
+    def slow(done: Any) -> None:
+        time.sleep(seconds)  # writes arrive meanwhile
+        last_pass(done)
+
+    store._last_pass = slow  # type: ignore[method-assign]
+
+
 class TestFiles:
     @pytest.mark.parametrize("umask", [0o022, 0o000])
     def test_new_files_are_owner_only_whatever_the_umask(self, tmp_path: Path, umask: int) -> None:
@@ -249,14 +260,8 @@ class TestDurability:
                 on_thread.append(args[0])
                 return in_thread(*args, **kwargs)
 
-            last_pass = store._last_pass
-
-            def slow_last_pass(done: Any) -> None:
-                time.sleep(0.05)  # writes arrive meanwhile
-                last_pass(done)
-
             store._in_thread = counted  # type: ignore[method-assign]
-            store._last_pass = slow_last_pass  # type: ignore[method-assign]
+            slow_last_pass(store)
             store._writes = 10**6  # the next write starts a checkpoint
 
             async def root(r: int) -> None:
@@ -275,13 +280,7 @@ class TestDurability:
         path = tmp_path / "a.db"
         store = SqliteStore(path)
         await journal_some(store, n=1)
-        last_pass = store._last_pass
-
-        def slow_last_pass(done: Any) -> None:
-            time.sleep(0.05)
-            last_pass(done)
-
-        store._last_pass = slow_last_pass  # type: ignore[method-assign]
+        slow_last_pass(store)
         store._schedule_checkpoint()
         while not store._checkpointing:  # the catch-up passes are over: writes held
             await asyncio.sleep(0.001)

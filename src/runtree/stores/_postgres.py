@@ -346,7 +346,8 @@ class PostgresStore(SqlStore):
         # the next writer that comes free.
         self._writing = 0
         self._queued: Batch = []
-        self._batchers: set[asyncio.Task[None]] = set()
+        self._batchers: set[asyncio.Task[None]] = set()  # (the loop keeps weak references)
+        self._drained: asyncio.Future[None] | None = None  # aclose waits: no record left
 
     @property
     def dsn(self) -> str:
@@ -591,12 +592,22 @@ class PostgresStore(SqlStore):
             try:
                 return await super()._insert_record(params)
             finally:
-                self._writing -= 1
-                if self._queued and self._writing < WRITERS:
-                    self._start_batcher()
+                self._writer_done()
         done: asyncio.Future[StepRecord | None] = asyncio.get_running_loop().create_future()
         self._queued.append((params, done))
         return await done
+
+    def _writer_done(self) -> None:
+        """A writer is free: it takes the queue on in a task of its own, or, when no
+        record is left anywhere, a closing store may go on."""
+        self._writing -= 1
+        if self._queued:
+            if self._writing < WRITERS:
+                self._start_batcher()
+        elif not self._writing and self._drained is not None:
+            if not self._drained.done():
+                self._drained.set_result(None)
+            self._drained = None
 
     def _start_batcher(self) -> None:
         self._writing += 1
@@ -645,7 +656,7 @@ class PostgresStore(SqlStore):
             if not isinstance(exc, Exception):
                 raise
         finally:
-            self._writing -= 1
+            self._writer_done()
 
     async def _op_records(self, tx: Tx, rows: list[tuple[object, ...]]) -> list[StepRecord | None]:
         if len(rows) == 1:
@@ -730,10 +741,12 @@ class PostgresStore(SqlStore):
         """Release this store's claims and close its connections. Idempotent."""
         if self._closed:
             return
-        # Records waiting for their commit (a batcher may start another meanwhile; one
-        # that just ended may still be in the set until its callback runs).
-        while pending := [t for t in self._batchers if not t.done()]:
-            await asyncio.shield(pending[0])
+        if self._writing or self._queued:
+            # Records on their way or queued: every one is committed first (a record
+            # written alone hands the queue to a batcher only when it is done).
+            if self._drained is None:
+                self._drained = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._drained)  # (shared by a concurrent aclose)
         if self._ready:
             await self._release_all()
         self._closed = True

@@ -113,6 +113,14 @@ def _drive(conn: sqlite3.Connection, fn: Callable[[Tx], Awaitable[T]], write: bo
     return result
 
 
+def _ok_args(params: tuple[object, ...]) -> tuple[object, ...] | None:
+    """A successful record's parameters for ``j_insert_ok`` (its constant columns left
+    out), or ``None`` for a failure's."""
+    if params[3] == 1 and params[5] is None and params[6] is None:
+        return (params[0], params[1], params[2], params[4], params[7], params[8], params[9])
+    return None
+
+
 def _is_busy(exc: sqlite3.Error) -> bool:
     return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _BUSY
 
@@ -294,20 +302,16 @@ class _SqliteEngine(SqlStore):
     async def _execute(
         self, fn: Callable[[Tx], Awaitable[T]], write: bool, tx: bool, what: object = None
     ) -> T:
-        conn = self._conn
-        if conn is None:
-            self._check_open()
-            raise StoreError(f"{self._where} is not open")
         if write and self._checkpointing and not self._offload:
             # The checkpoint's last pass (a few frames, ≈ 1-5 ms): wait for it here and
             # write on the loop after it. Sent to the thread instead, writes queue behind
             # it one hop each, and the loop's direct writes then meet the thread's write
             # lock (SQLITE_BUSY), go to the thread too, and so on while writes keep coming.
             await self._checkpoint_done()
-            conn = self._conn
-            if conn is None:
-                self._check_open()
-                raise StoreError(f"{self._where} is not open")
+        conn = self._conn
+        if conn is None:
+            self._check_open()
+            raise StoreError(f"{self._where} is not open")
         if not (write and (self._offload or self._checkpointing)):
             try:
                 result = _drive(conn, fn, write, tx)
@@ -366,24 +370,18 @@ class _SqliteEngine(SqlStore):
     def _record_args(self, params: tuple[object, ...]) -> tuple[str, tuple[object, ...]]:
         """The insert of a journal record: a success's without its constant columns (no
         None parameters: see ``j_insert_ok``)."""
-        if params[3] == 1 and params[5] is None and params[6] is None:
-            return self._insert_ok_sql, (
-                params[0], params[1], params[2], params[4], params[7], params[8], params[9]
-            )  # fmt: skip
-        return self._insert_sql, params
+        ok = _ok_args(params)
+        return (self._insert_sql, params) if ok is None else (self._insert_ok_sql, ok)
 
     async def _op_records(self, tx: Tx, rows: list[tuple[object, ...]]) -> list[StepRecord | None]:
         # A batch of successes (the common case): one executemany, no statement, cursor
         # or frame per row. A row not inserted (its key was recorded by another owner)
         # is told from ours by its owner and time: our owner records a key once.
         if len(rows) > 1 and type(tx) is _SqliteTx:
-            args = [
-                (p[0], p[1], p[2], p[4], p[7], p[8], p[9])
-                for p in rows
-                if p[3] == 1 and p[5] is None and p[6] is None
-            ]
-            if len(args) == len(rows):
-                if tx.conn.executemany(self._insert_ok_sql, args).rowcount == len(rows):
+            args = [_ok_args(p) for p in rows]
+            if None not in args:
+                ok = cast("list[tuple[object, ...]]", args)
+                if tx.conn.executemany(self._insert_ok_sql, ok).rowcount == len(rows):
                     return [None] * len(rows)
                 out: list[StepRecord | None] = []
                 for p in rows:
@@ -410,7 +408,7 @@ class _SqliteEngine(SqlStore):
             # The checkpoint's last pass: commit on the loop once it is over (see _execute).
             self._after_checkpoint(partial(self._commit, batch))
             return
-        if conn is not None and not (self._offload or self._checkpointing):
+        if conn is not None and not self._offload:
             try:
                 stood = _drive(conn, lambda tx: self._op_records(tx, rows), True, True)
             except sqlite3.Error as exc:
@@ -454,9 +452,7 @@ class _SqliteEngine(SqlStore):
     def _after_checkpoint(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` on the loop once the checkpoint's last pass is over."""
         done = self._checkpoint
-        if done is None:  # pragma: no cover - _checkpointing implies a checkpoint
-            callback()
-            return
+        assert done is not None  # _checkpointing implies a checkpoint
         loop = asyncio.get_running_loop()
 
         def over(_: Future[None]) -> None:
