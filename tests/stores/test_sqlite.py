@@ -10,6 +10,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -299,6 +300,41 @@ class TestDurability:
         async with SqliteStore(path) as again:
             for k in range(5):
                 assert (await again.journal_load(f"t{k}"))["k"]["value"] == k
+
+    async def test_closing_in_the_loop_turn_of_a_batch_opens_no_connection_again(
+        self, tmp_path: Path
+    ) -> None:
+        """``aclose`` commits the loop turn's batch itself; the commit scheduled for that
+        turn then finds nothing to do. It used to commit an empty batch on the store's
+        thread, which opened a new connection (and thread) on the closed store."""
+        path = tmp_path / "a.db"
+        store = SqliteStore(path)
+        await journal_some(store, n=1)
+        pending = [
+            asyncio.ensure_future(
+                store.journal_record(f"t{k}", "k", "me", {"name": "s", "ok": True, "value": k})
+            )
+            for k in range(5)
+        ]
+        await asyncio.sleep(0)  # the records wait in this loop turn's batch
+        assert store._batch is not None
+        threads = threading.active_count()
+        await store.aclose()
+        assert [(await p)["value"] for p in pending] == list(range(5))
+        await asyncio.sleep(0.01)  # the turn's own commit has run
+        assert store._executor is None
+        assert store._tconn is None
+        assert threading.active_count() <= threads
+
+    async def test_a_batch_committed_after_close_fails_its_steps(self, tmp_path: Path) -> None:
+        store = SqliteStore(tmp_path / "a.db")
+        await journal_some(store, n=1)
+        await store.aclose()
+        done: asyncio.Future[StepRecord | None] = asyncio.get_running_loop().create_future()
+        store._commit([(("t", "k", "s", 1, "1", None, None, "me", 0.0, None), done)])
+        with pytest.raises(StoreError, match="closed"):
+            await done
+        assert store._executor is None
 
     async def test_a_failing_checkpoint_is_logged_and_lets_writes_go_on(
         self, tmp_path: Path, caplog: pytest.LogCaptureFixture

@@ -398,17 +398,23 @@ class _SqliteEngine(SqlStore):
 
     def _commit_batch(self) -> None:
         """Commit the records gathered in one loop turn in one transaction."""
-        batch, self._batch = self._batch or [], None
-        self._commit(batch)
+        batch, self._batch = self._batch, None
+        if batch is not None:  # None: ``aclose`` committed it already
+            self._commit(batch)
 
     def _commit(self, batch: Batch) -> None:
         rows = [params for params, _ in batch]
         conn = self._conn
-        if conn is not None and self._checkpointing and not self._offload:
+        if conn is None:
+            # Closed meanwhile (``aclose`` commits what is queued when it starts): fail
+            # the steps, never open a connection again on a closed store.
+            settle(batch, error=StoreError(f"{self._where} is closed"))
+            return
+        if self._checkpointing and not self._offload:
             # The checkpoint's last pass: commit on the loop once it is over (see _execute).
             self._after_checkpoint(partial(self._commit, batch))
             return
-        if conn is not None and not self._offload:
+        if not self._offload:
             try:
                 stood = _drive(conn, lambda tx: self._op_records(tx, rows), True, True)
             except sqlite3.Error as exc:
@@ -553,6 +559,11 @@ class _SqliteEngine(SqlStore):
         if self._batch is not None:
             self._commit_batch()  # records waiting for this loop turn's commit
         await self._release_all()
+        # Records that came while the claims were released (and a checkpoint that
+        # release may have started): committed before the connection goes.
+        await self._checkpoint_done()
+        if self._batch is not None:
+            self._commit_batch()
         self._closed = True
         key = getattr(self, "_file", None)
         if key is not None:
