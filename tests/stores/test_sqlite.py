@@ -332,7 +332,7 @@ class TestDurability:
         await store.aclose()
         done: asyncio.Future[StepRecord | None] = asyncio.get_running_loop().create_future()
         store._commit([(("t", "k", "s", 1, "1", None, None, "me", 0.0, None), done)])
-        with pytest.raises(StoreError, match="closed"):
+        with pytest.raises(StoreError, match="closed while steps waited"):
             await done
         assert store._executor is None
 

@@ -132,13 +132,15 @@ def _others_ready() -> bool:
     return ready is None or len(ready) > 0
 
 
+_CLOSED_WHILE_WAITING = (
+    "the store was closed while steps waited for their records; those steps run again on "
+    "a re-run (close the store after the roots that use it)"
+)
+
+
 def _settle_from(batch: Batch, job: asyncio.Future[list[StepRecord | None]]) -> None:
     if job.cancelled():
-        msg = (
-            "the store was closed while steps waited for their records; those steps run "
-            "again on a re-run (close the store after the roots that use it)"
-        )
-        settle(batch, error=StoreError(msg))
+        settle(batch, error=StoreError(_CLOSED_WHILE_WAITING))
     elif (exc := job.exception()) is not None:
         settle(batch, error=exc)
     else:
@@ -408,7 +410,7 @@ class _SqliteEngine(SqlStore):
         if conn is None:
             # Closed meanwhile (``aclose`` commits what is queued when it starts): fail
             # the steps, never open a connection again on a closed store.
-            settle(batch, error=StoreError(f"{self._where} is closed"))
+            settle(batch, error=StoreError(_CLOSED_WHILE_WAITING))
             return
         if self._checkpointing and not self._offload:
             # The checkpoint's last pass: commit on the loop once it is over (see _execute).
