@@ -19,10 +19,10 @@ from __future__ import annotations
 import importlib
 import secrets
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast, final
 
 from ._defs import Flow
 from ._json import MAX_NAME_BYTES, check_name
@@ -388,7 +388,7 @@ class Runs:
     async def list(
         self,
         *,
-        status: RunStatus | None = None,
+        status: RunStatus | Iterable[RunStatus] | None = None,
         flow: str | Flow[Any, Any] | None = None,
         since: float | datetime | None = None,
         limit: int = 50,
@@ -396,14 +396,13 @@ class Runs:
         """Runs newest first.
 
         Args:
-            status: Only runs with this status (``interrupted``: running, owner dead).
+            status: Only runs with this status, or with one of these (a list, tuple or
+                set; ``interrupted``: running, owner dead).
             flow: Only runs of this flow (a Flow, or its ``module:qualname`` path).
             since: Only runs created at or after this time (epoch seconds or datetime).
             limit: At most this many.
         """
-        if status is not None and status not in _STATUSES:
-            msg = f"runs.list(status=...) must be one of {', '.join(_STATUSES)} (got {status!r})"
-            raise ValueError(msg)
+        statuses = _statuses(status, "runs.list")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             msg = f"runs.list(limit=...) must be a positive int (got {limit!r})"
             raise ValueError(msg)
@@ -411,8 +410,16 @@ class Runs:
             msg = f"runs.list(flow=...) takes a Flow or its 'module:qualname' (got {flow!r})"
             raise TypeError(msg)
         path = flow_path(flow) if isinstance(flow, Flow) else flow
-        rows = await self._db.runs_list(status, path, _since(since), limit)
-        return [run_info(r) for r in rows]
+        start = _since(since)
+        if statuses is None or len(statuses) == 1:
+            one = None if statuses is None else statuses[0]
+            return [run_info(r) for r in await self._db.runs_list(one, path, start, limit)]
+        # One indexed query per status (each newest first, at most ``limit``), merged.
+        found = [
+            run_info(r) for s in statuses for r in await self._db.runs_list(s, path, start, limit)
+        ]
+        found.sort(key=lambda r: (r.created_at, r.root_id), reverse=True)
+        return found[:limit]
 
     async def get(self, root_id: str) -> RunTree:
         """The run and its nodes.
@@ -501,7 +508,7 @@ class Runs:
         self,
         *,
         older_than: float | timedelta,
-        status: Sequence[RunStatus] | RunStatus = ("completed",),
+        status: Iterable[RunStatus] | RunStatus = ("completed",),
     ) -> int:
         """Delete runs last updated more than ``older_than`` ago (seconds or a
         timedelta) with one of ``status``: each run with its nodes and journal, in one
@@ -511,17 +518,43 @@ class Runs:
         if not age >= 0:  # a negative age (or NaN) would reach runs made from now on
             msg = f"runs.prune(older_than=...) must be 0 or more seconds (got {older_than!r})"
             raise ValueError(msg)
-        statuses = (status,) if isinstance(status, str) else tuple(status)
-        for s in statuses:
-            if s not in _STATUSES:
-                msg = f"runs.prune(status=...) takes {', '.join(_STATUSES)} (got {s!r})"
-                raise ValueError(msg)
+        statuses = _statuses(status, "runs.prune")
+        if statuses is None:
+            msg = "runs.prune(status=...) takes a status or several (got None)"
+            raise ValueError(msg)
         import time
 
         return await self._db.runs_prune(time.time() - age, statuses)
 
     def __repr__(self) -> str:
         return f"Runs({self.store!r})"
+
+
+def _statuses(
+    status: RunStatus | Iterable[RunStatus] | None, where: str
+) -> tuple[RunStatus, ...] | None:
+    """A status or several (a list, tuple, set) as a tuple without repeats; ``None``
+    stays ``None`` (any status)."""
+    if status is None:
+        return None
+    if isinstance(status, str):
+        many: Iterable[object] = (status,)
+    elif isinstance(status, Iterable) and not isinstance(status, (bytes, bytearray)):
+        many = status
+    else:
+        msg = f"{where}(status=...) takes a status or a list of them (got {status!r})"
+        raise TypeError(msg)
+    out: list[RunStatus] = []
+    for s in many:
+        if s not in _STATUSES:
+            msg = f"{where}(status=...) must be one of {', '.join(_STATUSES)} (got {s!r})"
+            raise ValueError(msg)
+        if s not in out:
+            out.append(cast("RunStatus", s))
+    if not out:
+        msg = f"{where}(status=...) got no status (pass None for any)"
+        raise ValueError(msg)
+    return tuple(out)
 
 
 async def _resume(

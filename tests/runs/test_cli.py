@@ -96,6 +96,12 @@ class TestRunsCommands:
             cli("runs", "list", "--status", "failed", "--json", "--store", url).stdout
         )
         assert [r["root_id"] for r in failed] == ["bad-1"]
+        either = cli("runs", "list", "--status", "failed", "--status", "completed", "--json",
+                     "--store", url)  # fmt: skip
+        assert [r["root_id"] for r in json.loads(either.stdout)] == ["bad-1", "ok-1"]
+        bad = cli("runs", "list", "--status", "failed", "--status", "done", "--store", url)
+        assert bad.returncode == 2
+        assert bad.stderr.startswith("error: runs.list(status=...) must be one of")
 
         shown = cli("runs", "show", "bad-1", "--store", url)
         assert shown.returncode == 0, shown.stderr

@@ -350,6 +350,34 @@ class TestRunsApi:
             with pytest.raises(ValueError, match=r"status"):
                 await runs.list(status="done")  # type: ignore[arg-type]
 
+    async def test_list_takes_several_statuses(self, open_store: StoreFactory) -> None:
+        """As ``prune`` does: one query per status, merged newest first, cut to ``limit``."""
+        async with open_store() as store, runtree.create_scope(store=store) as scope:
+            for i in range(3):
+                await scope.exec(double, i, id=f"ok-{i}")
+                with pytest.raises(ValueError):
+                    await scope.exec(boom, i, id=f"bad-{i}")
+            runs = Runs(store)
+            both = await runs.list(status=["completed", "failed"])
+            assert [r.root_id for r in both] == [
+                "bad-2", "ok-2", "bad-1", "ok-1", "bad-0", "ok-0"
+            ]  # fmt: skip
+            assert [r.root_id for r in both] == [r.root_id for r in await runs.list()]
+            assert [r.root_id for r in await runs.list(status=("failed",), limit=2)] == [
+                "bad-2",
+                "bad-1",
+            ]
+            cut = await runs.list(status={"completed", "failed", "running"}, limit=3)
+            assert [r.root_id for r in cut] == ["bad-2", "ok-2", "bad-1"]
+            assert len(await runs.list(status=["failed", "failed"])) == 3
+            assert await runs.list(status=["running", "interrupted"]) == []
+            with pytest.raises(ValueError, match=r"^runs.list\(status=...\) must be one of"):
+                await runs.list(status=["completed", "done"])  # type: ignore[list-item]
+            with pytest.raises(ValueError, match=r"no status"):
+                await runs.list(status=[])
+            with pytest.raises(TypeError, match=r"a status or a list"):
+                await runs.list(status=3)  # type: ignore[arg-type]
+
     def test_runs_needs_a_store(self) -> None:
         with pytest.raises(TypeError, match=r"^Runs\(store\) needs a runtree store"):
             Runs(object())

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, assert_type
 
 import runtree as rt
+from runtree.runs import RunInfo, Runs
 
 tenant: rt.Tag[str] = rt.tag("tenant")
 retries = rt.tag("retries", parse=int)
@@ -160,3 +161,10 @@ def store_typed() -> None:
 
     rt.create_scope(store=InMemoryStore())
     rt.create_scope(store="sqlite:///x.db")  # type: ignore[arg-type]  # a Store, not a URL
+
+
+async def check_runs(runs: Runs) -> None:
+    assert_type(await runs.list(status="failed"), list[RunInfo])
+    assert_type(await runs.list(status=["failed", "cancelled"]), list[RunInfo])
+    assert_type(await runs.prune(older_than=60, status={"failed", "cancelled"}), int)
+    await runs.list(status="done")  # type: ignore[arg-type]

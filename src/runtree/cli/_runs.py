@@ -236,8 +236,11 @@ def _until_shallower(walked: list[Any], start: int, depth: int) -> list[tuple[An
 @runs_app.command("list")
 def runs_list(
     status: Annotated[
-        str | None,
-        typer.Option("--status", help="running, completed, failed, cancelled or interrupted."),
+        list[str] | None,
+        typer.Option(
+            "--status",
+            help="running, completed, failed, cancelled or interrupted (repeatable: any of them).",
+        ),
     ] = None,
     flow: Annotated[str | None, typer.Option("--flow", help="module:qualname of the flow.")] = None,
     limit: Annotated[int, typer.Option("--limit", help="At most this many.")] = 50,
@@ -245,10 +248,11 @@ def runs_list(
     store: StoreOpt = None,
 ) -> None:
     """List recorded runs, newest first."""
+    statuses = tuple(status) if status else None
 
     async def go(runs: Runs) -> list[RunInfo]:
         try:
-            return await runs.list(status=status, flow=flow, limit=limit)  # type: ignore[arg-type]
+            return await runs.list(status=statuses, flow=flow, limit=limit)  # type: ignore[arg-type]
         except ValueError as exc:
             raise _fail(str(exc), 2) from None
 
