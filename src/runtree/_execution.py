@@ -174,12 +174,15 @@ class Execution(Generic[T]):
             await self._set_status("cancelled")
             if self._details:
                 return ExecutionDetails(False, None, converted, ctx)
+            self._task.add_done_callback(_retrieved)  # see _retrieved
             raise converted from None
         except BaseException as exc:
             if ctx._status == "running":  # failed before its body ran
                 await ctx._fail(exc)
             status: ExecutionStatus = "cancelled" if isinstance(exc, Cancelled) else "failed"
             await self._set_status(status)
+            if status == "cancelled":
+                self._task.add_done_callback(_retrieved)  # see _retrieved
             if self._details:
                 return ExecutionDetails(False, None, exc, ctx)
             raise
@@ -203,3 +206,12 @@ class Execution(Generic[T]):
             return await inner()
         op = ExecOp("execute", flow, input, None, ctx)
         return await run_wrapped(scope._wrap_exec, inner, op)
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """Mark a cancelled execution's exception as seen: one nobody awaits (its scope closed
+    first, say) is not reported as "Task exception was never retrieved", as a cancelled
+    asyncio task is not. Awaiting it still raises ``Cancelled``; a failed execution nobody
+    awaits is still reported."""
+    if not task.cancelled():
+        task.exception()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -181,3 +182,35 @@ async def test_an_execution_pending_when_its_scope_is_disposed_never_runs() -> N
         await execution
     assert execution.status == "cancelled"
     assert ran == []
+
+
+async def test_a_cancelled_execution_nobody_awaits_is_not_reported_a_failed_one_is() -> None:
+    """Like asyncio's tasks: a cancelled one is not "Task exception was never retrieved"
+    (its scope closed before it started, or it was cancelled), a failed one still is."""
+    reported: list[BaseException | None] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context.get("exception")))
+    try:
+
+        @rt.flow
+        async def job(ctx: rt.ExecutionContext) -> None:
+            await asyncio.sleep(10)
+
+        scope = rt.create_scope()
+        unstarted = scope.exec(job)
+        started = scope.exec(job)
+        await asyncio.sleep(0.01)
+        started.cancel()
+        failed = scope.exec(broken)
+        await asyncio.sleep(0.01)
+        await scope.dispose()
+        assert (unstarted.status, started.status, failed.status) == (
+            "cancelled",
+            "cancelled",
+            "failed",
+        )
+        del unstarted, started, failed
+        gc.collect()
+        assert [type(e) for e in reported] == [RuntimeError]
+    finally:
+        loop.set_exception_handler(None)
