@@ -520,8 +520,8 @@ class Runs:
             raise ValueError(msg)
         statuses = _statuses(status, "runs.prune")
         if statuses is None:
-            msg = "runs.prune(status=...) takes a status or several (got None)"
-            raise ValueError(msg)
+            msg = "runs.prune(status=...) takes a status or a list of them (got None)"
+            raise TypeError(msg)
         import time
 
         return await self._db.runs_prune(time.time() - age, statuses)

@@ -234,6 +234,12 @@ class TestPrune:
                     await runs.prune(older_than=bad)
             with pytest.raises(TypeError, match=r"^runs\.list\(flow=\.\.\.\) takes a Flow"):
                 await runs.list(flow=5)  # type: ignore[arg-type]
+            for bad_status in (["completed", "done"], "done", []):
+                with pytest.raises(ValueError, match=r"^runs\.prune\(status=\.\.\.\)"):
+                    await runs.prune(older_than=0, status=bad_status)  # type: ignore[arg-type]
+            for wrong in (None, 3):
+                with pytest.raises(TypeError, match=r"^runs\.prune\(status=\.\.\.\) takes"):
+                    await runs.prune(older_than=0, status=wrong)  # type: ignore[arg-type]
             assert [r.root_id for r in await runs.list()] == ["n-1"]
 
 
