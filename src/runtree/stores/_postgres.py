@@ -602,8 +602,7 @@ class PostgresStore(SqlStore):
         record is left anywhere, a closing store may go on."""
         self._writing -= 1
         if self._queued:
-            if self._writing < WRITERS:
-                self._start_batcher()
+            self._start_batcher()  # (this writer's place)
         elif not self._writing and self._drained is not None:
             if not self._drained.done():
                 self._drained.set_result(None)
@@ -689,10 +688,8 @@ class PostgresStore(SqlStore):
         if not finished:
             await tx.execute(self._q["r_chunks_json"], (text,))
             return
-        status, etype, emsg, output, completed_at, root_id = finished[0]
         await tx.execute(
-            self._q["r_close_json"],
-            (text, status, etype, emsg, output, time.time(), completed_at, root_id, self._proc),
+            self._q["r_close_json"], (text, *self._finish_args(finished[0], time.time()))
         )
 
     async def _migrate(self, conn: AsyncConnection[Any]) -> None:

@@ -298,10 +298,14 @@ class RunsSql:
         for root_id, text in chunks:
             await tx.execute(q["r_chunk_put"], (root_id, text))
         now = time.time()
-        for status, etype, emsg, output, completed_at, root_id in finished:
-            await tx.execute(
-                q["r_finish"], (status, etype, emsg, output, now, completed_at, root_id, self._proc)
-            )
+        for state in finished:
+            await tx.execute(q["r_finish"], self._finish_args(state, now))
+
+    def _finish_args(self, state: Sequence[object], now: float) -> tuple[object, ...]:
+        """The parameters of ``r_finish`` for a final run state ``(status, error_type,
+        error_message, output, completed_at, root_id)``."""
+        status, etype, emsg, output, completed_at, root_id = state
+        return (status, etype, emsg, output, now, completed_at, root_id, self._proc)
 
     # -- reading -------------------------------------------------------------------
 

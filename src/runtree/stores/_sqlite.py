@@ -401,7 +401,7 @@ class _SqliteEngine(SqlStore):
     def _commit_batch(self) -> None:
         """Commit the records gathered in one loop turn in one transaction."""
         batch, self._batch = self._batch, None
-        if batch is not None:  # None: ``aclose`` committed it already
+        if batch is not None:  # None: committed already (by ``aclose``)
             self._commit(batch)
 
     def _commit(self, batch: Batch) -> None:
@@ -451,6 +451,12 @@ class _SqliteEngine(SqlStore):
 
     def _can_thread(self) -> bool:
         return False
+
+    async def _commit_waiting(self) -> None:
+        """Commit the records waiting for this loop turn's commit, after the writes held
+        for a checkpoint's last pass (they run on the loop once it is over)."""
+        await self._checkpoint_done()
+        self._commit_batch()
 
     async def _checkpoint_done(self) -> None:
         """Wait until the checkpoint's last pass is over (loop writes are held for it)."""
@@ -556,16 +562,9 @@ class _SqliteEngine(SqlStore):
         if self._closed or self._conn is None:
             self._closed = True
             return
-        # Writes held for a checkpoint's last pass run on the loop once it is over.
-        await self._checkpoint_done()
-        if self._batch is not None:
-            self._commit_batch()  # records waiting for this loop turn's commit
+        await self._commit_waiting()
         await self._release_all()
-        # Records that came while the claims were released (and a checkpoint that
-        # release may have started): committed before the connection goes.
-        await self._checkpoint_done()
-        if self._batch is not None:
-            self._commit_batch()
+        await self._commit_waiting()  # records that came meanwhile
         self._closed = True
         key = getattr(self, "_file", None)
         if key is not None:
