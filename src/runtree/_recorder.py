@@ -511,17 +511,21 @@ class Recorder(Extension):
         ctx: ExecutionContext = rec[_CTX]
         parent = rec[_PARENT]
         x = ctx._x
-        if rec[_ENDED] and rec[_EXC] is None and ctx._status == "completed":
-            # The common case (per node): it completed and returned a value. Its chunk
-            # entry is written here as JSON text, as the store would encode the row.
+        if (
+            rec[_ENDED]
+            and rec[_EXC] is None
+            and ctx._status == "completed"
+            and rec[_KIND] != "fn"
+            and rec[_ATTEMPT] == 1
+            and (x is None or not (x.own_tags or x.metadata))
+        ):
+            # The common case (per node): a flow that completed and returned a value,
+            # written as a short row (see runs_sql._merge), as _take writes the same node.
             name, key = ctx.name, rec[_KEY]
             if type(name) is str and (key is None or type(key) is str):
                 parent = quote(parent) if type(parent) is str else _id_text(parent)
                 result = rec[_RESULT]
                 value = rec[_INPUT]
-                tags = metadata = None
-                if x is not None:
-                    tags, metadata = self._extras(x)
                 ended = getattr(ctx, "_completed_at", None) or time()
                 if result is None:
                     output = None
@@ -533,17 +537,16 @@ class Recorder(Extension):
                 else:
                     output = self._value(result)
                 value = None if value is None else self._value(value)
+                head = f"[{_id_text(ctx)},{rec[_SEQ]},{parent},{quote(name)}"
                 return (
                     rec[_RUN].root_id,
-                    f"[{_id_text(ctx)},{rec[_SEQ]},{parent},{quote(name)},"
-                    f'"{"fn" if rec[_KIND] == "fn" else "flow"}",'
-                    f"{'null' if key is None else quote(key)},{int(rec[_ATTEMPT])},"
-                    f'"completed",{round(ctx._started_at * 1_000_000)},'
-                    f"{round(ended * 1_000_000)},null,null,0,"
-                    f"{'null' if value is None else quote(value)},"
+                    f"{head}]"
+                    if value is None and output is None and key is None
+                    else f"{head},{'null' if value is None else quote(value)},"
                     f"{'null' if output is None else quote(output)},"
-                    f"{'null' if tags is None else quote(tags)},"
-                    f"{'null' if metadata is None else quote(metadata)}]",
+                    f"{'null' if key is None else quote(key)}]",
+                    ctx._started_at,
+                    ended,
                 )
         if type(parent) is not str:
             parent = parent.id
@@ -1026,16 +1029,18 @@ class Recorder(Extension):
                                     out = value_of(out)
                             else:
                                 out = value_of(out)
-                        ended = node._completed_at  # set once its exec has returned
+                        # A short row (see runs_sql._merge); its times go in the chunk's head.
                         add(
                             (
                                 run.root_id,
-                                f"[{i},{seq},{parent_text},{name_text},"
-                                f'"flow",{"null" if key is None else quote(key)},1,"completed",'
-                                f"{round(node._started_at * 1_000_000)},"
-                                f"{round(ended * 1_000_000)},null,null,0,"
+                                f"[{i},{seq},{parent_text},{name_text}]"
+                                if value is None and out is None and key is None
+                                else f"[{i},{seq},{parent_text},{name_text},"
                                 f"{'null' if value is None else quote(value)},"
-                                f"{'null' if out is None else quote(out)},null,null]",
+                                f"{'null' if out is None else quote(out)},"
+                                f"{'null' if key is None else quote(key)}]",
+                                node._started_at,
+                                node._completed_at,  # set once its exec has returned
                             )
                         )
                         continue

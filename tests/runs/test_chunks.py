@@ -9,6 +9,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 import runtree
 from runtree.runs import Runs
 from runtree.stores import Store
@@ -78,12 +80,15 @@ async def test_a_large_tree_round_trips_through_several_chunks(open_durable: Sto
         assert await s._read(_op_all, s._q["r_chunks"], ("large",)) == []
 
 
-async def test_timestamps_round_trip_to_the_microsecond_and_old_chunks_still_read(
+async def test_timestamps_round_trip_exactly_and_old_chunks_still_read(
     open_durable: StoreFactory,
 ) -> None:
-    """Chunks hold timestamps as whole microseconds (a float's repr is the costliest part
-    of writing a node); chunks written before held floats and read as they were."""
+    """A chunk's head holds its rows' timestamps as IEEE 754 doubles (base64): they read
+    back exactly as the contexts had them. Chunks written before read as they were: the
+    writer's prefix with whole microseconds, and before that float seconds."""
+    import base64
     import json
+    from array import array
 
     contexts: dict[str, runtree.ExecutionContext] = {}
 
@@ -101,26 +106,72 @@ async def test_timestamps_round_trip_to_the_microsecond_and_old_chunks_still_rea
             await scope.exec(top, id="times")
         s = sql(store)
         (text,) = (await s._read(_op_all, s._q["r_chunks"], ("times",)))[0]
-        prefix, *nodes = json.loads(text)  # the writer's id prefix, then the nodes
-        assert type(prefix) is str and all(type(n[8]) is int for n in nodes)
+        head, *nodes = json.loads(text)  # the head, then the rows without their times
+        times = array("d", base64.b64decode(head["t"]))
+        assert type(head["p"]) is str and len(times) == 2 * len(nodes)
+        assert all(type(v) is not float for n in nodes for v in n)
         tree = await Runs(store).get("times")
         leaves = [x for x in tree.nodes if x.name == "leaf"]
         assert len(leaves) == 3
         for x in leaves:
             ctx = contexts[x.node_id]
-            assert isinstance(x.started_at, float) and isinstance(x.completed_at, float)
-            assert abs(x.started_at - ctx.details.started_at) <= 1e-6
-            assert ctx.details.completed_at is not None
-            assert abs(x.completed_at - ctx.details.completed_at) <= 1e-6
-        # A chunk as the previous version wrote it: float seconds.
-        await s.runs_start(("legacy", "legacy", "job", None, None, 1, 999.0, None, None))
-        old = [["n1", 1, "legacy", "n1", "flow", None, 1, "completed", 1000.25, 1001.5]]
-        old[0] += [None, None, 0, None, None, None, None]
-        await s._write(_op_exec, s._q["r_chunk_put"], ("legacy", json.dumps(old)))
-        got = await s.runs_get("legacy")
+            assert x.started_at == ctx.details.started_at
+            assert x.completed_at == ctx.details.completed_at
+        # Chunks as earlier versions wrote them: float seconds, then whole microseconds
+        # after the writer's prefix.
+        for root, chunk in (
+            ("floats", ["n1", 1, "floats", "n1", "flow", None, 1, "completed", 1000.25, 1001.5]),
+            ("micros", ["zz", [7, 1, "micros", "n7", "flow", None, 1, "completed"]]),
+        ):
+            await s.runs_start((root, root, "job", None, None, 1, 999.0, None, None))
+            if root == "micros":
+                chunk[1] += [1000250000, 1001500000]  # type: ignore[operator]
+            else:
+                chunk = [chunk]
+            row = chunk[-1]
+            assert isinstance(row, list)
+            row += [None, None, 0, None, None, None, None]
+            await s._write(_op_exec, s._q["r_chunk_put"], (root, json.dumps(chunk)))
+            got = await s.runs_get(root)
+            assert got is not None
+            (read,) = got[1]
+            assert (read[7], read[8], read[6]) == (1000.25, 1001.5, "completed")
+
+
+async def test_a_chunk_of_another_writer_reads_with_its_prefix_full_rows_and_short(
+    open_durable: StoreFactory,
+) -> None:
+    """The stored format (runs_sql._merge): a head with the writer's prefix and the
+    times (a NaN for a node still running), a full row, and short rows of a completed
+    flow with and without input, output and key."""
+    import base64
+    import json
+    from array import array
+
+    times = array("d", [1000.5, float("nan"), 1000.75, 1001.0, 1001.25, 1001.5])
+    head = {"p": "w1", "t": base64.b64encode(times.tobytes()).decode()}
+    full = [1, 1, "job", "slow", "fn", "k0", 2, "running", None, None, 0, "3", None, '{"a":1}']
+    full += [None]
+    chunk = [head, full, [2, 2, 1, "quick"], [3, 3, 1, "keyed", "4", '"out"', "k1"]]
+    async with open_durable() as store:
+        s = sql(store)
+        await s.runs_start(("job", "job", "job", None, None, 1, 999.0, None, None))
+        await s._write(_op_exec, s._q["r_chunk_put"], ("job", json.dumps(chunk)))
+        got = await s.runs_get("job")
         assert got is not None
-        (row,) = got[1]
-        assert (row[7], row[8]) == (1000.25, 1001.5)
+        a, b, c = got[1]
+        assert a == (
+            "w1-1", "job", "slow", "fn", "k0", 2, "running", 1000.5, None, None, None, 0,
+            "3", None, '{"a":1}', None,
+        )  # fmt: skip
+        assert b == (
+            "w1-2", "w1-1", "quick", "flow", None, 1, "completed", 1000.75, 1001.0, None,
+            None, 0, None, None, None, None,
+        )  # fmt: skip
+        assert c == (
+            "w1-3", "w1-1", "keyed", "flow", "k1", 1, "completed", 1001.25, 1001.5, None,
+            None, 0, "4", '"out"', None, None,
+        )  # fmt: skip
 
 
 async def test_the_recorders_own_node_text_is_what_the_store_would_encode(
@@ -207,3 +258,58 @@ async def test_ids_written_as_numbers_read_back_as_the_context_ids(
         got = await s.runs_get("other")
         assert got is not None
         assert [(r[0], r[1]) for r in got[1]] == [("zz9-7", "other")]
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+async def test_a_completed_flow_is_written_short_on_both_lanes(
+    open_durable: StoreFactory, wrapped: bool
+) -> None:
+    """A completed flow with no tags or metadata of its own is written as a short row
+    (most nodes: the cheap way), by the inline recorder and as a wrapper alike; a
+    failure, a function and a node with metadata are written whole."""
+    import json
+
+    class PassThrough(runtree.Extension):
+        async def wrap_exec(self, next: Any, op: runtree.ExecOp) -> object:
+            return await next()
+
+    @runtree.flow
+    async def leaf(ctx: runtree.ExecutionContext) -> object:
+        if ctx.input == "fail":
+            raise ValueError("no")
+        if ctx.input == "noted":
+            ctx.details.metadata["n"] = 1
+        return ctx.input
+
+    @runtree.flow
+    async def top(ctx: runtree.ExecutionContext) -> None:
+        await ctx.exec(leaf)
+        await ctx.exec(leaf, 2, key="k")
+        await ctx.exec(leaf, "noted")
+        await ctx.run(lambda: None, name="fn")
+        with pytest.raises(ValueError):
+            await ctx.exec(leaf, "fail")
+
+    exts = [PassThrough()] if wrapped else []
+    async with open_durable() as store:
+        async with runtree.create_scope(store=store, extensions=exts) as scope:
+            await scope.exec(top, id="short")
+        s = sql(store)
+        rows = [
+            r
+            for (text,) in await s._read(_op_all, s._q["r_chunks"], ("short",))
+            for r in json.loads(text)[1:]
+        ]
+        tree = await Runs(store).get("short")
+        kinds = {n.node_id: n for n in tree.nodes}
+        prefix = json.loads((await s._read(_op_all, s._q["r_chunks"], ("short",)))[0][0])[0]["p"]
+        last = {}
+        for r in rows:
+            last[f"{prefix}-{r[0]}" if type(r[0]) is int else r[0]] = r
+        lengths = {(kinds[i].name, kinds[i].input): len(r) for i, r in last.items()}
+        assert lengths[("leaf", None)] == 4
+        assert lengths[("leaf", 2)] == 7
+        assert lengths[("leaf", "noted")] == 15
+        assert lengths[("leaf", "fail")] == 15
+        assert lengths[("fn", None)] == 15
+        assert [n.output for n in tree.nodes if n.name == "leaf"] == [None, 2, "noted", None]

@@ -15,8 +15,11 @@ while that process lives (same machine, checked by pid) or while its lease is re
 
 from __future__ import annotations
 
+import binascii
 import json
+import sys
 import time
+from array import array
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias, TypeVar
 
@@ -262,32 +265,36 @@ class RunsSql:
 
     def _chunks(self, nodes: Sequence[NodeRow]) -> list[tuple[object, str]]:
         """The chunk rows ``(root_id, text)`` of buffered node rows: one per root (per
-        NODES_PER_CHUNK nodes), a JSON array of the rows in buffer order, each without
-        its root_id. A row is a tuple of the columns, or ``(root_id, text)``: the row's
-        JSON already written by the recorder."""
-        by_root: dict[object, list[str]] = {}
+        NODES_PER_CHUNK nodes), a JSON array of a head and the rows in buffer order, each
+        without its root_id and its two timestamps (see :func:`_merge` for the format).
+        A buffered row is a tuple of the columns, or ``(root_id, text, started_at,
+        completed_at)``: a short row already written by the recorder."""
+        by_root: dict[object, tuple[list[str], array[float]]] = {}
         for row in nodes:
-            of_root = by_root.get(row[0])
-            if of_root is None:
-                of_root = by_root[row[0]] = []
-            if len(row) == 2:
-                of_root.append(row[1])
+            got = by_root.get(row[0])
+            if got is None:
+                got = by_root[row[0]] = ([], array("d"))
+            texts, times = got
+            if len(row) == 4:
+                texts.append(row[1])
+                times.append(row[2])
+                times.append(row[3])
                 continue
-            # The two timestamps as whole microseconds (the shortest repr of a float
-            # costs ≈ 7,000 instructions, half of a node's write; an int's a few hundred).
             started, ended = row[9], row[10]
-            if type(started) is float:
-                started = round(started * 1_000_000)
-            if type(ended) is float:
-                ended = round(ended * 1_000_000)
-            of_root.append(compact((*row[1:9], started, ended, *row[11:])))
-        # A chunk starts with this process's id prefix: a node's id (or its parent's) written
-        # as a number n is the context id f"{prefix}-{n}" (see _merge).
-        head = quote(_PREFIX)
+            times.append(_NAN if started is None else started)
+            times.append(_NAN if ended is None else ended)
+            texts.append(compact((*row[1:9], *row[11:])))
+        # A chunk's head holds this process's id prefix (a node's id, or its parent's,
+        # written as a number n is the context id f"{prefix}-{n}") and the rows' times.
+        head = f'{{"p":{quote(_PREFIX)},"t":"'
         return [
-            (root_id, f"[{head},{','.join(of_root[start : start + NODES_PER_CHUNK])}]")
-            for root_id, of_root in by_root.items()
-            for start in range(0, len(of_root), NODES_PER_CHUNK)
+            (
+                root_id,
+                f'[{head}{_times_text(times[2 * start : 2 * (start + NODES_PER_CHUNK)])}"}},'
+                f"{','.join(texts[start : start + NODES_PER_CHUNK])}]",
+            )
+            for root_id, (texts, times) in by_root.items()
+            for start in range(0, len(texts), NODES_PER_CHUNK)
         ]
 
     async def _put_chunks(
@@ -495,14 +502,66 @@ def _seconds(t: object) -> object:
     return t / 1_000_000 if type(t) is int else t
 
 
+_NAN = float("nan")
+_SWAP = sys.byteorder != "little"  # times are stored little-endian
+
+
+def _times_text(times: array[float]) -> str:
+    """Timestamps (``NaN`` for none) as the base64 of their IEEE 754 doubles: the repr of
+    a float costs ≈ 7,000 instructions, a whole microsecond's int a third of a node's
+    encoding; these cost the copy of their bytes, and read back exactly."""
+    if _SWAP:  # pragma: no cover - little-endian machines only here
+        times = array("d", times)
+        times.byteswap()
+    return binascii.b2a_base64(times.tobytes(), newline=False).decode("ascii")
+
+
+def _times_of(text: str) -> list[float | None]:
+    times = array("d", binascii.a2b_base64(text))
+    if _SWAP:  # pragma: no cover
+        times.byteswap()
+    return [None if t != t else t for t in times]
+
+
 def _merge(rows: list[tuple[Any, ...]], chunks: list[tuple[Any, ...]]) -> list[NodeRow]:
     """Node rows in ``_NODE_COLS`` order, in start order, from ``run_nodes`` rows (with
-    ``seq`` last) and chunks; a node written more than once is read from its last write."""
+    ``seq`` last) and chunks; a node written more than once is read from its last write.
+
+    A chunk is a JSON array: a head ``{"p": prefix, "t": times}``, then one row per node
+    without its root id and timestamps (``times``: see :func:`_times_text`, two a row,
+    ``started_at`` then ``completed_at``). A node's id, or its parent's, written as a
+    number n is the context id ``f"{prefix}-{n}"``. A row is either every column in
+    ``_NODE_COLS`` order with ``seq`` second (``node_id, seq, parent_id, name, kind,
+    key, attempt, status, error_type, error_message, replayed, input, output, tags,
+    metadata``), or a completed flow written short: ``node_id, seq, parent_id, name``
+    and, when any is not null, ``input, output, key``. Chunks written before 2026-12-03
+    start with the prefix alone and hold every column, the timestamps in whole
+    microseconds (or, before that, as floats with no prefix)."""
     if not chunks:
         return [r[:-1] for r in rows]
     by_id: dict[object, tuple[Any, ...]] = {r[0]: tuple(r) for r in rows}
     for (text,) in chunks:
         nodes = json.loads(text)
+        if nodes and type(nodes[0]) is dict:
+            head = nodes.pop(0)
+            prefix = head["p"]
+            times = _times_of(head["t"])
+            for k, node in enumerate(nodes):
+                if type(node[0]) is int:
+                    node[0] = f"{prefix}-{node[0]}"
+                if type(node[2]) is int:
+                    node[2] = f"{prefix}-{node[2]}"
+                started, ended = times[2 * k], times[2 * k + 1]
+                if len(node) < 8:
+                    node_id, seq, parent, name, *values = node
+                    value, output, key = values or (None, None, None)
+                    by_id[node_id] = (
+                        node_id, parent, name, "flow", key, 1, "completed", started, ended,
+                        None, None, 0, value, output, None, None, seq,
+                    )  # fmt: skip
+                else:
+                    by_id[node[0]] = (node[0], *node[2:8], started, ended, *node[8:], node[1])
+            continue
         prefix = None
         if nodes and type(nodes[0]) is str:  # the writer's id prefix (chunks since 2026-12)
             prefix = nodes.pop(0)
