@@ -259,6 +259,7 @@ class _Run:
         "root",
         "root_id",
         "root_node",
+        "root_text",
         "session_id",
         "tree_id",
     )
@@ -267,6 +268,7 @@ class _Run:
         self.root = root
         self.tree_id = root.id
         self.root_id = self.tree_id
+        self.root_text = _id_text(root)  # the root's id as a node's JSON writes it
         self.name = root.name
         self.boundaries: dict[ExecutionContext, _Node] = {}
         self.broken = False
@@ -1000,7 +1002,7 @@ class Recorder(Extension):
                             name_text = quote(name)
                         if node.parent is not parent:
                             parent = node.parent
-                            parent_text = _id_text(parent)
+                            parent_text = run.root_text if parent is run.root else _id_text(parent)
                         i = node._id  # _id_text(node), inline
                         if i is None:
                             i = node._id = next(_context_ids)
