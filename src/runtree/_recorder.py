@@ -72,6 +72,7 @@ _paths: dict[Flow[Any, Any], str] = {}
 # Start order of nodes (any run: only the order matters). Every node is buffered when it
 # starts and numbered when the buffer is first written, so the buffer's order is the order.
 _seqs = itertools.count(1)
+_FN_END = ',"fn"]'  # a short row's end when its node is a function (ctx.run)
 
 # An exec's record is a list (cheaper to build than an object, per exec):
 # [context, parent (context or node id), kind, key, attempt, input, seq, run,
@@ -517,12 +518,12 @@ class Recorder(Extension):
             rec[_ENDED]
             and rec[_EXC] is None
             and ctx._status == "completed"
-            and rec[_KIND] != "fn"
             and rec[_ATTEMPT] == 1
             and (x is None or not (x.own_tags or x.metadata))
         ):
-            # The common case (per node): a flow that completed and returned a value,
-            # written as a short row (see runs_sql._merge), as _take writes the same node.
+            # The common case (per node): a flow (or function) that completed and
+            # returned a value, written as a short row (see runs_sql._merge), as _take
+            # writes the same node.
             name, key = ctx.name, rec[_KEY]
             if type(name) is str and (key is None or type(key) is str):
                 parent = quote(parent) if type(parent) is str else _id_text(parent)
@@ -543,10 +544,11 @@ class Recorder(Extension):
                 return (
                     rec[_RUN].root_id,
                     f"{head}]"
-                    if value is None and output is None and key is None
+                    if value is None and output is None and key is None and rec[_KIND] != "fn"
                     else f"{head},{'null' if value is None else quote(value)},"
                     f"{'null' if output is None else quote(output)},"
-                    f"{'null' if key is None else quote(key)}]",
+                    f"{'null' if key is None else quote(key)}"
+                    f"{_FN_END if rec[_KIND] == 'fn' else ']'}",
                     ctx._started_at,
                     ended,
                 )

@@ -152,7 +152,7 @@ async def test_a_chunk_of_another_writer_reads_with_its_prefix_full_rows_and_sho
     head = {"p": "w1", "t": base64.b64encode(times.tobytes()).decode()}
     full = [1, 1, "job", "slow", "fn", "k0", 2, "running", None, None, 0, "3", None, '{"a":1}']
     full += [None]
-    chunk = [head, full, [2, 2, 1, "quick"], [3, 3, 1, "keyed", "4", '"out"', "k1"]]
+    chunk = [head, full, [2, 2, 1, "quick"], [3, 3, 1, "keyed", "4", '"out"', "k1", "fn"]]
     async with open_durable() as store:
         s = sql(store)
         await s.runs_start(("job", "job", "job", None, None, 1, 999.0, None, None))
@@ -169,7 +169,7 @@ async def test_a_chunk_of_another_writer_reads_with_its_prefix_full_rows_and_sho
             None, 0, None, None, None, None,
         )  # fmt: skip
         assert c == (
-            "w1-3", "w1-1", "keyed", "flow", "k1", 1, "completed", 1001.25, 1001.5, None,
+            "w1-3", "w1-1", "keyed", "fn", "k1", 1, "completed", 1001.25, 1001.5, None,
             None, 0, "4", '"out"', None, None,
         )  # fmt: skip
 
@@ -266,7 +266,7 @@ async def test_a_completed_flow_is_written_short_on_both_lanes(
 ) -> None:
     """A completed flow with no tags or metadata of its own is written as a short row
     (most nodes: the cheap way), by the inline recorder and as a wrapper alike; a
-    failure, a function and a node with metadata are written whole."""
+    function as a short row with its kind; a failure and a node with metadata whole."""
     import json
 
     class PassThrough(runtree.Extension):
@@ -311,5 +311,5 @@ async def test_a_completed_flow_is_written_short_on_both_lanes(
         assert lengths[("leaf", 2)] == 7
         assert lengths[("leaf", "noted")] == 15
         assert lengths[("leaf", "fail")] == 15
-        assert lengths[("fn", None)] == 15
+        assert lengths[("fn", None)] == 8  # a function: short, with its kind
         assert [n.output for n in tree.nodes if n.name == "leaf"] == [None, 2, "noted", None]

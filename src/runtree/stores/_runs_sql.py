@@ -503,6 +503,7 @@ def _seconds(t: object) -> object:
 
 
 _NAN = float("nan")
+_SHORT = (None, None, None, "flow")  # a short row's input, output, key and kind if left out
 _SWAP = sys.byteorder != "little"  # times are stored little-endian
 
 
@@ -534,7 +535,8 @@ def _merge(rows: list[tuple[Any, ...]], chunks: list[tuple[Any, ...]]) -> list[N
     ``_NODE_COLS`` order with ``seq`` second (``node_id, seq, parent_id, name, kind,
     key, attempt, status, error_type, error_message, replayed, input, output, tags,
     metadata``), or a completed flow written short: ``node_id, seq, parent_id, name``
-    and, when any is not null, ``input, output, key``. Chunks written before 2026-12-03
+    and, when any is not null, ``input, output, key``, then ``"fn"`` for a function (its
+    kind; a flow's is left out). Chunks written before 2026-12-03
     start with the prefix alone and hold every column, the timestamps in whole
     microseconds (or, before that, as floats with no prefix)."""
     if not chunks:
@@ -552,11 +554,12 @@ def _merge(rows: list[tuple[Any, ...]], chunks: list[tuple[Any, ...]]) -> list[N
                 if type(node[2]) is int:
                     node[2] = f"{prefix}-{node[2]}"
                 started, ended = times[2 * k], times[2 * k + 1]
-                if len(node) < 8:
-                    node_id, seq, parent, name, *values = node
-                    value, output, key = values or (None, None, None)
+                if len(node) < 9:
+                    node_id, seq, parent, name = node[:4]
+                    values: list[Any] = [*node[4:], *_SHORT[len(node) - 4 :]]
+                    value, output, key, kind = values
                     by_id[node_id] = (
-                        node_id, parent, name, "flow", key, 1, "completed", started, ended,
+                        node_id, parent, name, kind, key, 1, "completed", started, ended,
                         None, None, 0, value, output, None, None, seq,
                     )  # fmt: skip
                 else:
