@@ -20,7 +20,7 @@ import json
 import sys
 import time
 from array import array
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias, TypeVar
 
 from .._context import _PREFIX
@@ -543,44 +543,45 @@ def _merge(rows: list[tuple[Any, ...]], chunks: list[tuple[Any, ...]]) -> list[N
         return [r[:-1] for r in rows]
     by_id: dict[object, tuple[Any, ...]] = {r[0]: tuple(r) for r in rows}
     for (text,) in chunks:
-        nodes = json.loads(text)
-        if nodes and type(nodes[0]) is dict:
-            head = nodes.pop(0)
-            prefix = head["p"]
-            times = _times_of(head["t"])
-            for k, node in enumerate(nodes):
-                if type(node[0]) is int:
-                    node[0] = f"{prefix}-{node[0]}"
-                if type(node[2]) is int:
-                    node[2] = f"{prefix}-{node[2]}"
-                started, ended = times[2 * k], times[2 * k + 1]
-                if len(node) < 9:
-                    node_id, seq, parent, name = node[:4]
-                    values: list[Any] = [*node[4:], *_SHORT[len(node) - 4 :]]
-                    value, output, key, kind = values
-                    by_id[node_id] = (
-                        node_id, parent, name, kind, key, 1, "completed", started, ended,
-                        None, None, 0, value, output, None, None, seq,
-                    )  # fmt: skip
-                else:
-                    by_id[node[0]] = (node[0], *node[2:8], started, ended, *node[8:], node[1])
-            continue
-        prefix = None
-        if nodes and type(nodes[0]) is str:  # the writer's id prefix (chunks since 2026-12)
-            prefix = nodes.pop(0)
-        for node in nodes:
-            # As written: node_id, seq, then the columns of _NODE_COLS after node_id, the
-            # two timestamps (started_at, completed_at) in whole microseconds; the node's
-            # id and its parent's as a number each when the writer had one.
-            if prefix is not None:
-                if type(node[0]) is int:
-                    node[0] = f"{prefix}-{node[0]}"
-                if type(node[2]) is int:
-                    node[2] = f"{prefix}-{node[2]}"
-            node[8] = _seconds(node[8])
-            node[9] = _seconds(node[9])
-            by_id[node[0]] = (node[0], *node[2:], node[1])
+        for row in _chunk_rows(json.loads(text)):
+            by_id[row[0]] = row
     return [r[:-1] for r in sorted(by_id.values(), key=_seq)]
+
+
+def _chunk_rows(nodes: list[Any]) -> Iterator[tuple[Any, ...]]:
+    """A chunk's nodes as ``run_nodes`` rows (``seq`` last), whichever format wrote
+    it (see :func:`_merge`)."""
+    if nodes and type(nodes[0]) is dict:
+        head = nodes.pop(0)
+        times = _times_of(head["t"])
+        for k, node in enumerate(nodes):
+            _prefixed(node, head["p"])
+            started, ended = times[2 * k], times[2 * k + 1]
+            if len(node) > 8:
+                yield (node[0], *node[2:8], started, ended, *node[8:], node[1])
+                continue
+            values: list[Any] = [*node[4:], *_SHORT[len(node) - 4 :]]
+            value, output, key, kind = values
+            yield (
+                node[0], node[2], node[3], kind, key, 1, "completed", started, ended,
+                None, None, 0, value, output, None, None, node[1],
+            )  # fmt: skip
+        return
+    # Before 2026-12-03: every column, the two timestamps (8, 9) in whole microseconds
+    # after the writer's id prefix, or float seconds with no prefix before that.
+    prefix = nodes.pop(0) if nodes and type(nodes[0]) is str else None
+    for node in nodes:
+        if prefix is not None:
+            _prefixed(node, prefix)
+        yield (node[0], *node[2:8], _seconds(node[8]), _seconds(node[9]), *node[10:], node[1])
+
+
+def _prefixed(node: list[Any], prefix: str) -> None:
+    """A node's id and its parent's written as numbers, as the writer's context ids."""
+    if type(node[0]) is int:
+        node[0] = f"{prefix}-{node[0]}"
+    if type(node[2]) is int:
+        node[2] = f"{prefix}-{node[2]}"
 
 
 def _seq(row: tuple[Any, ...]) -> int:
