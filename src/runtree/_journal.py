@@ -84,22 +84,36 @@ class JournalBackend(Protocol):
 
 
 def input_digest(value: object) -> str | None:
-    """A short digest of a step's input when it is JSON (``None`` otherwise: not checked)."""
+    """A short digest of a step's input when it is JSON (``None`` otherwise: not checked).
+
+    An input whose canonical JSON has at most 16 characters (a number, a short str, a
+    small list) is its own digest, written ``=`` + that text: it costs no hash, and a
+    :class:`JournalInputWarning` then shows the two inputs themselves. A longer one is
+    the first 16 hex digits of the SHA-256 of its text. Both forms fit in 17 ASCII
+    characters; records of earlier versions (a hash for every input) still compare right
+    (:meth:`Entry.changed`)."""
     t = type(value)
     # The common inputs without the encoder: the same text canonical() gives them.
     if t is int and -_BIG_INT < value < _BIG_INT:  # type: ignore[operator]
-        text = int.__repr__(value)
-    elif t is str:
+        return "=" + int.__repr__(value)
+    if t is str:
         text = quote(value)  # type: ignore[arg-type]
     else:
         try:
             text = canonical(value)
         except (TypeError, ValueError, RecursionError):
             return None
+    return "=" + text if len(text) <= _SHORT_INPUT else _hashed(text)
+
+
+def _hashed(text: str) -> str:
+    """The digest of an input's canonical text as a hash (what earlier versions wrote for
+    every input)."""
     return sha256(text.encode()).hexdigest()[:16]
 
 
-_BIG_INT = 10**18
+_SHORT_INPUT = 16
+_BIG_INT = 10**15  # 16 characters at most ("-999999999999999")
 
 
 def check_key(key: object, name: str) -> None:
@@ -159,6 +173,11 @@ class Entry:
         new = input_digest(given)
         if new is None or new == old:
             return None
+        if new[0] == "=" and old[0] != "=":
+            # Recorded by an earlier version, which hashed every input.
+            new = _hashed(new[1:])
+            if new == old:
+                return None
         return old, new
 
     @classmethod

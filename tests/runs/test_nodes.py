@@ -4,7 +4,10 @@ trees (several writes per node, many nodes per write), on every store."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -123,6 +126,44 @@ class TestInputChanged:
             assert isinstance(digests, dict) and set(digests) == {"recorded", "now"}
             assert digests["recorded"] != digests["now"]
         assert nodes["moved"].input == 7  # what was given this time
+        assert nodes["moved"].metadata["input_changed"] == {"recorded": "=5", "now": "=7"}
+
+    async def test_digests_of_an_earlier_version_still_compare(self, tmp_path: Path) -> None:
+        """Journals written before short inputs were their own digest hold a hash for
+        every input: the same input replays silently, another one warns, on SQLite as the
+        tables were left by that version."""
+        import sqlite3
+
+        from runtree.stores import SqliteStore
+
+        runs = 0
+
+        @runtree.flow
+        async def step(ctx: runtree.ExecutionContext) -> int:
+            nonlocal runs
+            runs += 1
+            assert isinstance(ctx.input, int)
+            return ctx.input * 3
+
+        path = tmp_path / "old.db"
+        async with (
+            SqliteStore(path) as store,
+            runtree.create_scope(store=store) as scope,
+            scope.create_context(id="old-1") as root,
+        ):
+            assert await root.exec(step, 4, key="k") == 12
+        with sqlite3.connect(path) as conn:
+            old = hashlib.sha256(b"4").hexdigest()[:16]
+            assert conn.execute("UPDATE runtree_journal SET input_digest = ?", (old,)).rowcount == 1
+        async with SqliteStore(path) as store, runtree.create_scope(store=store) as scope:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", JournalInputWarning)
+                async with scope.create_context(id="old-1") as root:
+                    assert await root.exec(step, 4, key="k") == 12
+            with pytest.warns(JournalInputWarning, match=old):
+                async with scope.create_context(id="old-1") as root:
+                    assert await root.exec(step, 5, key="k") == 12
+        assert runs == 1
 
 
 class TestWrites:

@@ -686,7 +686,11 @@ class SqlStore(RunsSql):
             SerializationError: the value is not strict JSON (nothing is written).
         """
         if tree_id is not self._checked_tree:
-            self._checked_tree = check_name(tree_id, "root id")
+            # A tree this owner holds was checked when it was claimed (concurrent roots
+            # take turns here: the last id checked is rarely this one).
+            if (tree_id, owner) not in self._held:
+                check_name(tree_id, "root id")
+            self._checked_tree = tree_id
         if key is not self._checked_key:
             self._checked_key = check_name(key, "journal key")
         name = _text(record.get("name", ""))
