@@ -14,7 +14,7 @@ import logging
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from hashlib import sha256
-from typing import TYPE_CHECKING, Protocol, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeAlias, TypedDict, TypeVar
 
 from ._json import canonical, compact, error_text, problem, quote, type_name
 from .errors import (
@@ -61,7 +61,12 @@ class JournalBackend(Protocol):
     Optional: ``journal_held(tree_id, key, owner)`` returns the records of a tree the
     backend already holds for ``owner`` (checking ``key`` as ``journal_acquire`` does), or
     ``None`` when only ``journal_acquire`` can tell; a key missing from them is then
-    ``owner``'s to run without an awaited call.
+    ``owner``'s to run without an awaited call. ``journal_record_ok(tree_id, key, owner,
+    name, value_json, input_digest)`` records a success given as its JSON text (what
+    ``journal_record`` does for ``{"name", "ok": True, "value", ...}``, without the
+    dict): ``None`` when recorded, else the record that stands. The journal calls it only
+    when the class that defines it is the one that defines ``journal_record`` or a
+    subclass of it: a subclass that wraps ``journal_record`` alone still sees every record.
     """
 
     async def journal_load(self, tree_id: str) -> dict[str, StepRecord]: ...
@@ -209,11 +214,31 @@ class Entry:
         raise self.error
 
 
+RecordOk: TypeAlias = Callable[
+    [str, str, str, str, str, "str | None"], Awaitable["StepRecord | None"]
+]
+
+
+def _record_ok(backend: object) -> RecordOk | None:
+    """The backend's ``journal_record_ok``, unless a class below the one defining it
+    overrides ``journal_record`` (see :class:`JournalBackend`)."""
+    fast: RecordOk | None = getattr(backend, "journal_record_ok", None)
+    if fast is None:
+        return None
+    for klass in type(backend).__mro__:
+        if "journal_record_ok" in vars(klass):
+            return fast
+        if "journal_record" in vars(klass):
+            return None
+    return fast  # pragma: no cover - an instance attribute: trust it
+
+
 class Journal:
     """The journal of one context tree (owned by its root)."""
 
     __slots__ = (
         "_held",
+        "_record_ok",
         "backend",
         "entries",
         "keep_text",
@@ -231,6 +256,8 @@ class Journal:
         self._held: Callable[[str, str, str], Mapping[str, StepRecord] | None] | None = getattr(
             backend, "journal_held", None
         )
+        # ... and its way to record a success from its JSON text (optional).
+        self._record_ok = _record_ok(backend)
         self.owner = owner
         # Keep each durable value's JSON text on its entry (a run-tree recorder reads it
         # for the step's node, then lets it go); off, the text is not kept.
@@ -400,6 +427,9 @@ class Journal:
         if self.backend is None:
             self.entries[key] = entry
             return entry
+        record: StepRecord | None = None  # None: a success the store takes as JSON text
+        fast = self._record_ok
+        text = ""
         if entry.ok:
             why = problem(entry.value)
             if why is not None:
@@ -410,30 +440,32 @@ class Journal:
                 log.warning("%s", message)
                 warnings.warn(message, SerializationWarning, stacklevel=2)
                 return entry
-            record: StepRecord = {"name": entry.name, "ok": True, "value": entry.value}
             try:
                 text = compact(entry.value)
             except (TypeError, ValueError, RecursionError):  # pragma: no cover - checked
-                pass  # by problem() above; the store says what is wrong, if anything
+                fast = None  # by problem() above; the store says what is wrong, if anything
             else:
-                record["value_json"] = text
                 if self.keep_text:
                     entry.text = text
+            if fast is None:
+                record = {"name": entry.name, "ok": True, "value": entry.value}
+                if text:
+                    record["value_json"] = text
         else:
             assert entry.error is not None
             err = entry.error
             if isinstance(err, StepFailedError):
-                kind, text = err.type_name, err.message
+                kind, message = err.type_name, err.message
             else:
-                kind, text = type_name(err), error_text(err)
+                kind, message = type_name(err), error_text(err)
             record = {
                 "name": entry.name,
                 "ok": False,
                 "error_type": kind,
-                "error_message": text,
+                "error_message": message,
             }
         digest = entry.recorded_digest()
-        if digest is not None:
+        if record is not None and digest is not None:
             record["input_digest"] = digest
         # The tree learns the outcome before the write is awaited: the step ran, so a
         # cancellation landing while (or right after) the store commits must not let it
@@ -443,7 +475,16 @@ class Journal:
         # is the at-least-once rule for steps whose record was never committed.
         self.entries[key] = entry
         try:
-            stored = await self.backend.journal_record(self.tree_id, key, self.owner, record)
+            if record is not None:
+                stored = await self.backend.journal_record(self.tree_id, key, self.owner, record)
+            elif fast is not None:
+                got = await fast(self.tree_id, key, self.owner, entry.name, text, digest)
+                if got is None:
+                    return entry  # recorded: the common case
+                record = {"name": entry.name, "ok": True, "value": entry.value}
+                stored = got
+            else:  # pragma: no cover - a success without its text has a record dict
+                raise AssertionError(key)
         except asyncio.CancelledError:
             raise
         except BaseException:

@@ -47,6 +47,17 @@ def _traced(base: type[Any], log: str) -> type[Any]:
                 note(log, ev="recorded", key=key, t=time.time())
             return stored
 
+        # A success's record, as the journal writes it (its value as JSON text).
+        async def journal_record_ok(
+            self, tree_id: str, key: str, owner: str, name: str, value: str, digest: str | None
+        ) -> dict[str, Any] | None:
+            stored: dict[str, Any] | None = await super().journal_record_ok(
+                tree_id, key, owner, name, value, digest
+            )
+            if stored is None:
+                note(log, ev="recorded", key=key, t=time.time())
+            return stored
+
         async def runs_write(
             self,
             nodes: Sequence[Sequence[object]],

@@ -42,6 +42,17 @@ class Store(SqliteStore):
             os._exit(17)
         return stored
 
+    # A success's record, as the journal writes it (its value as JSON text).
+    async def journal_record_ok(self, tree_id, key, owner, name, value, digest):
+        if key == crash_key and point == "before_record":
+            os._exit(17)
+        stored = await super().journal_record_ok(tree_id, key, owner, name, value, digest)
+        if stored is None:
+            note("recorded " + key)
+        if key == crash_key and point == "after_record":
+            os._exit(17)
+        return stored
+
 async def main():
     store = Store(db)
     results = []

@@ -502,6 +502,75 @@ class TestJournalRows:
         assert by_key.pop("f") == ("s", 0, None, "E", "m", "o", None)
         assert by_key == {k: general for k in ("alone", "b0", "b1", "b2", "b3")}
 
+    async def test_a_success_from_its_text_writes_the_row_the_record_dict_writes(
+        self, tmp_path: Path
+    ) -> None:
+        """The journal records a success through ``journal_record_ok`` (its value as JSON
+        text, no record dict); ``journal_record`` with the dict writes the same row, and
+        both answer a key recorded first with the record that stands."""
+        path = tmp_path / "ok.db"
+        async with SqliteStore(path) as store:
+            ok: StepRecord = {"name": "s", "ok": True, "value": {"n": 1}, "input_digest": "=1"}
+            assert await store.journal_record("t", "dict", "o", ok.copy()) == ok
+            assert await store.journal_record_ok("t", "text", "o", "s", '{"n":1}', "=1") is None
+            failed: StepRecord = {"name": "s", "ok": False, "error_type": "E", "error_message": "m"}
+            await store.journal_record("t", "f", "o", failed)
+            stood = await store.journal_record_ok("t", "f", "o2", "s", "1", None)
+            assert stood is not None and stood["ok"] is False and stood["error_type"] == "E"
+            with pytest.raises(StoreError, match="journal key"):
+                await store.journal_record_ok("t", "", "o", "s", "1", None)
+            with pytest.raises(StoreError, match="root id"):
+                await store.journal_record_ok("bad\x00id", "k", "o", "s", "1", None)
+        conn = sqlite3.connect(path)
+        try:
+            rows = dict(
+                conn.execute(
+                    "SELECT key, name || ok || value || owner || input_digest "
+                    "FROM runtree_journal WHERE key IN ('dict', 'text')"
+                ).fetchall()
+            )
+        finally:
+            conn.close()
+        assert rows["dict"] == rows["text"] == 's1{"n":1}o=1'
+
+    async def test_a_subclass_wrapping_journal_record_still_sees_every_record(
+        self, tmp_path: Path
+    ) -> None:
+        """A store subclass that wraps ``journal_record`` alone (a test seam, a wrapper)
+        sees successes too: the journal takes the text path only where the class that
+        defines ``journal_record_ok`` is the one that defines ``journal_record`` (or below
+        it)."""
+        seen: list[tuple[str, str]] = []
+
+        class Wrapped(SqliteStore):
+            async def journal_record(
+                self, tree_id: str, key: str, owner: str, record: StepRecord
+            ) -> StepRecord:
+                seen.append(("dict", key))
+                return await super().journal_record(tree_id, key, owner, record)
+
+        class Both(Wrapped):
+            async def journal_record_ok(
+                self, tree_id: str, key: str, owner: str, name: str, value: str, d: str | None
+            ) -> StepRecord | None:
+                seen.append(("text", key))
+                return await super().journal_record_ok(tree_id, key, owner, name, value, d)
+
+        @runtree.flow
+        async def step(ctx: runtree.ExecutionContext[int]) -> int:
+            return ctx.input + 1
+
+        for cls, expected in ((Wrapped, "dict"), (Both, "text")):
+            seen.clear()
+            async with (
+                cls(tmp_path / f"{cls.__name__}.db") as store,
+                runtree.create_scope(store=store) as scope,
+                scope.create_context(id="w-1") as root,
+            ):
+                assert await root.exec(step, 1, key="a") == 2
+                assert await root.run(lambda: 5, key="b") == 5
+            assert seen == [(expected, "a"), (expected, "b")], cls.__name__
+
     async def test_a_batch_tells_its_own_rows_from_keys_recorded_before(
         self, tmp_path: Path
     ) -> None:

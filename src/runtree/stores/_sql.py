@@ -344,6 +344,8 @@ class SqlStore(RunsSql):
         # The last root id and key that passed check_name (a step checks its key when it
         # claims it and again when it records: the same str object needs no second look).
         self._checked_tree: object = None
+        self._name_in: object = None  # the last step name recorded, and its stored text
+        self._name_text = ""
         self._checked_key: object = None
         # Claims being taken right now (not in _held yet) and claims whose release failed
         # (the renewer releases them).
@@ -685,18 +687,7 @@ class SqlStore(RunsSql):
             StoreError: the root id or key is not a valid name (nothing is written).
             SerializationError: the value is not strict JSON (nothing is written).
         """
-        if tree_id is not self._checked_tree:
-            # A tree this owner holds was checked when it was claimed (concurrent roots
-            # take turns here: the last id checked is rarely this one).
-            if (tree_id, owner) not in self._held:
-                check_name(tree_id, "root id")
-            self._checked_tree = tree_id
-        if key is not self._checked_key:
-            self._checked_key = check_name(key, "journal key")
-        name = _text(record.get("name", ""))
         digest = record.get("input_digest") or None
-        if digest is not None:
-            digest = _text(digest)
         if record.get("ok"):
             value: str | None = record.get("value_json")  # the journal's text of it
             if value is None:
@@ -705,26 +696,53 @@ class SqlStore(RunsSql):
                     value = compact(record.get("value"))
                 except (TypeError, ValueError, RecursionError):
                     value = dumps(record.get("value"), f"The value of journal key {key!r}")
-            params: tuple[object, ...] = (
-                tree_id, key, name, 1, value, None, None, owner, time.time(), digest
-            )  # fmt: skip
-        else:
-            # What is recorded must be storable on every store, whatever the error held
-            # (a lone surrogate, a NUL): the step's own exception is what its caller gets.
-            params = (
-                tree_id,
-                key,
-                name,
-                0,
-                None,
-                _text(record.get("error_type", "Exception")) or "Exception",
-                _text(record.get("error_message", "")),
-                owner,
-                time.time(),
-                digest,
-            )
+            name = record.get("name", "")
+            stored = await self.journal_record_ok(tree_id, key, owner, name, value, digest)
+            return record if stored is None else stored
+        # What is recorded must be storable on every store, whatever the error held (a
+        # lone surrogate, a NUL): the step's own exception is what its caller gets.
+        self._check_ids(tree_id, key, owner)
+        params = (
+            tree_id,
+            key,
+            _text(record.get("name", "")),
+            0,
+            None,
+            _text(record.get("error_type", "Exception")) or "Exception",
+            _text(record.get("error_message", "")),
+            owner,
+            time.time(),
+            None if digest is None else _text(digest),
+        )
         stored = await self._insert_record(params)
         return record if stored is None else stored
+
+    async def journal_record_ok(
+        self, tree_id: str, key: str, owner: str, name: str, value: str, digest: str | None
+    ) -> StepRecord | None:
+        """Insert a success (its value as compact JSON text) unless the key is recorded:
+        ``None`` when inserted, else the record that stands. Raises as
+        :meth:`journal_record` does."""
+        if tree_id is not self._checked_tree or key is not self._checked_key:
+            self._check_ids(tree_id, key, owner)
+        if name is not self._name_in:  # (a tree's steps share a few names)
+            self._name_in, self._name_text = name, _text(name)
+        if digest is not None:
+            digest = _text(digest)
+        return await self._insert_record(
+            (tree_id, key, self._name_text, 1, value, None, None, owner, time.time(), digest)
+        )
+
+    def _check_ids(self, tree_id: str, key: str, owner: str) -> None:
+        """A record's root id and key are valid names (``StoreError`` naming them)."""
+        if tree_id is not self._checked_tree:
+            # A tree this owner holds was checked when it was claimed (concurrent roots
+            # take turns here: the last id checked is rarely this one).
+            if (tree_id, owner) not in self._held:
+                check_name(tree_id, "root id")
+            self._checked_tree = tree_id
+        if key is not self._checked_key:
+            self._checked_key = check_name(key, "journal key")
 
     async def _insert_record(self, params: tuple[object, ...]) -> StepRecord | None:
         """``None`` when inserted, else the record that stands."""
