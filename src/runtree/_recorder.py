@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from functools import partial
 from time import time
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
 from ._context import FAILED, PENDING, ExecutionContext
 from ._context import _ids as _context_ids
@@ -925,7 +925,7 @@ class Recorder(Extension):
             await self.store.runs_write(rows, finished, False)
         except Exception:
             runs = self._runs_of(rows)
-            self._failed(len(rows) + 1, runs if run in runs else [*runs, run], "writing run")
+            self._failed(_count(rows) + 1, runs if run in runs else [*runs, run], "writing run")
 
     # -- the tick: buffered rows, lease renewal, cancel requests -------------------
 
@@ -963,6 +963,11 @@ class Recorder(Extension):
         exec_row, as_record, value_of = self._exec_row, self._as_record, self._value
         written, values, limit = self._written, self.values, self.limit
         entries: dict[str, Any] | None = None
+        # Per boundary: [its run, the run's journal entries (when a keyed node needs them),
+        # and the appends of the run's short rows and their times (see runs_sql._chunks)].
+        groups: dict[ExecutionContext, list[Any]] = {}
+        shorts: dict[str, tuple[list[str], list[float]]] = {}
+        cur: list[Any] = [None, None, None, None]
         was_open, self.open = self.open, []
         keep = self.open.append
         runs, parents, inputs, keys = self.runs, self._parents, self._inputs, self._keys
@@ -978,9 +983,17 @@ class Recorder(Extension):
                 if t is ExecutionContext:  # a recorded plain exec (start): its context
                     if node._boundary is not boundary:
                         boundary = node._boundary
-                        root = boundary._root or boundary
-                        run = runs.get(root) or self._ending.get(root)
-                        entries = None  # the run's journal entries, when a keyed node needs them
+                        cur = groups.get(boundary)  # type: ignore[assignment]
+                        if cur is None:
+                            root = boundary._root or boundary
+                            run = runs.get(root) or self._ending.get(root)
+                            cur = groups[boundary] = [run, None, None, None]
+                            if run is not None:
+                                got = shorts.get(run.root_id)
+                                if got is None:
+                                    got = shorts[run.root_id] = ([], [])
+                                cur[2], cur[3] = got[0].append, got[1].append
+                        run = cur[0]
                     if run is None:  # pragma: no cover - a run is written before it is dropped
                         continue
                     seq = next(_seqs)
@@ -1020,10 +1033,11 @@ class Recorder(Extension):
                         if out is not None:
                             if key is not None and values:
                                 # _journal_text, inline: the journal's JSON of the same value
+                                entries = cur[1]
                                 if entries is None:
                                     x = run.root._x
                                     journal = None if x is None else x.journal
-                                    entries = {} if journal is None else journal.entries
+                                    entries = cur[1] = {} if journal is None else journal.entries
                                 entry = entries.get(key)
                                 if entry is not None and entry.value is out and entry.text:
                                     text = entry.text
@@ -1034,19 +1048,17 @@ class Recorder(Extension):
                             else:
                                 out = value_of(out)
                         # A short row (see runs_sql._merge); its times go in the chunk's head.
-                        add(
-                            (
-                                run.root_id,
-                                f"[{i},{seq},{parent_text},{name_text}]"
-                                if value is None and out is None and key is None
-                                else f"[{i},{seq},{parent_text},{name_text},"
-                                f"{'null' if value is None else quote(value)},"
-                                f"{'null' if out is None else quote(out)},"
-                                f"{'null' if key is None else quote(key)}]",
-                                node._started_at,
-                                node._completed_at,  # set once its exec has returned
-                            )
+                        cur[2](
+                            f"[{i},{seq},{parent_text},{name_text}]"
+                            if value is None and out is None and key is None
+                            else f"[{i},{seq},{parent_text},{name_text},"
+                            f"{'null' if value is None else quote(value)},"
+                            f"{'null' if out is None else quote(out)},"
+                            f"{'null' if key is None else quote(key)}]"
                         )
+                        add_time = cur[3]
+                        add_time(node._started_at)
+                        add_time(node._completed_at)  # set once its exec has returned
                         continue
                     add(written(as_record(node, seq, run)))
                 elif t is list:
@@ -1062,6 +1074,10 @@ class Recorder(Extension):
                     add(node.row())
             except Exception:  # a value or a tag that breaks its encoding: one node lost
                 self._lost(node, "encoding a node")
+
+        for root_id, (texts, times) in shorts.items():
+            if texts:  # many short rows in one (see runs_sql._chunks)
+                add((root_id, texts, times))
 
         item: Any
         for item in was_open:
@@ -1106,7 +1122,7 @@ class Recorder(Extension):
         try:
             cancels = await self.store.runs_write(rows, (), beat)
         except Exception:
-            self._failed(len(rows), self._runs_of(rows), "writing nodes")
+            self._failed(_count(rows), self._runs_of(rows), "writing nodes")
             return
         if cancels:
             by_id = {run.root_id: run for run in self.runs.values()}
@@ -1136,7 +1152,12 @@ class Recorder(Extension):
             try:
                 await self.store.runs_write(rows, (), False)
             except Exception:
-                self._failed(len(rows), self._runs_of(rows), "writing nodes")
+                self._failed(_count(rows), self._runs_of(rows), "writing nodes")
+
+
+def _count(rows: list[tuple[object, ...]]) -> int:
+    """The nodes in rows ``_take`` made (one row may hold a run's short rows)."""
+    return sum(len(cast("list[str]", row[1])) if len(row) == 3 else 1 for row in rows)
 
 
 _ids = itertools.count(1)

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import binascii
 import json
-import sys
+import struct
 import time
-from array import array
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias, TypeVar
 
@@ -267,14 +266,19 @@ class RunsSql:
         """The chunk rows ``(root_id, text)`` of buffered node rows: one per root (per
         NODES_PER_CHUNK nodes), a JSON array of a head and the rows in buffer order, each
         without its root_id and its two timestamps (see :func:`_merge` for the format).
-        A buffered row is a tuple of the columns, or ``(root_id, text, started_at,
-        completed_at)``: a short row already written by the recorder."""
-        by_root: dict[object, tuple[list[str], array[float]]] = {}
+        A buffered row is a tuple of the columns; or ``(root_id, text, started_at,
+        completed_at)``, a short row already written by the recorder; or ``(root_id,
+        texts, times)``, many of them (``times`` two a row)."""
+        by_root: dict[object, tuple[list[str], list[float]]] = {}
         for row in nodes:
             got = by_root.get(row[0])
             if got is None:
-                got = by_root[row[0]] = ([], array("d"))
+                got = by_root[row[0]] = ([], [])
             texts, times = got
+            if len(row) == 3:
+                texts += row[1]
+                times += row[2]
+                continue
             if len(row) == 4:
                 texts.append(row[1])
                 times.append(row[2])
@@ -504,24 +508,21 @@ def _seconds(t: object) -> object:
 
 _NAN = float("nan")
 _SHORT = (None, None, None, "flow")  # a short row's input, output, key and kind if left out
-_SWAP = sys.byteorder != "little"  # times are stored little-endian
 
 
-def _times_text(times: array[float]) -> str:
-    """Timestamps (``NaN`` for none) as the base64 of their IEEE 754 doubles: the repr of
-    a float costs ≈ 7,000 instructions, a whole microsecond's int a third of a node's
-    encoding; these cost the copy of their bytes, and read back exactly."""
-    if _SWAP:  # pragma: no cover - little-endian machines only here
-        times = array("d", times)
-        times.byteswap()
-    return binascii.b2a_base64(times.tobytes(), newline=False).decode("ascii")
+def _times_text(times: Sequence[float]) -> str:
+    """Timestamps (``NaN`` for none) as the base64 of their little-endian IEEE 754
+    doubles: the repr of a float costs ≈ 7,000 instructions, a whole microsecond's int a
+    third of a node's encoding; these cost the copy of their bytes, and read back
+    exactly."""
+    return binascii.b2a_base64(struct.pack(f"<{len(times)}d", *times), newline=False).decode(
+        "ascii"
+    )
 
 
 def _times_of(text: str) -> list[float | None]:
-    times = array("d", binascii.a2b_base64(text))
-    if _SWAP:  # pragma: no cover
-        times.byteswap()
-    return [None if t != t else t for t in times]
+    data = binascii.a2b_base64(text)
+    return [None if t != t else t for t in struct.unpack(f"<{len(data) // 8}d", data)]
 
 
 def _merge(rows: list[tuple[Any, ...]], chunks: list[tuple[Any, ...]]) -> list[NodeRow]:
