@@ -37,6 +37,25 @@ def note(log: str, **event: object) -> None:
         os.close(fd)
 
 
+def _keyed(nodes: Sequence[Sequence[Any]]) -> list[list[object]]:
+    """``[key, status]`` of the keyed nodes among buffered rows, whatever their shape: a
+    full row ``(root_id, node_id, seq, parent_id, name, kind, key, attempt, status, ...)``,
+    a completed flow's short row ``(root_id, text, started, completed)`` or a run's short
+    rows ``(root_id, texts, times)`` (see ``runs_sql._chunks``); a short row's text is
+    ``[id, seq, parent, name, input, output, key, ...]``."""
+    out: list[list[object]] = []
+    for row in nodes:
+        if len(row) > 4:
+            if row[6] is not None:
+                out.append([row[6], row[8]])
+            continue
+        for text in row[1] if len(row) == 3 else [row[1]]:
+            short = json.loads(text)
+            if len(short) > 6 and short[6] is not None:
+                out.append([short[6], "completed"])
+    return out
+
+
 def _traced(base: type[Any], log: str) -> type[Any]:
     class Traced(base):  # type: ignore[misc]
         async def journal_record(
@@ -66,9 +85,7 @@ def _traced(base: type[Any], log: str) -> type[Any]:
         ) -> list[tuple[str, str]]:
             began = time.time()
             cancels: list[tuple[str, str]] = await super().runs_write(nodes, finished, beat)
-            # row: (root_id, node_id, seq, parent_id, name, kind, key, attempt, status, ...)
-            done = [[row[6], row[8]] for row in nodes if row[6] is not None]
-            note(log, ev="flushed", t=began, nodes=done, final=bool(finished))
+            note(log, ev="flushed", t=began, nodes=_keyed(nodes), final=bool(finished))
             return cancels
 
     return Traced

@@ -168,6 +168,10 @@ class Tally:
         self.lost_window = 0.0  # the most, kill time - last node write, with rows lost
         self.nodes_lost = 0
         self.unrecorded = 0  # nodes written completed whose journal record was in flight
+        # Nodes recorded before a traced flush and found written: the trace's flushes are
+        # what the "lost only after the last flush" check stands on (a tracer that fails
+        # on a row's shape would leave none, and the check would hold vacuously).
+        self.nodes_checked = 0
 
 
 async def check_trial(
@@ -222,6 +226,7 @@ async def check_trial(
         node = node_of.get(key)
         if recorded_at < last_flush:
             assert node is not None and node.status == "completed", (n, key, node)
+            tally.nodes_checked += 1
         elif node is None or node.status != "completed":
             assert killed_at is not None
             tally.nodes_lost += 1
@@ -331,7 +336,9 @@ async def test_sigkill_during_a_recorded_run_loses_no_journal_record(
     print(
         f"\n{backend['kind']}: {TRIALS} trials in {elapsed:.1f} s: {dict(tally.outcomes)}; "
         f"{tally.nodes_lost} node rows lost, at most {tally.lost_window:.3f} s "
-        f"after the last flush; {tally.unrecorded} completed nodes without a record"
+        f"after the last flush; {tally.unrecorded} completed nodes without a record; "
+        f"{tally.nodes_checked} nodes found written after a traced flush"
     )
     # Most kills land inside the run, not before its row or after its end.
     assert tally.outcomes["interrupted, then resumed"] >= TRIALS // 2, tally.outcomes
+    assert tally.nodes_checked > 0, "no traced flush preceded a kill: the node check was idle"
