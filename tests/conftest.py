@@ -1,11 +1,13 @@
 """Run ``async def`` tests on a fresh event loop (debug mode), and fail any test that
-leaves a task running behind it; the store fixtures every store test uses: ``open_store``
-(memory, SQLite, PostgreSQL) and ``open_durable`` (SQLite, PostgreSQL)."""
+leaves a task running behind it, or that lost run-tree records without saying it expects
+to (``@pytest.mark.record_loss``); the store fixtures every store test uses:
+``open_store`` (memory, SQLite, PostgreSQL) and ``open_durable`` (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import os
 import secrets
 from collections.abc import Awaitable, Callable, Iterator
@@ -37,6 +39,36 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     kwargs = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
     asyncio.run(_run_checked(pyfuncitem.obj, kwargs), debug=True)
     return True
+
+
+class _RecordLoss(logging.Handler):
+    """The recorder's warnings that records were lost (it never raises into user code:
+    a test seam that breaks a write would otherwise go unnoticed)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("run trees:"):
+            self.seen.append(message)
+
+
+@pytest.fixture(autouse=True)
+def _no_silent_record_loss(request: pytest.FixtureRequest) -> Iterator[None]:
+    handler = _RecordLoss()
+    logger = logging.getLogger("runtree")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+    if handler.seen and request.node.get_closest_marker("record_loss") is None:
+        pytest.fail(
+            f"run-tree records were lost ({handler.seen[0]!r}, {len(handler.seen)} in all); "
+            "mark the test @pytest.mark.record_loss if it breaks writes on purpose"
+        )
 
 
 @pytest.hookimpl(hookwrapper=True)

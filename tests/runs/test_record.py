@@ -281,6 +281,7 @@ class TestWhatIsRecorded:
 
 
 class TestRecordingNeverChangesOutcomes:
+    @pytest.mark.record_loss
     async def test_a_failing_store_is_logged_and_counted(
         self, open_store: StoreFactory, caplog: pytest.LogCaptureFixture
     ) -> None:
@@ -298,6 +299,7 @@ class TestRecordingNeverChangesOutcomes:
         assert details.context.details.metadata["runtree.record_failures"] == 1
         assert "run trees: starting run failed" in caplog.text
 
+    @pytest.mark.record_loss
     async def test_failing_node_writes_keep_the_flow_going(self, open_store: StoreFactory) -> None:
         async with open_store() as store:
             real = store.runs_write  # type: ignore[attr-defined]

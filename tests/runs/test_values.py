@@ -104,6 +104,7 @@ class BadKey:
         raise RuntimeError("no text for this key")
 
 
+@pytest.mark.record_loss
 async def test_values_that_break_their_encoding_never_reach_the_flow(tmp_path: Path) -> None:
     """Recording never changes an outcome: a value whose encoding raises anything is
     recorded as its marker, and a node that cannot be written at all (a metadata key with

@@ -147,6 +147,7 @@ async def test_a_read_only_database_says_so_and_what_to_do(tmp_path: Path) -> No
     assert "corrupt" not in text
 
 
+@pytest.mark.record_loss
 async def test_a_full_disk_says_so_and_that_nothing_was_half_written(tmp_path: Path) -> None:
     path = tmp_path / "runtree.db"
     async with SqliteStore(path) as store:
