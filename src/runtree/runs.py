@@ -8,7 +8,7 @@ them::
     runs = Runs(store)
     for info in await runs.list(status="failed"):
         tree = await runs.get(info.root_id)
-        for node, depth in tree.walk():
+        for node, depth in tree.walk_with_depth():
             print("  " * depth, node.name, node.status)
 
 .. versionadded:: 0.2
@@ -179,7 +179,7 @@ def _error_dict(error: RunError) -> dict[str, str]:
 @final
 class RunTree:
     """A run and its nodes: ``run``, ``nodes`` (start order), ``children(node)``,
-    ``walk()`` (depth-first, with depths), ``roots()``."""
+    ``walk()`` (depth-first), ``walk_with_depth()``, ``roots()``."""
 
     __slots__ = ("_children", "_top", "nodes", "run")
 
@@ -204,8 +204,14 @@ class RunTree:
         key = node if isinstance(node, str) else node.node_id
         return list(self._children.get(key, ()))
 
-    def walk(self) -> Iterator[tuple[RunNode, int]]:
-        """Every node depth-first (children in start order), with its depth."""
+    def walk(self) -> Iterator[RunNode]:
+        """Every node depth-first (children in start order)."""
+        for node, _ in self.walk_with_depth():
+            yield node
+
+    def walk_with_depth(self) -> Iterator[tuple[RunNode, int]]:
+        """Every node depth-first (children in start order), with its depth (0 for a
+        node without a recorded parent)."""
         stack = [(n, 0) for n in reversed(self._top)]
         while stack:
             node, depth = stack.pop()
@@ -216,7 +222,7 @@ class RunTree:
         """The chain from the root to the deepest failed node (empty when none failed)."""
         best: list[RunNode] = []
         path: list[RunNode] = []
-        for node, depth in self.walk():
+        for node, depth in self.walk_with_depth():
             del path[depth:]
             path.append(node)
             if node.status == "failed" and len(path) > len(best):

@@ -60,7 +60,7 @@ class TestRecordedRun:
         assert run.completed_at is not None and run.created_at <= run.completed_at
         [root] = tree.roots()
         assert (root.kind, root.node_id, root.parent_id) == ("root", "job-1", None)
-        kinds = [(n.name, n.kind) for n, _ in tree.walk()]
+        kinds = [(n.name, n.kind) for n in tree.walk()]
         assert kinds == [
             ("pipeline", "root"),
             ("double", "flow"),
@@ -134,7 +134,7 @@ class TestRecordedRun:
             tree = await Runs(store).get("req-1")
         assert tree.run.flow == f"{__name__}:double" and tree.run.input == 3
         assert tree.run.status == "completed" and tree.run.name == "request"
-        shape = [(n.name, n.kind, d) for n, d in tree.walk()]
+        shape = [(n.name, n.kind, d) for n, d in tree.walk_with_depth()]
         assert shape == [
             ("request", "root", 0),
             ("double", "flow", 1),

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, assert_type
 
 import runtree as rt
-from runtree.runs import RunInfo, Runs
+from runtree.runs import RunInfo, RunNode, Runs, RunTree
 
 tenant: rt.Tag[str] = rt.tag("tenant")
 retries = rt.tag("retries", parse=int)
@@ -168,3 +168,8 @@ async def check_runs(runs: Runs) -> None:
     assert_type(await runs.list(status=["failed", "cancelled"]), list[RunInfo])
     assert_type(await runs.prune(older_than=60, status={"failed", "cancelled"}), int)
     await runs.list(status="done")  # type: ignore[arg-type]
+    tree = await runs.get("r")
+    assert_type(tree, RunTree)
+    assert_type(list(tree.walk()), list[RunNode])
+    assert_type(list(tree.walk_with_depth()), list[tuple[RunNode, int]])
+    assert_type(tree.children(tree.nodes[0]), list[RunNode])

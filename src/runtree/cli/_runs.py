@@ -198,7 +198,7 @@ def render_tree(tree: RunTree) -> str:
         lines.append(_fit(f"cancel requested: {run.cancel_requested}", WIDTH))
     failing = {n.node_id for n in tree.failing_path()}
     last: dict[int, bool] = {}
-    walked = list(tree.walk())
+    walked = list(tree.walk_with_depth())
     for i, (node, depth) in enumerate(walked):
         is_last = all(d != depth for _, d in _until_shallower(walked, i + 1, depth))
         last[depth] = is_last

@@ -111,7 +111,7 @@ def _tree(tree: RunTree) -> dict[str, object]:
     """A run and its nodes in depth-first order, each with its depth; values left out
     (``/api/node`` gives one node whole)."""
     nodes: list[dict[str, object]] = []
-    for node, depth in tree.walk():
+    for node, depth in tree.walk_with_depth():
         error = node.error
         nodes.append(
             {
