@@ -24,7 +24,9 @@ __all__ = ["Override"]
 
 @final
 class Override:
-    """The async context manager ``scope.override(target, replacement)`` returns."""
+    """What ``scope.override(target, replacement)`` returns: an async context manager
+    (cached values released, their cleanups run, on entry and exit) that also works with
+    ``with`` (the values forgotten at once, their cleanups run at dispose)."""
 
     __slots__ = ("_active", "_previous", "_scope", "replacement", "target")
 
@@ -44,6 +46,37 @@ class Override:
         return scope._flow_presets if isinstance(self.target, Flow) else scope._presets
 
     async def __aenter__(self) -> None:
+        if self._enter() and isinstance(self.target, Atom):
+            await self._scope.release(self.target)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._leave() and isinstance(self.target, Atom):
+            await self._scope.release(self.target)
+
+    # ``with scope.override(...)`` (a sync test, or code that cannot await): the cached
+    # values are forgotten at once, as ``async with`` releases them, but their cleanups
+    # run when the scope is disposed instead of on entry and exit.
+
+    def __enter__(self) -> None:
+        if self._enter() and isinstance(self.target, Atom):
+            self._scope._resolver.forget(self.target)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._leave() and isinstance(self.target, Atom):
+            self._scope._resolver.forget(self.target)
+
+    def _enter(self) -> bool:
+        """Put the replacement in place (checked); whether to release the target."""
         name = getattr(self.target, "name", self.target)
         if self._active:
             msg = f"scope.override({name!r}) is already active; make a new one to nest"
@@ -60,25 +93,19 @@ class Override:
             raise
         scope._rebuild_hooks()  # a flow preset sends execs down the full path
         self._active = True
-        if isinstance(self.target, Atom):
-            await scope.release(self.target)
+        return True
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _leave(self) -> bool:
+        """Put back what was there; whether to release the target."""
         if not self._active:
-            return
+            return False
         self._active = False
         scope = self._scope
         self._restore()
         if scope.disposed:
-            return
+            return False
         scope._rebuild_hooks()
-        if isinstance(self.target, Atom):
-            await scope.release(self.target)
+        return True
 
     def _restore(self) -> None:
         table = self._table()

@@ -86,7 +86,16 @@ class _Resolved:
 class Resolver:
     """The dependency graph of one scope, resolved on demand."""
 
-    __slots__ = ("cache", "dependents", "flow_presets", "pending", "presets", "resolved", "scope")
+    __slots__ = (
+        "cache",
+        "dependents",
+        "flow_presets",
+        "forgotten",
+        "pending",
+        "presets",
+        "resolved",
+        "scope",
+    )
 
     def __init__(self, scope: Scope, presets: Iterable[Preset[Any]]) -> None:
         self.scope = scope
@@ -108,6 +117,9 @@ class Resolver:
         self.pending: dict[Atom[Any], asyncio.Future[object]] = {}
         self.resolved: dict[Atom[Any], _Resolved] = {}  # insertion = resolution order
         self.dependents: dict[Atom[Any], set[Atom[Any]]] = {}
+        # Values forgotten by a sync ``scope.override`` whose cleanups are still owed (run
+        # at dispose), a list per forget, dependents first.
+        self.forgotten: list[list[_Resolved]] = []
 
     def check_preset_cycles(self) -> None:
         """Presets are the only way to build a cycle (deps exist before their users):
@@ -241,6 +253,23 @@ class Resolver:
     async def release(self, atom: Atom[Any]) -> None:
         """Run ``atom``'s cleanups (after releasing the atoms that depend on it) and
         forget it; an ``ExceptionGroup`` of the cleanups that failed (all of them ran)."""
+        failures: list[Exception] = []
+        for record in self._drop(atom):
+            failures.extend(await _run_cleanups(record, None))
+        if failures:
+            raise ExceptionGroup(f"cleanup of atom {atom.name!r} failed", failures)
+
+    def forget(self, atom: Atom[Any]) -> None:
+        """``release`` without awaiting: ``atom`` and the atoms that depend on it are
+        forgotten at once (the next resolve runs their factories); the cleanups of their
+        values run at dispose."""
+        owed = [r for r in self._drop(atom) if r.cleanups or r.finish is not None]
+        if owed:
+            self.forgotten.append(owed)
+
+    def _drop(self, atom: Atom[Any]) -> list[_Resolved]:
+        """Forget ``atom`` and every resolved atom that depends on it; their records,
+        dependents first (the order their cleanups run in)."""
         doomed: set[Atom[Any]] = set()
         stack = [atom]
         while stack:
@@ -249,16 +278,13 @@ class Resolver:
                 continue
             doomed.add(a)
             stack.extend(self.dependents.get(a, ()))
-        order = [a for a in self.resolved if a in doomed]
-        failures: list[Exception] = []
-        for a in reversed(order):
-            record = self.resolved.pop(a)
+        records: list[_Resolved] = []
+        for a in reversed([a for a in self.resolved if a in doomed]):
+            records.append(self.resolved.pop(a))
             self.cache.pop(a, None)
             for deps in self.dependents.values():
                 deps.discard(a)
-            failures.extend(await _run_cleanups(record, None))
-        if failures:
-            raise ExceptionGroup(f"cleanup of atom {atom.name!r} failed", failures)
+        return records
 
     # -- resources and flow dependencies ---------------------------------------------
 
@@ -360,13 +386,17 @@ class Resolver:
         for atom in reversed(list(self.resolved)):
             record = self.resolved.pop(atom)
             failures.extend(await _run_cleanups(record, None))
+        while self.forgotten:  # the newest forgotten first
+            for record in self.forgotten.pop():
+                failures.extend(await _run_cleanups(record, None))
         self.cache.clear()
         self.dependents.clear()
         return failures
 
     def owed(self) -> list[str]:
         """Names of resolved atoms whose cleanups have not run."""
-        return [r.atom.name for r in self.resolved.values() if r.cleanups or r.finish]
+        live = [r for r in self.resolved.values() if r.cleanups or r.finish]
+        return [r.atom.name for r in (*live, *(r for f in self.forgotten for r in f))]
 
 
 def _find_resource(ctx: ExecutionContext, resource: Resource[Any]) -> object:

@@ -471,7 +471,9 @@ class Scope:
         """``async with scope.override(target, replacement):`` — a preset on this live
         scope for the block: the target's cached value and its dependents are released
         on entry and again on exit (their cleanups run), so resolves inside see the
-        replacement and resolves after see the real factory again."""
+        replacement and resolves after see the real factory again. ``with`` works too
+        (where nothing can be awaited): the cached values are forgotten the same way,
+        and their cleanups run when the scope is disposed."""
         from ._override import Override
 
         return Override(self, target, replacement)

@@ -3,6 +3,7 @@ under anyio's plugin; and ``scope.override`` on a live scope."""
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -275,6 +276,71 @@ class TestOverride:
             "client down real",
             "config down",
         ]
+
+    async def test_with_forgets_at_once_and_cleans_up_at_dispose(self) -> None:
+        """``with`` (no await): the same values inside and after the block as ``async
+        with``; the cleanups of the values it forgot run once, at dispose, dependents
+        first, after the live atoms'."""
+        log: list[str] = []
+
+        @rt.atom
+        async def config(ctx: rt.ResolveContext) -> AsyncIterator[str]:
+            log.append("config up")
+            yield "real"
+            log.append("config down")
+
+        @rt.atom(deps={"config": config})
+        async def client(ctx: rt.ResolveContext, config: str) -> AsyncIterator[str]:
+            log.append(f"client up {config}")
+            yield f"client({config})"
+            log.append(f"client down {config}")
+
+        @rt.flow(deps={"client": client})
+        async def use(ctx: rt.ExecutionContext, client: str) -> str:
+            return client
+
+        async with rt.create_scope() as scope:
+            assert await scope.exec(use) == "client(real)"
+            with scope.override(config, "fake"):
+                assert await scope.exec(use) == "client(fake)"
+            assert await scope.exec(use) == "client(real)"
+            assert log == ["config up", "client up real", "client up fake", "config up",
+                           "client up real"]  # fmt: skip
+        assert log[5:] == [
+            "client down real",  # the live ones
+            "config down",
+            "client down fake",  # forgotten on exit
+            "client down real",  # forgotten on entry
+            "config down",
+        ]
+
+    def test_with_in_a_sync_test_and_a_flow_target(self) -> None:
+        @rt.atom
+        def a(ctx: rt.ResolveContext) -> int:
+            return 1
+
+        @rt.flow(deps={"a": a})
+        async def f(ctx: rt.ExecutionContext, a: int) -> int:
+            return a
+
+        @rt.flow
+        async def g(ctx: rt.ExecutionContext) -> int:
+            return 7
+
+        async def main() -> None:
+            async with rt.create_scope() as scope:
+                with scope.override(a, 2), scope.override(f, g):
+                    assert await scope.exec(f) == 7
+                    assert await scope.resolve(a) == 2
+                assert await scope.exec(f) == 1
+                o = scope.override(a, 3)
+                with o:
+                    assert await scope.resolve(a) == 3
+                    with pytest.raises(RuntimeError, match="already active"):
+                        o.__enter__()
+                assert await scope.resolve(a) == 1
+
+        asyncio.run(main())
 
     async def test_flows_and_resources(self) -> None:
         @rt.flow
