@@ -12,6 +12,8 @@ test session; nothing happens unless a test asks for them::
   marker, disposed when the test ends (for an ``async def`` test: in the test's own event
   loop, right after its body, whichever plugin runs it — pytest-asyncio, anyio or another).
 - ``rt_ctx``: a root context of ``rt_scope`` named after the test.
+- An ``async def`` test that uses them and that no async plugin claims (no ``asyncio``,
+  ``anyio`` or ``trio`` marker) runs in an event loop of its own: runtree alone is enough.
 - ``assert_tree(ctx_or_run, expected)``: compare an execution tree with a nested
   ``(name, status, [children])`` shape.
 
@@ -47,6 +49,26 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{MARKER}(presets=(), tags=(), store=None, extensions=()): how the rt_scope "
         "fixture builds the test's scope (store: 'memory', 'sqlite', a URL or a store)",
     )
+
+
+# Markers by which another plugin claims an ``async def`` test (pytest-asyncio adds its
+# own to every async test in its auto mode).
+_ASYNC_RUNNERS: Final = ("asyncio", "anyio", "trio")
+
+
+@pytest.hookimpl
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run an ``async def`` test that uses ``rt_scope`` or ``rt_ctx`` and that no async
+    plugin claims (no ``asyncio``, ``anyio`` or ``trio`` marker) in an event loop of its
+    own, as ``asyncio.run`` does: such a test needs no plugin besides runtree's. Any other
+    test is left to the plugins that run it."""
+    if "rt_scope" not in pyfuncitem.fixturenames or not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    if any(pyfuncitem.get_closest_marker(name) for name in _ASYNC_RUNNERS):
+        return None
+    names = pyfuncitem._fixtureinfo.argnames
+    asyncio.run(pyfuncitem.obj(**{name: pyfuncitem.funcargs[name] for name in names}))
+    return True
 
 
 # -- recording the tree -------------------------------------------------------------

@@ -48,6 +48,46 @@ def run(pytester: pytest.Pytester, body: str, *args: str) -> pytest.RunResult:
     return pytester.runpytest("-p", "no:cacheprovider", *args)
 
 
+class TestWithoutAnAsyncPlugin:
+    """An unmarked ``async def`` test that uses the fixtures runs under runtree's own
+    runner (an event loop of its own); a marked one is left to its plugin."""
+
+    BODY = """
+        RUNS = []
+
+        @pytest.mark.runtree(tags=[tenant("acme")])
+        async def test_unmarked(rt_ctx):
+            RUNS.append("unmarked")
+            assert await rt_ctx.exec(users) == ["alice"]
+
+        async def test_unmarked_scope(rt_scope):
+            RUNS.append("scope")
+            assert not rt_scope.disposed
+
+        def test_afterwards():
+            assert RUNS == ["unmarked", "scope"]
+            opened = [e for e in EVENTS if e[0] == "open"]
+            closed = [e for e in EVENTS if e[0] == "close"]
+            assert len(opened) == 1 and closed == [("close", opened[0][1])]
+        """
+
+    def test_under_pytest_asyncio_strict(self, pytester: pytest.Pytester) -> None:
+        run(pytester, self.BODY).assert_outcomes(passed=3)
+
+    def test_with_no_async_plugin_at_all(self, pytester: pytest.Pytester) -> None:
+        run(pytester, self.BODY, "-p", "no:asyncio").assert_outcomes(passed=3)
+
+    def test_under_pytest_asyncio_auto_it_runs_once(self, pytester: pytest.Pytester) -> None:
+        run(pytester, self.BODY, "-o", "asyncio_mode=auto").assert_outcomes(passed=3)
+
+    def test_an_async_test_without_the_fixtures_is_left_alone(
+        self, pytester: pytest.Pytester
+    ) -> None:
+        result = run(pytester, "async def test_plain():\n    pass\n")
+        result.assert_outcomes(failed=1)  # pytest's own "not natively supported"
+        result.stdout.fnmatch_lines(["*async def functions are not natively supported*"])
+
+
 class TestUnderPytestAsyncio:
     def test_fixtures_marker_and_dispose_in_the_tests_loop(self, pytester: pytest.Pytester) -> None:
         result = run(
