@@ -89,8 +89,9 @@ class ContextFilter(logging.Filter):
 
     Attributes set: ``runtree_context_id``, ``runtree_root_id``, ``runtree_flow`` (the
     context's name) and one per tag (``None`` when there is no context or no value).
-    Attributes a record already has are kept (``LoggingExtension`` sets the exec's own).
-    The filter never drops a record.
+    Attributes a record already has are kept. ``LoggingExtension`` logs its lines about
+    an exec with that exec's context current, so they carry its ids and its tags. The
+    filter never drops a record.
 
     Args:
         tags: Tags to add, under their labels (``[request_id]`` → ``record.request_id``),
@@ -103,10 +104,27 @@ class ContextFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         attrs = record.__dict__
-        if CONTEXT_ID in attrs:
-            return True
-        attrs.update(_fields(_current.get(), self.tags))
+        for name, value in _fields(_current.get(), self.tags).items():
+            attrs.setdefault(name, value)
         return True
+
+
+def _log(
+    logger: logging.Logger,
+    level: int,
+    ctx: ExecutionContext,
+    extra: dict[str, object],
+    msg: str,
+    *args: object,
+) -> None:
+    """Log a line about the exec of ``ctx`` with ``ctx`` current (for the length of the
+    call): filters and processors see the exec's context, its tags included, as they
+    do for lines its body logs."""
+    token = _current.set(ctx)
+    try:
+        logger.log(level, msg, *args, extra=extra)
+    finally:
+        _current.reset(token)
 
 
 class StructlogProcessor:
@@ -177,7 +195,7 @@ class LoggingExtension(Extension):
             "runtree_attempt": op.attempt,
         }
         if logger.isEnabledFor(self.start_level):
-            logger.log(self.start_level, "%s %s started", op.kind, what, extra=extra)
+            _log(logger, self.start_level, ctx, extra, "%s %s started", op.kind, what)
         started = perf_counter()
         try:
             result = await next()
@@ -195,21 +213,25 @@ class LoggingExtension(Extension):
             if logger.isEnabledFor(level):
                 extra["runtree_status"] = status
                 extra["runtree_duration_ms"] = ms = (perf_counter() - started) * 1000
-                logger.log(
+                _log(
+                    logger,
                     level,
+                    ctx,
+                    extra,
                     "%s %s %s after %.1f ms: %s",
                     op.kind,
                     what,
                     status,
                     ms,
                     _describe(exc),
-                    extra=extra,
                 )
             raise
         if logger.isEnabledFor(self.end_level):
             extra["runtree_status"] = "completed"
             extra["runtree_duration_ms"] = ms = (perf_counter() - started) * 1000
-            logger.log(self.end_level, "%s %s completed in %.1f ms", op.kind, what, ms, extra=extra)
+            _log(
+                logger, self.end_level, ctx, extra, "%s %s completed in %.1f ms", op.kind, what, ms
+            )
         return result
 
 

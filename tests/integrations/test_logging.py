@@ -144,6 +144,34 @@ class TestLoggingExtension:
         assert ended[0].runtree_context_id != ctx.id  # type: ignore[attr-defined]
         assert ended[0].runtree_root_id == ctx.id  # type: ignore[attr-defined]
 
+    async def test_its_lines_carry_the_execs_tags_through_the_filter(
+        self, captured: Captured
+    ) -> None:
+        """A ContextFilter with tags gives the extension's own lines (which carry their
+        exec's ids) the exec's tags too, exec-call tags included: a format string that
+        names a tag works for every line."""
+
+        @rt.flow
+        async def work(ctx: rt.ExecutionContext) -> int:
+            return 1
+
+        @rt.flow
+        async def bad(ctx: rt.ExecutionContext) -> int:
+            raise ValueError("boom")
+
+        scope = rt.create_scope(extensions=[LoggingExtension()], tags=[tenant("scope-wide")])
+        async with scope, scope.create_context() as root:
+            await root.exec(work)
+            await root.exec(work, tags=[tenant("per-exec")])
+            with pytest.raises(ValueError, match="boom"):
+                await root.exec(bad)
+        lines = [r for r in captured.records if r.name == "runtree.exec"]
+        assert len(lines) == 6
+        fmt = logging.Formatter("%(message)s [%(tenant)s]")
+        shown = [fmt.format(r).split(" [")[1] for r in lines]
+        assert shown == ["scope-wide]"] * 2 + ["per-exec]"] * 2 + ["scope-wide]"] * 2
+        assert {r.runtree_flow for r in lines} == {"work", "bad"}  # type: ignore[attr-defined]
+
     async def test_cancelled_is_info(self, captured: Captured) -> None:
         started = asyncio.Event()
 
