@@ -201,9 +201,9 @@ class Entry:
         changed = self.changed(given) if given is not UNCHECKED else None
         if changed is not None:
             message = (
-                f"journal key {key!r} ({name!r}) replays the outcome recorded for input "
-                f"{changed[0]}, but the input now is {changed[1]}. The key is the step's "
-                "identity: put what varies into the key, or call "
+                f"journal key {key!r} ({name!r}) replays the outcome recorded for an input "
+                f"with digest {changed[0]}, but the input now has digest {changed[1]}. The "
+                "key is the step's identity: put what varies into the key, or call "
                 f"ctx.reset_journal({key!r}) to run the step again."
             )
             log.warning("%s", message)
