@@ -344,8 +344,6 @@ class SqlStore(RunsSql):
         # The last root id and key that passed check_name (a step checks its key when it
         # claims it and again when it records: the same str object needs no second look).
         self._checked_tree: object = None
-        self._name_in: object = None  # the last step name recorded, and its stored text
-        self._name_text = ""
         self._checked_key: object = None
         # Claims being taken right now (not in _held yet) and claims whose release failed
         # (the renewer releases them).
@@ -725,12 +723,10 @@ class SqlStore(RunsSql):
         :meth:`journal_record` does."""
         if tree_id is not self._checked_tree or key is not self._checked_key:
             self._check_ids(tree_id, key, owner)
-        if name is not self._name_in:  # (a tree's steps share a few names)
-            self._name_in, self._name_text = name, _text(name)
         if digest is not None:
             digest = _text(digest)
         return await self._insert_record(
-            (tree_id, key, self._name_text, 1, value, None, None, owner, time.time(), digest)
+            (tree_id, key, _text(name), 1, value, None, None, owner, time.time(), digest)
         )
 
     def _check_ids(self, tree_id: str, key: str, owner: str) -> None:
