@@ -192,6 +192,24 @@ def error_text(exc: BaseException) -> str:
     return readable(text)
 
 
+def shown(value: object, limit: int | None = 200) -> str:
+    """``repr(value)`` for a message, cut to ``limit`` characters; never raises (a value
+    whose ``repr`` raises, or an int too long to print, is shown by its type)."""
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__} object>"
+    if not isinstance(text, str):  # pragma: no cover - repr() returns a str
+        text = f"<{type(value).__name__} object>"
+    return readable(text, limit)
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` of an error (a ParseError's reason, a log line); never raises."""
+    text = error_text(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def type_name(exc: BaseException) -> str:
     """The exception's qualified type name as :func:`readable` text."""
     return readable(type(exc).__qualname__)

@@ -16,6 +16,7 @@ import pytest
 import runtree
 from runtree._journal import StepRecord
 from runtree.errors import StoreError
+from runtree.runs import Runs
 from runtree.stores import PostgresStore, SqliteStore, Store
 
 StoreFactory = Callable[..., Store]
@@ -433,3 +434,105 @@ async def test_a_batch_that_fails_otherwise_fails_its_steps_and_hangs_none(
             asyncio.gather(*calls, return_exceptions=True), timeout=10
         )
     assert [type(o) for o in outcomes] == [ValueError] * 3
+
+
+# -- other writes of one loop turn (claims, run rows, releases) share a commit too ------
+
+
+def count_transactions(store: SqliteStore) -> list[int]:
+    """Commits of explicit transactions on the store's loop connection."""
+    conn = store._conn
+    assert conn is not None
+    commits = [0]
+
+    def trace(sql: str) -> None:
+        commits[0] += sql.strip().upper() == "COMMIT"
+
+    conn.set_trace_callback(trace)
+    return commits
+
+
+async def put_meta(tx: Any, name: str, fail: bool = False) -> str:
+    await tx.execute("INSERT INTO runtree_meta (name, value) VALUES (?, 'x')", (name,))
+    if fail:
+        raise LookupError(f"{name} refused after its insert")
+    return name
+
+
+async def meta_names(path: Any) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM runtree_meta")}
+
+
+async def test_concurrent_roots_share_the_commits_of_their_claims_and_run_rows(
+    tmp_path: Any,
+) -> None:
+    async with SqliteStore(tmp_path / "w.db") as store:
+        await warm(store)
+        commits = count_transactions(store)
+        ran: Counter[str] = Counter()
+        scope = runtree.create_scope(store=store, tags=[RAN(ran)])
+
+        async def one(r: int) -> None:
+            async with scope.create_context(id=f"w-{r}") as root:
+                await root.exec(step, r, key="only")
+
+        await asyncio.gather(*(one(r) for r in range(ROOTS)))
+        await scope.dispose()
+        # Each root writes a claim, a run row, a record, its final state and a release:
+        # 5 * ROOTS transactions one by one; concurrent roots share them.
+        assert 0 < commits[0] <= ROOTS
+        runs = await Runs(store).list(limit=100)
+    assert sorted(run.root_id for run in runs) == sorted(f"w-{r}" for r in range(ROOTS))
+    assert {run.status for run in runs} == {"completed"}
+    assert ran == Counter({"step": ROOTS})
+
+
+async def test_a_write_that_fails_in_a_shared_transaction_fails_alone(tmp_path: Any) -> None:
+    """Its statements are rolled back; the writes queued with it commit."""
+    path = tmp_path / "f.db"
+    async with SqliteStore(path) as store:
+        await warm(store)
+        commits = count_transactions(store)
+        got = await asyncio.gather(
+            store._write(put_meta, "a"),
+            store._write(put_meta, "bad", True),
+            store._write(put_meta, "c"),
+            return_exceptions=True,
+        )
+        assert got[0] == "a" and got[2] == "c"
+        assert isinstance(got[1], LookupError)
+        assert commits[0] >= 1
+    assert {"a", "c"} <= await meta_names(path)
+    assert "bad" not in await meta_names(path)
+
+
+async def test_a_queued_write_whose_caller_is_cancelled_does_not_run(tmp_path: Any) -> None:
+    path = tmp_path / "c.db"
+    async with SqliteStore(path) as store:
+        await warm(store)
+        kept = asyncio.ensure_future(store._write(put_meta, "kept"))
+        dropped = asyncio.ensure_future(store._write(put_meta, "dropped"))
+        await asyncio.sleep(0)  # both queued in one loop turn, not committed yet
+        dropped.cancel()
+        assert await kept == "kept"
+        with pytest.raises(asyncio.CancelledError):
+            await dropped
+    names = await meta_names(path)
+    assert "kept" in names and "dropped" not in names
+
+
+async def test_queued_writes_that_meet_another_writers_lock_wait_for_it(tmp_path: Any) -> None:
+    path = tmp_path / "l.db"
+    async with SqliteStore(path) as store:
+        await warm(store)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process's write lock
+        running = asyncio.gather(*(store._write(put_meta, f"m{i}") for i in range(3)))
+        for _ in range(10):  # the loop goes on while they wait on the store's thread
+            await asyncio.sleep(0.01)
+        assert not running.done()
+        other.execute("COMMIT")
+        other.close()
+        assert await running == ["m0", "m1", "m2"]
+    assert {"m0", "m1", "m2"} <= await meta_names(path)

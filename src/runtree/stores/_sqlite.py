@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Literal, Self, TypeAlias, TypeVar, cast
 from urllib.parse import quote
 
 from .._journal import StepRecord
+from .._json import shown
 from ..errors import StoreError
 from ._base import DEFAULT_LEASE
 from ._sql import (
@@ -121,6 +122,25 @@ def _ok_args(params: tuple[object, ...]) -> tuple[object, ...] | None:
     return None
 
 
+_Queued: TypeAlias = "tuple[Callable[[Tx], Awaitable[Any]], object, asyncio.Future[Any]]"
+
+
+async def _each(fns: list[Callable[[Tx], Awaitable[Any]]], tx: Tx) -> list[Any]:
+    """Run queued writes one after the other in one transaction."""
+    return [await fn(tx) for fn in fns]
+
+
+def _chain(done: asyncio.Future[Any], job: asyncio.Future[Any]) -> None:
+    if done.done():
+        return
+    if job.cancelled():
+        done.set_exception(StoreError(_CLOSED_WHILE_WAITING))
+    elif (exc := job.exception()) is not None:
+        done.set_exception(exc)
+    else:
+        done.set_result(job.result())
+
+
 def _is_busy(exc: sqlite3.Error) -> bool:
     return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _BUSY
 
@@ -162,7 +182,7 @@ class _SqliteEngine(SqlStore):
             msg = f"durability= must be 'normal' or 'full' (got {durability!r})"
             raise ValueError(msg)
         if not timeout >= 0:
-            msg = f"timeout= must be a number of seconds >= 0 (got {timeout!r})"
+            msg = f"timeout= must be a number of seconds >= 0 (got {shown(timeout)})"
             raise ValueError(msg)
         self._durability: Durability = durability
         self._timeout = float(timeout)
@@ -178,6 +198,7 @@ class _SqliteEngine(SqlStore):
         self._checkpointing = False  # its last pass: loop writes queue on the thread
         self._yielded = 0.0
         self._batch: Batch | None = None
+        self._writes_queued: list[_Queued] | None = None
 
     @property
     def durability(self) -> Durability:
@@ -315,6 +336,18 @@ class _SqliteEngine(SqlStore):
             self._check_open()
             raise StoreError(f"{self._where} is not open")
         if not (write and (self._offload or self._checkpointing)):
+            if write and (self._writes_queued is not None or _others_ready()):
+                # Other tasks run in this loop turn: the write joins theirs in one
+                # transaction, committed once they had their turn (group commit, as
+                # journal records do: see ``_insert_record``).
+                loop = asyncio.get_running_loop()
+                queued = self._writes_queued
+                if queued is None:
+                    queued = self._writes_queued = []
+                    loop.call_soon(self._commit_writes)
+                done: asyncio.Future[Any] = loop.create_future()
+                queued.append((fn, what, done))
+                return cast(T, await done)
             try:
                 result = _drive(conn, fn, write, tx)
             except sqlite3.Error as exc:
@@ -449,6 +482,69 @@ class _SqliteEngine(SqlStore):
         )
         job.add_done_callback(partial(_settle_from, batch))
 
+    def _commit_writes(self) -> None:
+        """Commit the writes queued in one loop turn in one transaction."""
+        queued, self._writes_queued = self._writes_queued, None
+        if queued:  # None: committed already (by ``aclose``)
+            self._run_writes(queued)
+
+    def _run_writes(self, queued: list[_Queued]) -> None:
+        queued = [item for item in queued if not item[2].done()]  # cancelled: never run
+        conn = self._conn
+        if conn is None:
+            for _, _, done in queued:
+                done.set_exception(StoreError(_CLOSED_WHILE_WAITING))
+            return
+        if self._checkpointing:
+            # The checkpoint's last pass: write on the loop once it is over (see _execute).
+            self._after_checkpoint(partial(self._run_writes, queued))
+            return
+        if len(queued) > 1:
+            try:
+                results = _drive(conn, partial(_each, [fn for fn, _, _ in queued]), True, True)
+            except Exception:
+                # Rolled back: each on its own, so an error reaches the write that caused
+                # it (and a lock held by another connection sends each to the thread).
+                pass
+            else:
+                self._wrote()
+                self._yielded = perf_counter()
+                for (_, _, done), value in zip(queued, results, strict=True):
+                    if not done.done():
+                        done.set_result(value)
+                return
+        for fn, what, done in queued:
+            self._run_write(conn, fn, what, done)
+
+    def _run_write(
+        self,
+        conn: sqlite3.Connection,
+        fn: Callable[[Tx], Awaitable[Any]],
+        what: object,
+        done: asyncio.Future[Any],
+    ) -> None:
+        try:
+            result = _drive(conn, fn, True, True)
+        except sqlite3.Error as exc:
+            if _is_busy(exc) and self._can_thread():
+                job = asyncio.get_running_loop().run_in_executor(
+                    self._thread(), self._in_thread, fn, True, True, what
+                )
+                job.add_done_callback(partial(_chain, done))
+                return
+            error = self._error(exc, what)
+            error.__cause__ = exc
+            if not done.done():
+                done.set_exception(error)
+        except Exception as exc:
+            if not done.done():
+                done.set_exception(exc)
+        else:
+            self._wrote()
+            self._yielded = perf_counter()
+            if not done.done():
+                done.set_result(result)
+
     def _can_thread(self) -> bool:
         return False
 
@@ -457,6 +553,7 @@ class _SqliteEngine(SqlStore):
         for a checkpoint's last pass (they run on the loop once it is over)."""
         await self._checkpoint_done()
         self._commit_batch()
+        self._commit_writes()
 
     async def _checkpoint_done(self) -> None:
         """Wait until the checkpoint's last pass is over (loop writes are held for it)."""
