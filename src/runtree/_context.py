@@ -40,6 +40,7 @@ from ._details import (
     StreamOptions,
 )
 from ._extensions import run_wrapped
+from ._json import shown
 from ._tags import ALL_VALUES, MISSING, ParsedTag, Tag, Tagged
 from .errors import (
     Cancelled,
@@ -343,7 +344,7 @@ class ExecutionContext(Generic[InputT]):
         for item in tagged:
             if not isinstance(item, Tagged):
                 msg = (
-                    f"tags= takes bound tags like tenant('acme') (got {item!r}); "
+                    f"tags= takes bound tags like tenant('acme') (got {shown(item)}); "
                     "call the tag with a value"
                 )
                 raise TypeError(msg)
@@ -403,7 +404,7 @@ class ExecutionContext(Generic[InputT]):
         try:
             name = flow.name  # (a try costs nothing in 3.11 until it raises)
         except AttributeError:
-            msg = f"ctx.exec() takes a flow (got {flow!r}); use ctx.run() for plain callables"
+            msg = f"ctx.exec() takes a flow (got {shown(flow)}); use ctx.run() for plain callables"
             raise TypeError(msg) from None
         scope = self.scope
         if options:
@@ -1083,7 +1084,7 @@ class ExecutionContext(Generic[InputT]):
                     exc_info=failure,
                 )
                 error.add_note(
-                    f"cleanup of ExecutionContext {self.name!r} also failed: {failure!r}"
+                    f"cleanup of ExecutionContext {self.name!r} also failed: {shown(failure)}"
                 )
 
     def _finish_close(self, x: _Extra) -> None:

@@ -11,6 +11,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Generic, Literal, TypeAlias, TypeVar, final
 
+from ._json import describe_error, shown
 from ._tags import Tag, TagDep
 from .errors import ParseError
 
@@ -59,7 +60,7 @@ def check_deps(
 ) -> tuple[tuple[str, Dep], ...]:
     """Validate ``deps`` against ``factory``'s signature; return them as a tuple."""
     if not callable(factory):
-        msg = f"{what} {name!r}: the factory must be callable (got {factory!r})"
+        msg = f"{what} {name!r}: the factory must be callable (got {shown(factory)})"
         raise TypeError(msg)
     items: list[tuple[str, Dep]] = []
     for key, dep in (deps or {}).items():
@@ -77,7 +78,7 @@ def check_deps(
         if not isinstance(dep, (Atom, Resource, Flow, TagDep, Tag)):
             msg = (
                 f"{what} {name!r}: dependency {key!r} must be an atom, flow, resource or "
-                f"tag dependency (tags.required/optional/all), got {dep!r}"
+                f"tag dependency (tags.required/optional/all), got {shown(dep)}"
             )
             raise TypeError(msg)
         items.append((key, dep))
@@ -103,6 +104,13 @@ def _check_signature(what: str, name: str, factory: Callable[..., object], keys:
         )
         raise TypeError(msg)
     rest = params[1:] if params[0].kind is not params[0].VAR_POSITIONAL else params
+    first = params[0]
+    if first.kind is not first.VAR_POSITIONAL and first.name in keys:
+        msg = (
+            f"{what} {name!r}: dependency {first.name!r} has the name of the factory's "
+            "context parameter (its first); rename the dependency or the parameter"
+        )
+        raise TypeError(msg)
     has_var_kw = any(p.kind is p.VAR_KEYWORD for p in rest)
     by_name = {p.name: p for p in rest if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     for key in keys:
@@ -167,20 +175,14 @@ class Resource(Generic[T]):
         if ownership not in ("boundary", "current"):
             msg = (
                 f"resource {self.name!r}: ownership must be 'boundary' or 'current' "
-                f"(got {ownership!r})"
+                f"(got {shown(ownership)})"
             )
             raise ValueError(msg)
         self.factory = factory
         self.kind: FactoryKind = factory_kind(factory)
         self.ownership: Ownership = ownership
+        # A flow dependency arrives as a handle bound to the resource's owner context.
         self.deps = check_deps("resource", self.name, factory, deps, allow_context_deps=True)
-        for key, dep in self.deps:
-            if isinstance(dep, Flow):
-                msg = (
-                    f"resource {self.name!r}: dependency {key!r} is a flow; resources may "
-                    "depend on atoms, resources and tags"
-                )
-                raise TypeError(msg)
 
     def __repr__(self) -> str:
         return f"<Resource {self.name} ({self.ownership})>"
@@ -225,7 +227,7 @@ class Flow(Generic[In_co, Out_co]):
         except ParseError:
             raise
         except Exception as exc:
-            raise ParseError("input of flow", self.name, _reason(exc)) from exc
+            raise ParseError("input of flow", self.name, describe_error(exc)) from exc
 
     if not TYPE_CHECKING:  # type checkers report the call itself: a Flow is not callable
 
@@ -248,14 +250,9 @@ def _input_parser(parse: object) -> Callable[[object], object] | None:
     if isinstance(parse, type) and callable(validate):  # a pydantic model class
         return validate  # type: ignore[no-any-return]
     if not callable(parse):
-        msg = f"parse must be a callable or a pydantic model class (got {parse!r})"
+        msg = f"parse must be a callable or a pydantic model class (got {shown(parse)})"
         raise TypeError(msg)
     return parse
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @final
@@ -282,12 +279,18 @@ def preset(
     executed instead). The target's factory never runs.
     """
     if not isinstance(target, (Atom, Resource, Flow)):
-        msg = f"preset() target must be an atom, resource or flow (got {target!r})"
+        msg = f"preset() target must be an atom, resource or flow (got {shown(target)})"
         raise TypeError(msg)
     if isinstance(target, Flow) and isinstance(replacement, (Atom, Resource)):
         msg = f"preset({target.name!r}): a flow can be replaced by a flow or a value"
         raise TypeError(msg)
     if isinstance(target, (Atom, Resource)) and isinstance(replacement, Flow):
         msg = f"preset({target.name!r}): an atom or resource cannot be replaced by a flow"
+        raise TypeError(msg)
+    if isinstance(target, Atom) and isinstance(replacement, Resource):
+        msg = (
+            f"preset({target.name!r}): an atom cannot be replaced by a resource (a resource "
+            "needs an execution context; an atom lives in the scope): use an atom or a value"
+        )
         raise TypeError(msg)
     return Preset(target, replacement)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any, Literal, TypeVar, overload
 
@@ -10,6 +11,8 @@ from ._execution import ExecutionDetails
 from ._extensions import Extension
 from ._scope import Scope, create_scope
 from ._tags import Tagged
+
+log = logging.getLogger("runtree")
 
 __all__ = ["execute"]
 
@@ -112,5 +115,23 @@ async def execute(
             )
             raise TypeError(msg)
         return await scope.exec(flow, input, tags=execution_tags, details=details)
-    async with create_scope(tags=scope_tags, extensions=extensions, presets=presets) as temp:
-        return await temp.exec(flow, input, tags=execution_tags, details=details)
+    temp = create_scope(tags=scope_tags, extensions=extensions, presets=presets)
+    try:
+        result = await temp.exec(flow, input, tags=execution_tags, details=details)
+    except BaseException as exc:
+        await temp._dispose_after(exc)  # the flow's error, with cleanup failures as notes
+        raise
+    if not details:
+        await temp.dispose()
+        return result
+    # details=True never raises: a cleanup failure is logged (and noted on the flow's
+    # error, if it failed).
+    error = result.error  # type: ignore[union-attr]
+    if error is None:
+        try:
+            await temp.dispose()
+        except Exception:
+            log.exception("execute(): disposing its temporary scope failed")
+    else:
+        await temp._dispose_after(error)
+    return result

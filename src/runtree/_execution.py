@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeAlias, TypeVar, fin
 from . import _run
 from ._context import ExecutionContext, boundary_context
 from ._extensions import ExecOp, run_wrapped
+from ._json import shown
 from ._tags import Tagged
 from .errors import Cancelled
 
@@ -80,7 +81,8 @@ class Execution(Generic[T]):
     ) -> None:
         if timeout is not None and not timeout > 0:
             msg = (
-                f"timeout= must be a positive number of seconds (got {timeout!r}) for {flow.name!r}"
+                f"timeout= must be a positive number of seconds (got {shown(timeout)}) "
+                f"for {flow.name!r}"
             )
             raise ValueError(msg)
         ctx = boundary_context(scope, flow.name, id, None, input)

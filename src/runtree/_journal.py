@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from hashlib import sha256
 from typing import TYPE_CHECKING, Protocol, TypeAlias, TypedDict, TypeVar
 
-from ._json import canonical, compact, error_text, problem, quote, type_name
+from ._json import canonical, compact, error_text, problem, quote, shown, type_name
 from .errors import (
     Cancelled,
     ExecTimeoutError,
@@ -124,7 +124,7 @@ _BIG_INT = 10**15  # 16 characters at most ("-999999999999999")
 def check_key(key: object, name: str) -> None:
     """A journal key is a non-empty str (``TypeError`` naming the step otherwise)."""
     if not isinstance(key, str) or not key:
-        msg = f"journal key for {name!r} must be a non-empty str (got {key!r})"
+        msg = f"journal key for {name!r} must be a non-empty str (got {shown(key)})"
         raise TypeError(msg)
 
 

@@ -44,7 +44,7 @@ from ._context import _ids as _context_ids
 from ._defs import Flow
 from ._extensions import ExecOp, Extension
 from ._journal import UNCHECKED
-from ._json import compact, quote, readable
+from ._json import compact, error_text, quote, shown
 from .errors import Cancelled
 
 if TYPE_CHECKING:
@@ -83,14 +83,6 @@ ExecRecord: TypeAlias = list[Any]
 ErrorFields: TypeAlias = tuple[str | None, str | None]  # the exception's type and message
 
 
-def _repr(value: object) -> str:
-    try:
-        text = repr(value)
-    except Exception:
-        text = f"<{type(value).__name__} object>"
-    return readable(text)
-
-
 def capture(value: object, limit: int) -> str | None:
     """``value`` as stored JSON text: itself when it fits in ``limit`` bytes, else a
     marker string (cut, or not JSON). ``None`` stays SQL NULL."""
@@ -105,7 +97,7 @@ def capture(value: object, limit: int) -> str | None:
 
 def not_json(value: object, limit: int) -> str:
     """The stored marker of a value the encoder refused: its ``repr``, cut to ``limit``."""
-    marker = NOT_JSON + _repr(value)
+    marker = NOT_JSON + shown(value, None)
     if len(marker) > limit:
         marker = marker[: max(limit, len(NOT_JSON) + 16)]
     return compact(marker)
@@ -134,11 +126,7 @@ def _id_text(ctx: ExecutionContext) -> str | int:
 def error_fields(exc: BaseException | None) -> tuple[str | None, str | None]:
     if exc is None:
         return None, None
-    try:
-        message = str(exc)
-    except Exception:
-        message = f"<unprintable {type(exc).__name__}>"
-    return type(exc).__qualname__, readable(message)
+    return type(exc).__qualname__, error_text(exc)
 
 
 def flow_path(flow: Flow[Any, Any]) -> str:
@@ -1173,11 +1161,14 @@ def make_recorder(store: object, mode: str, limit: int, values: bool) -> Recorde
         msg = f"create_scope(record=...) must be 'durable', 'all' or 'none' (got {mode!r})"
         raise ValueError(msg)
     if type(limit) is not int or limit < 64:
-        msg = f"create_scope(record_limit=...) must be an int of at least 64 bytes (got {limit!r})"
+        msg = (
+            "create_scope(record_limit=...) must be an int of at least 64 bytes "
+            f"(got {shown(limit)})"
+        )
         raise ValueError(msg)
     if type(values) is not bool:
         # "no" or "false" from a config file would record every value: say so instead.
-        msg = f"create_scope(record_values=...) must be True or False (got {values!r})"
+        msg = f"create_scope(record_values=...) must be True or False (got {shown(values)})"
         raise TypeError(msg)
     if mode == "none" or store is None or not hasattr(store, "runs_write"):
         return None

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
 from ._context import ExecutionContext, FlowHandle, _Callback
 from ._defs import Atom, Dep, Flow, Preset, Resource
 from ._extensions import ResolveOp, run_wrapped
+from ._json import shown
 from ._tags import MISSING, Tag, TagDep
 from .errors import (
     Cancelled,
@@ -33,7 +35,15 @@ __all__ = ["ResolveContext", "Resolver"]
 
 T = TypeVar("T")
 
+log = logging.getLogger("runtree")
 _RETRY = object()  # a shared first resolve was cancelled: resolve again
+# The atoms and resources being resolved, outermost first (a cycle is one of them
+# again: compared by identity, since distinct definitions may share a name).
+Path = tuple["Atom[Any] | Resource[Any]", ...]
+
+
+def _names(path: Path) -> tuple[str, ...]:
+    return tuple(node.name for node in path)
 
 
 @final
@@ -95,6 +105,7 @@ class Resolver:
         "presets",
         "resolved",
         "scope",
+        "stale",
     )
 
     def __init__(self, scope: Scope, presets: Iterable[Preset[Any]]) -> None:
@@ -103,7 +114,9 @@ class Resolver:
         self.flow_presets: dict[Flow[Any, Any], object] = {}
         for p in presets:
             if not isinstance(p, Preset):
-                msg = f"create_scope(presets=...) takes preset(target, replacement) (got {p!r})"
+                msg = (
+                    f"create_scope(presets=...) takes preset(target, replacement) (got {shown(p)})"
+                )
                 raise TypeError(msg)
             if p.replacement is p.target:
                 name = getattr(p.target, "name", repr(p.target))
@@ -117,6 +130,7 @@ class Resolver:
         self.pending: dict[Atom[Any], asyncio.Future[object]] = {}
         self.resolved: dict[Atom[Any], _Resolved] = {}  # insertion = resolution order
         self.dependents: dict[Atom[Any], set[Atom[Any]]] = {}
+        self.stale: set[Atom[Any]] = set()  # pending atoms whose dependency was released
         # Values forgotten by a sync ``scope.override`` whose cleanups are still owed (run
         # at dispose), a list per forget, dependents first.
         self.forgotten: list[list[_Resolved]] = []
@@ -150,8 +164,9 @@ class Resolver:
                 seen.append(nxt)
                 nxt = self.flow_presets.get(nxt)
 
-    async def atom(self, atom: Atom[Any], path: tuple[str, ...]) -> object:
-        self.scope._check_open(f"resolve atom {getattr(atom, 'name', atom)!r}")
+    async def atom(self, atom: Atom[Any], path: Path) -> object:
+        if self.scope._disposed:  # (the message is built only then)
+            self.scope._check_open(f"resolve atom {shown(getattr(atom, 'name', atom))}")
         if not isinstance(atom, Atom):
             if isinstance(atom, Resource):
                 msg = (
@@ -159,16 +174,15 @@ class Resolver:
                     "await ctx.resolve(resource) inside a flow"
                 )
             else:
-                msg = f"scope.resolve() takes an atom (got {atom!r})"
+                msg = f"scope.resolve() takes an atom (got {shown(atom)})"
             raise TypeError(msg)
         if self.scope._init_pending:
             await self.scope._run_init()
         while True:
             if atom in self.cache:
                 return self.cache[atom]
-            name = atom.name
-            if name in path and atom in self.pending:
-                raise DependencyCycleError((*path[path.index(name) :], name))
+            if atom in path:  # (by identity: distinct atoms may share a name)
+                raise DependencyCycleError(_names((*path[path.index(atom) :], atom)))
             waiting = self.pending.get(atom)
             if waiting is None:
                 break
@@ -178,7 +192,7 @@ class Resolver:
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self.pending[atom] = fut
         try:
-            value = await self._produce_atom(atom, (*path, atom.name))
+            value = await self._produce_atom(atom, (*path, atom))
         except asyncio.CancelledError:
             fut.set_result(_RETRY)
             raise
@@ -191,7 +205,7 @@ class Resolver:
         fut.set_result(value)
         return value
 
-    async def _produce_atom(self, atom: Atom[Any], path: tuple[str, ...]) -> object:
+    async def _produce_atom(self, atom: Atom[Any], path: Path) -> object:
         replacement = self.presets.get(atom, MISSING)
         if replacement is not MISSING:
             if isinstance(replacement, Atom):
@@ -217,16 +231,18 @@ class Resolver:
             )
 
         record = _Resolved(atom)
-        if self.scope._wrap_resolve:
-            value = await run_wrapped(
-                self.scope._wrap_resolve, produce, ResolveOp(atom, self.scope)
-            )
-        else:
-            value = await produce()
-        record.cleanups = rctx._cleanups
+        op = ResolveOp(atom, self.scope) if self.scope._wrap_resolve else None
+        value = await _produce(self.scope._wrap_resolve, produce, op, record, rctx)
         if self.scope._disposed:  # disposed while the factory ran: clean up at once
             await _run_cleanups(record, None)
             raise ScopeDisposedError(f"resolve atom {atom.name!r}")
+        if self.stale and atom in self.stale:
+            # A dependency was released while the factory ran: this value holds the old
+            # one. Clean it up and build it again on the new one.
+            self.stale.discard(atom)
+            for failure in await _run_cleanups(record, None):
+                log.error("cleanup of atom %r failed", atom.name, exc_info=failure)
+            return await self._produce_atom(atom, path)
         self.resolved[atom] = record
         self.cache[atom] = value
         return value
@@ -253,9 +269,7 @@ class Resolver:
     async def release(self, atom: Atom[Any]) -> None:
         """Run ``atom``'s cleanups (after releasing the atoms that depend on it) and
         forget it; an ``ExceptionGroup`` of the cleanups that failed (all of them ran)."""
-        failures: list[Exception] = []
-        for record in self._drop(atom):
-            failures.extend(await _run_cleanups(record, None))
+        failures = await _run_all(self._drop(atom))
         if failures:
             raise ExceptionGroup(f"cleanup of atom {atom.name!r} failed", failures)
 
@@ -278,6 +292,9 @@ class Resolver:
                 continue
             doomed.add(a)
             stack.extend(self.dependents.get(a, ()))
+        # A dependent whose factory runs now builds on the value being dropped: it runs
+        # again once it returns (see _produce_atom).
+        self.stale.update(a for a in doomed if a in self.pending)
         records: list[_Resolved] = []
         for a in reversed([a for a in self.resolved if a in doomed]):
             records.append(self.resolved.pop(a))
@@ -288,16 +305,19 @@ class Resolver:
 
     # -- resources and flow dependencies ---------------------------------------------
 
-    async def resource(
-        self, ctx: ExecutionContext, resource: Resource[Any], path: tuple[str, ...]
-    ) -> object:
-        self.scope._check_open(f"resolve resource {resource.name!r}")
+    async def resource(self, ctx: ExecutionContext, resource: Resource[Any], path: Path) -> object:
+        if self.scope._disposed:
+            self.scope._check_open(f"resolve resource {resource.name!r}")
+        if self.scope._init_pending:
+            await self.scope._run_init()
         replacement = self.presets.get(resource, MISSING)
         if replacement is not MISSING and not isinstance(replacement, Resource):
+            if isinstance(replacement, Atom):  # resolved instead (in the scope)
+                return await self.atom(replacement, path)
             return replacement
         real = replacement if isinstance(replacement, Resource) else resource
-        if resource.name in path:
-            raise DependencyCycleError((*path[path.index(resource.name) :], resource.name))
+        if resource in path:
+            raise DependencyCycleError(_names((*path[path.index(resource) :], resource)))
         owner = (ctx._boundary or ctx) if resource.ownership == "boundary" else ctx
         while True:
             found = _find_resource(ctx, resource)
@@ -318,7 +338,7 @@ class Resolver:
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         x.resources[resource] = fut
         try:
-            value = await self._produce_resource(owner, real, (*path, resource.name))
+            value = await self._produce_resource(owner, real, (*path, resource))
         except BaseException as exc:
             del x.resources[resource]
             if isinstance(exc, asyncio.CancelledError):
@@ -332,7 +352,7 @@ class Resolver:
         return value
 
     async def _produce_resource(
-        self, owner: ExecutionContext, resource: Resource[Any], path: tuple[str, ...]
+        self, owner: ExecutionContext, resource: Resource[Any], path: Path
     ) -> object:
         rctx = ResolveContext(self.scope, resource.name, owner)
         kwargs = await self.context_deps(owner, resource.deps, path)
@@ -343,12 +363,8 @@ class Resolver:
                 resource.kind, resource.factory, rctx, kwargs, record, resource.name, path
             )
 
-        if self.scope._wrap_resolve:
-            op = ResolveOp(resource, self.scope, owner)
-            value = await run_wrapped(self.scope._wrap_resolve, produce, op)
-        else:
-            value = await produce()
-        record.cleanups = rctx._cleanups
+        op = ResolveOp(resource, self.scope, owner) if self.scope._wrap_resolve else None
+        value = await _produce(self.scope._wrap_resolve, produce, op, record, rctx)
         ox = owner._extra()
         if ox.sealed or owner._closed_at() is not None:
             # The owner closed while the value was being produced: its cleanups have run
@@ -357,7 +373,7 @@ class Resolver:
             try:
                 await _finish(record, Cancelled(owner.name, "closed while resolving"))
             except Exception as exc:
-                reason.add_note(f"cleanup of resource {resource.name!r} failed: {exc!r}")
+                reason.add_note(f"cleanup of resource {resource.name!r} failed: {shown(exc)}")
             raise reason
         if ox.callbacks is None:
             ox.callbacks = []
@@ -365,7 +381,7 @@ class Resolver:
         return value
 
     async def context_deps(
-        self, ctx: ExecutionContext, deps: tuple[tuple[str, Dep], ...], path: tuple[str, ...]
+        self, ctx: ExecutionContext, deps: tuple[tuple[str, Dep], ...], path: Path
     ) -> dict[str, object]:
         kwargs: dict[str, object] = {}
         for key, dep in deps:
@@ -380,18 +396,17 @@ class Resolver:
                 kwargs[key] = self.tag_dep(ctx, dep)
         return kwargs
 
-    async def dispose(self) -> list[Exception]:
-        """Run every atom's cleanups in reverse resolution order; what failed."""
-        failures: list[Exception] = []
-        for atom in reversed(list(self.resolved)):
-            record = self.resolved.pop(atom)
-            failures.extend(await _run_cleanups(record, None))
-        while self.forgotten:  # the newest forgotten first
-            for record in self.forgotten.pop():
-                failures.extend(await _run_cleanups(record, None))
+    async def dispose(self, error: BaseException | None = None) -> list[Exception]:
+        """Run every atom's cleanups in reverse resolution order; what failed. A cleanup
+        that raises ``CancelledError`` does not stop the others: it is raised once they
+        all ran."""
+        # Forgotten first: a resolve meanwhile must not return a value being cleaned up.
         self.cache.clear()
+        records = [self.resolved.pop(atom) for atom in reversed(list(self.resolved))]
+        while self.forgotten:  # the newest forgotten first
+            records += self.forgotten.pop()
         self.dependents.clear()
-        return failures
+        return await _run_all(records, error)
 
     def owed(self) -> list[str]:
         """Names of resolved atoms whose cleanups have not run."""
@@ -428,7 +443,7 @@ async def _call_factory(
     kwargs: dict[str, object],
     record: _Resolved,
     name: str,
-    path: tuple[str, ...],
+    path: Path,
 ) -> object:
     """Run an atom/resource factory; wrap what it raises in :class:`ResolveError`."""
     try:
@@ -452,12 +467,12 @@ async def _call_factory(
         raise
     except StopIteration:
         err = RuntimeError(f"generator factory of {name!r} did not yield a value")
-        raise ResolveError(name, path) from err
+        raise ResolveError(name, _names(path)) from err
     except StopAsyncIteration:
         err = RuntimeError(f"async generator factory of {name!r} did not yield a value")
-        raise ResolveError(name, path) from err
+        raise ResolveError(name, _names(path)) from err
     except Exception as exc:
-        raise ResolveError(name, path) from exc
+        raise ResolveError(name, _names(path)) from exc
 
 
 def _gen_finisher(
@@ -512,21 +527,68 @@ async def _finish(record: _Resolved, error: BaseException | None) -> None:
         raise ExceptionGroup(f"cleanup of {record.atom.name!r} failed", failures)
 
 
-async def _run_cleanups(record: _Resolved, error: BaseException | None) -> list[Exception]:
-    """Run a value's cleanups in reverse order; return what failed."""
+async def _produce(
+    wrappers: list[Callable[..., Awaitable[object]]],
+    produce: Callable[[], Awaitable[object]],
+    op: ResolveOp | None,
+    record: _Resolved,
+    rctx: ResolveContext,
+) -> object:
+    """Run a factory (through the ``wrap_resolve`` hooks, if any) and keep its cleanups
+    in ``record``. When it fails, what it had opened is cleaned up at once: cleanups it
+    registered before raising, or the whole value when a wrapper raised after the factory
+    returned (a generator sees the error at its ``yield``). Their failures become notes."""
+    try:
+        value = await (run_wrapped(wrappers, produce, op) if op is not None else produce())
+    except BaseException as exc:
+        record.cleanups = rctx._cleanups
+        if record.cleanups or record.finish is not None:
+            for failure in await _run_cleanups(record, exc):
+                exc.add_note(f"cleanup of {rctx.name!r} also failed: {shown(failure)}")
+        raise
+    record.cleanups = rctx._cleanups
+    return value
+
+
+async def _run_all(records: list[_Resolved], error: BaseException | None = None) -> list[Exception]:
+    """Run the cleanups of each record in order; what failed. A ``CancelledError`` does
+    not stop the others: it is raised once they all ran."""
     failures: list[Exception] = []
-    for fn in reversed(record.cleanups):
+    interrupted: asyncio.CancelledError | None = None
+    for record in records:
+        try:
+            failures.extend(await _run_cleanups(record, error))
+        except asyncio.CancelledError as exc:
+            interrupted = interrupted or exc
+    if interrupted is not None:
+        raise interrupted
+    return failures
+
+
+async def _run_cleanups(record: _Resolved, error: BaseException | None) -> list[Exception]:
+    """Run a value's cleanups in reverse order; return what failed. A ``CancelledError``
+    (its task cancelled, or a cleanup's ``task.cancel(); await task``) does not stop the
+    others: it is raised once they all ran."""
+    failures: list[Exception] = []
+    interrupted: asyncio.CancelledError | None = None
+    cleanups, record.cleanups = record.cleanups, []
+    for fn in reversed(cleanups):
         try:
             result = fn()
             if inspect.isawaitable(result):
                 await result
         except Exception as exc:
             failures.append(exc)
-    record.cleanups = []
+        except asyncio.CancelledError as exc:
+            interrupted = interrupted or exc
     if record.finish is not None:
         finish, record.finish = record.finish, None
         try:
             await finish(error)
         except Exception as exc:
             failures.append(exc)
+        except asyncio.CancelledError as exc:
+            interrupted = interrupted or exc
+    if interrupted is not None:
+        raise interrupted
     return failures

@@ -26,6 +26,7 @@ from ._context import (
 from ._defs import Flow
 from ._extensions import ExecKind, ExecOp, new_op, run_wrapped
 from ._journal import Entry, check_key
+from ._json import shown
 from ._tags import MISSING
 from .errors import Cancelled, ExecTimeoutError
 
@@ -119,20 +120,25 @@ async def exec_full(call: Call) -> object:
         await scope._run_init()
     if kind == "fn":
         if not callable(target):
-            msg = f"ctx.run() takes a callable (got {target!r})"
+            msg = f"ctx.run() takes a callable (got {shown(target)})"
             raise TypeError(msg)
         call.name = call.name or getattr(target, "__name__", None) or repr(target)
     else:
         if not isinstance(target, Flow):
-            msg = f"ctx.exec() takes a flow (got {target!r}); use ctx.run() for plain callables"
+            msg = (
+                f"ctx.exec() takes a flow (got {shown(target)}); use ctx.run() for plain callables"
+            )
             raise TypeError(msg)
         call.name = call.name or target.name
     step_name, timeout, retry, key = call.name, call.timeout, call.retry, call.key
     if timeout is not None and not timeout > 0:
-        msg = f"timeout= must be a positive number of seconds (got {timeout!r}) for {step_name!r}"
+        msg = (
+            f"timeout= must be a positive number of seconds (got {shown(timeout)}) "
+            f"for {step_name!r}"
+        )
         raise ValueError(msg)
     if not isinstance(retry, int) or retry < 0:
-        msg = f"retry= must be a non-negative int (got {retry!r}) for {step_name!r}"
+        msg = f"retry= must be a non-negative int (got {shown(retry)}) for {step_name!r}"
         raise ValueError(msg)
     if retry:
         _check_retry_options(call.options, step_name)
@@ -290,13 +296,13 @@ def _check_retry_options(options: ExecOptions, step_name: str) -> None:
         )
         if not ok:
             what = "> 0" if positive else ">= 0"
-            msg = f"{name}= must be a number {what} (got {value!r}) for {step_name!r}"
+            msg = f"{name}= must be a number {what} (got {shown(value)}) for {step_name!r}"
             raise ValueError(msg)
     retry_on = options.get("retry_on", Exception)
     kinds = retry_on if isinstance(retry_on, tuple) else (retry_on,)
     if not kinds or not all(isinstance(k, type) and issubclass(k, BaseException) for k in kinds):
         msg = (
-            f"retry_on= must be an exception class or a tuple of them (got {retry_on!r}) "
+            f"retry_on= must be an exception class or a tuple of them (got {shown(retry_on)}) "
             f"for {step_name!r}"
         )
         raise TypeError(msg)

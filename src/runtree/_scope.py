@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+import logging
 import sys
 import warnings
 from collections.abc import Awaitable, Callable, Iterable
@@ -23,7 +24,7 @@ from ._defs import Atom, Flow, Preset, Resource
 from ._execution import Execution, ExecutionDetails
 from ._extensions import Extension, overrides
 from ._journal import Journal, JournalBackend
-from ._json import check_name
+from ._json import check_name, shown
 from ._recorder import Recorder, RecordMode, make_recorder
 from ._resolve import ResolveContext as ResolveContext
 from ._resolve import Resolver
@@ -43,6 +44,7 @@ T = TypeVar("T")
 In = TypeVar("In")
 Out = TypeVar("Out")
 
+log = logging.getLogger("runtree")
 _root_owner_ids = itertools.count(1)  # one journal owner per root
 
 
@@ -68,7 +70,10 @@ class Scope:
         self._tag_view: dict[object, object] = {}
         for item in tags:
             if not isinstance(item, Tagged):
-                msg = f"create_scope(tags=...) takes bound tags like tenant('acme') (got {item!r})"
+                msg = (
+                    "create_scope(tags=...) takes bound tags like tenant('acme') "
+                    f"(got {shown(item)})"
+                )
                 raise TypeError(msg)
             self._tag_view[item.tag] = item.value
             self._tag_view[(ALL_VALUES, item.tag)] = (item.value,)
@@ -80,8 +85,12 @@ class Scope:
         self.store = store
         self._roots: dict[ExecutionContext, None] = {}
         self._disposed = False
+        # A dispose under way (set until it is over): no new context meanwhile; a second
+        # dispose() waits for it.
+        self._closing: asyncio.Future[None] | None = None
         self._extensions: list[Extension] = []
         self._init_pending: list[Extension] = []
+        self._init_running: asyncio.Future[None] | None = None
         self._wrap_exec: list[Callable[..., Awaitable[object]]] = []
         self._wrap_resolve: list[Callable[..., Awaitable[object]]] = []
         self._open_hooks: list[Callable[[ExecutionContext], object]] = []
@@ -162,10 +171,34 @@ class Scope:
         return remove
 
     async def _run_init(self) -> None:
+        """Run the pending async ``init`` hooks, once, before any resolve or exec goes on:
+        concurrent first calls wait for the one that runs them. A failing ``init`` stays
+        pending (the next call runs it again, as a failing atom factory is not cached);
+        its error reaches every call that waited for it."""
         while self._init_pending:
-            ext = self._init_pending.pop(0)
-            await ext.init(self)  # type: ignore[misc]
-        self._rebuild_hooks()
+            running = self._init_running
+            if running is not None:
+                await asyncio.shield(running)
+                continue
+            done = self._init_running = asyncio.get_running_loop().create_future()
+            try:
+                while self._init_pending:
+                    ext = self._init_pending[0]
+                    await ext.init(self)  # type: ignore[misc]
+                    if self._init_pending and self._init_pending[0] is ext:
+                        del self._init_pending[0]
+            except BaseException as exc:
+                if isinstance(exc, Exception):
+                    done.set_exception(exc)
+                    done.exception()  # retrieved: waiters re-raise it
+                else:  # cancelled: a waiter runs the hooks instead
+                    done.set_result(None)
+                raise
+            else:
+                done.set_result(None)
+            finally:
+                self._init_running = None
+                self._rebuild_hooks()
 
     async def _context_opened(self, ctx: ExecutionContext) -> None:
         """Run the open hooks for ``ctx``, after those of any boundary above it that has
@@ -228,7 +261,7 @@ class Scope:
         except KeyError:
             return await self._resolver.atom(atom, ())  # type: ignore[return-value]
         except TypeError:
-            msg = f"scope.resolve() takes an atom (got {atom!r})"
+            msg = f"scope.resolve() takes an atom (got {shown(atom)})"
             raise TypeError(msg) from None
 
     # -- contexts and executions -----------------------------------------------------
@@ -247,7 +280,7 @@ class Scope:
         ``async with scope.create_context() as ctx:`` closes it on exit. ``id=`` (roots
         only) names the tree: with a durable store its journal persists under that id.
         """
-        if self._disposed:
+        if self._disposed or self._closing is not None:
             raise ScopeDisposedError("create a context")
         if parent is None and id is None and name is None and not tags:
             # The common request/job boundary: built inline (this is on the hot path).
@@ -279,7 +312,7 @@ class Scope:
             if not isinstance(parent, ExecutionContext) or parent.scope is not self:
                 msg = (
                     "create_context(parent=...) takes an open context of this scope "
-                    f"(got {parent!r})"
+                    f"(got {shown(parent)})"
                 )
                 raise TypeError(msg)
             if parent.closed:
@@ -299,6 +332,8 @@ class Scope:
         claimed before it is resumed, so many processes may recover at once."""
         from .runs import recover
 
+        if self._disposed or self._closing is not None:
+            raise ScopeDisposedError("recover runs")
         return await recover(self, flows)
 
     def _forget_root(self, ctx: ExecutionContext) -> None:
@@ -352,9 +387,12 @@ class Scope:
 
         ``details=True``: awaiting gives :class:`ExecutionDetails` and never raises.
         """
-        self._check_open(f"exec flow {getattr(flow, 'name', flow)!r}")
+        if self._disposed or self._closing is not None:  # (the message is built only then)
+            raise ScopeDisposedError(f"exec flow {shown(getattr(flow, 'name', flow))}")
         if not isinstance(flow, Flow):
-            msg = f"scope.exec() takes a flow (got {flow!r}); use ctx.run() for plain callables"
+            msg = (
+                f"scope.exec() takes a flow (got {shown(flow)}); use ctx.run() for plain callables"
+            )
             raise TypeError(msg)
         self._check_root_id(id, "scope.exec")
         return Execution(self, flow, input, tags=tags, timeout=timeout, details=details, id=id)
@@ -365,7 +403,7 @@ class Scope:
         if id is None:
             return
         if not isinstance(id, str) or not id:
-            msg = f"{what}(id=...) takes a non-empty str (got {id!r})"
+            msg = f"{what}(id=...) takes a non-empty str (got {shown(id)})"
             raise TypeError(msg)
         if self.store is not None:
             check_name(id, "root id")
@@ -406,28 +444,51 @@ class Scope:
 
         Every cleanup runs even if others fail; failures are raised together as one
         ``ExceptionGroup``. Afterwards every call raises :class:`ScopeDisposedError`.
-        Idempotent.
+        Idempotent; a call made while another dispose is under way waits for it. From the
+        moment dispose starts, new contexts and executions are refused
+        (:class:`ScopeDisposedError`); atoms resolve until the contexts are closed (their
+        cleanups may need them), not after.
         """
+        await self._dispose(None)
+
+    async def _dispose(self, error: BaseException | None) -> None:
+        """``dispose``; ``error``: what left the scope's ``async with`` block (atom
+        generators see it at their ``yield``, as a resource sees its owner's error)."""
+        running = self._closing
+        if running is not None:
+            await asyncio.shield(running)
+            return
         if self._disposed:
             return
-        failures: list[Exception] = []
-        for ctx in reversed(list(self._roots)):
-            try:
-                await ctx.close()
-            except ExceptionGroup as group:
-                failures.extend(group.exceptions)
-            except Exception as exc:
-                failures.append(exc)
-        self._disposed = True
-        failures.extend(await self._resolver.dispose())
-        for ext in reversed(self._extensions):
-            if overrides(ext, "dispose"):
+        done = self._closing = asyncio.get_running_loop().create_future()
+        try:
+            failures: list[Exception] = []
+            for ctx in reversed(list(self._roots)):
                 try:
-                    result = ext.dispose(self)
-                    if inspect.isawaitable(result):
-                        await result
+                    await ctx.close()
+                except ExceptionGroup as group:
+                    failures.extend(group.exceptions)
                 except Exception as exc:
                     failures.append(exc)
+            self._disposed = True
+            interrupted: asyncio.CancelledError | None = None
+            try:
+                failures.extend(await self._resolver.dispose(error))
+            except asyncio.CancelledError as exc:  # every cleanup ran; raised below
+                interrupted = exc
+            for ext in reversed(self._extensions):
+                if overrides(ext, "dispose"):
+                    try:
+                        result = ext.dispose(self)
+                        if inspect.isawaitable(result):
+                            await result
+                    except Exception as exc:
+                        failures.append(exc)
+            if interrupted is not None:
+                raise interrupted
+        finally:
+            self._closing = None
+            done.set_result(None)
         if failures:
             raise ExceptionGroup("scope dispose: cleanups failed", failures)
 
@@ -444,7 +505,26 @@ class Scope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.dispose()
+        if exc is None:
+            await self.dispose()
+        else:
+            await self._dispose_after(exc)
+
+    async def _dispose_after(self, error: BaseException) -> None:
+        """Dispose after ``error`` left the scope's block: that error is what the caller
+        gets; cleanup failures are logged and attached to it as notes (as a boundary's
+        are), never raised in its place."""
+        try:
+            await self._dispose(error)
+        except Exception as failure:
+            failures = failure.exceptions if isinstance(failure, ExceptionGroup) else (failure,)
+            for one in failures:
+                log.error(
+                    "disposing the scope failed while it closed with %s",
+                    shown(error),
+                    exc_info=one,
+                )
+                error.add_note(f"disposing the scope also failed: {shown(one)}")
 
     def __repr__(self) -> str:
         state = "disposed" if self._disposed else f"{len(self._cache)} atoms"

@@ -38,6 +38,7 @@ from ._context import _OPEN, ExecutionContext, _child, _task_of
 from ._defs import Flow
 from ._extensions import ExecOp, run_wrapped
 from ._journal import CLAIMED, check_key
+from ._json import shown
 from ._tags import MISSING
 from .errors import Cancelled, ExecTimeoutError
 
@@ -82,7 +83,7 @@ def exec_stream(
 ) -> FlowStream[Any]:
     """Check the call and make the stream with its child context (nothing runs yet)."""
     if not isinstance(flow, Flow):
-        msg = f"ctx.exec_stream() takes a streaming flow (got {flow!r})"
+        msg = f"ctx.exec_stream() takes a streaming flow (got {shown(flow)})"
         raise TypeError(msg)
     if not flow.is_stream:
         msg = (
@@ -112,7 +113,7 @@ def exec_stream(
     name = options.get("name") or flow.name
     timeout = options.get("timeout")
     if timeout is not None and not timeout > 0:
-        msg = f"timeout= must be a positive number of seconds (got {timeout!r}) for {name!r}"
+        msg = f"timeout= must be a positive number of seconds (got {shown(timeout)}) for {name!r}"
         raise ValueError(msg)
     key = options.get("key")
     if key is not None:
@@ -491,7 +492,9 @@ class FlowStream(Generic[Y]):
                     if exc is err:
                         continue
                     log.error("closing the generator of stream %r failed", child.name, exc_info=exc)
-                    err.add_note(f"closing the generator of stream {child.name!r} failed: {exc!r}")
+                    err.add_note(
+                        f"closing the generator of stream {child.name!r} failed: {shown(exc)}"
+                    )
         finally:
             _current.reset(token)
 

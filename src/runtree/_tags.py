@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Generic, Literal, TypeAlias, TypeVar, final, overload
 
+from ._json import describe_error, shown
 from ._json import problem as _problem
 from .errors import ParseError, SerializationError
 
@@ -66,7 +67,7 @@ class Tag(Generic[T]):
             except ParseError:
                 raise
             except Exception as exc:
-                raise ParseError("tag", self.label, f"{type(exc).__name__}: {exc}") from exc
+                raise ParseError("tag", self.label, describe_error(exc)) from exc
         # A str is always strict JSON: skip the walk (and the message built for it) on
         # the most common value, bound on every request by the ASGI middleware.
         if self.serializable and type(value) is not str:
@@ -183,7 +184,7 @@ def tag(
     ``tenant: Tag[str] = tag("tenant")``.
     """
     if not isinstance(label, str) or not label:
-        msg = f"tag() needs a non-empty str label (got {label!r})"
+        msg = f"tag() needs a non-empty str label (got {shown(label)})"
         raise TypeError(msg)
     t: Tag[Any] = (ParsedTag if parse is not None else Tag)(label, MISSING, parse, serializable)
     if not isinstance(default, _Missing):

@@ -22,6 +22,7 @@ from typing import Any, Final
 from . import _context
 from ._context import ExecutionContext
 from ._extensions import ExecOp, Extension
+from ._json import describe_error, shown
 from ._tags import Tag
 from .errors import Cancelled
 
@@ -56,7 +57,7 @@ def _tag_names(
     pairs = list(tags.items()) if isinstance(tags, Mapping) else [(t.label, t) for t in tags]
     for name, t in pairs:
         if not isinstance(t, Tag):
-            msg = f"tags= takes runtree tags (got {t!r} for {name!r})"
+            msg = f"tags= takes runtree tags (got {shown(t)} for {name!r})"
             raise TypeError(msg)
         if not isinstance(name, str) or not name:
             msg = f"tags=: the key of tag {t.label!r} must be a non-empty str (got {name!r})"
@@ -236,8 +237,5 @@ class LoggingExtension(Extension):
 
 
 def _describe(exc: BaseException) -> str:
-    try:
-        text = str(exc)
-    except Exception:  # an error whose __str__ raises must not break logging
-        text = "<unprintable>"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """``Type: message``; an error whose ``__str__`` raises must not break logging."""
+    return describe_error(exc)

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast, final
 
 from ._defs import Flow
-from ._json import MAX_NAME_BYTES, check_name
+from ._json import MAX_NAME_BYTES, check_name, shown
 from ._recorder import flow_path
 from .errors import RunNotFoundError, RunStateError
 from .stores._base import loads
@@ -303,7 +303,7 @@ def _seconds(value: float | timedelta, what: str) -> float:
     if isinstance(value, timedelta):
         return value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        msg = f"{what} takes seconds or a timedelta (got {value!r})"
+        msg = f"{what} takes seconds or a timedelta (got {shown(value)})"
         raise TypeError(msg)
     return float(value)
 
@@ -318,7 +318,7 @@ def _since(value: float | datetime | None) -> float | None:
 
 def _backend(store: object, what: str) -> RunsSql:
     if store is None or not hasattr(store, "runs_list"):
-        msg = f"{what} needs a runtree store (runtree.stores.from_url(...)); got {store!r}"
+        msg = f"{what} needs a runtree store (runtree.stores.from_url(...)); got {shown(store)}"
         raise TypeError(msg)
     return store  # type: ignore[return-value]
 
@@ -327,12 +327,12 @@ def _flows(flows: Iterable[Flow[Any, Any]], what: str) -> list[Flow[Any, Any]]:
     """``flows`` as a list, each one checked: a sharp error for a single flow, a path
     string or anything else that is not a flow."""
     if isinstance(flows, (Flow, str)) or not isinstance(flows, Iterable):
-        msg = f"{what} takes an iterable of flows (got {flows!r}); pass [flow, ...]"
+        msg = f"{what} takes an iterable of flows (got {shown(flows)}); pass [flow, ...]"
         raise TypeError(msg)
     out = list(flows)
     for f in out:
         if not isinstance(f, Flow):
-            msg = f"{what} takes flows made with @runtree.flow (got {f!r})"
+            msg = f"{what} takes flows made with @runtree.flow (got {shown(f)})"
             raise TypeError(msg)
     return out
 
@@ -410,10 +410,10 @@ class Runs:
         """
         statuses = _statuses(status, "runs.list")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            msg = f"runs.list(limit=...) must be a positive int (got {limit!r})"
+            msg = f"runs.list(limit=...) must be a positive int (got {shown(limit)})"
             raise ValueError(msg)
         if flow is not None and not isinstance(flow, (str, Flow)):
-            msg = f"runs.list(flow=...) takes a Flow or its 'module:qualname' (got {flow!r})"
+            msg = f"runs.list(flow=...) takes a Flow or its 'module:qualname' (got {shown(flow)})"
             raise TypeError(msg)
         path = flow_path(flow) if isinstance(flow, Flow) else flow
         start = _since(since)
@@ -488,7 +488,7 @@ class Runs:
             StoreError: ``new_id`` is not a valid root id (empty, too long, a NUL...).
         """
         if not isinstance(from_key, str) or not from_key:
-            msg = f"runs.fork(from_key=...) takes a journal key (got {from_key!r})"
+            msg = f"runs.fork(from_key=...) takes a journal key (got {shown(from_key)})"
             raise TypeError(msg)
         if new_id is not None:
             # The rule for every root id (a fork is resumed under it): before any write.
@@ -522,7 +522,7 @@ class Runs:
         Returns how many were deleted."""
         age = _seconds(older_than, "runs.prune(older_than=...)")
         if not age >= 0:  # a negative age (or NaN) would reach runs made from now on
-            msg = f"runs.prune(older_than=...) must be 0 or more seconds (got {older_than!r})"
+            msg = f"runs.prune(older_than=...) must be 0 or more seconds (got {shown(older_than)})"
             raise ValueError(msg)
         statuses = _statuses(status, "runs.prune")
         if statuses is None:
@@ -553,7 +553,7 @@ def _statuses(
     out: list[RunStatus] = []
     for s in many:
         if s not in _STATUSES:
-            msg = f"{where}(status=...) must be one of {', '.join(_STATUSES)} (got {s!r})"
+            msg = f"{where}(status=...) must be one of {', '.join(_STATUSES)} (got {shown(s)})"
             raise ValueError(msg)
         if s not in out:
             out.append(cast("RunStatus", s))

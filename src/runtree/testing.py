@@ -34,6 +34,7 @@ import pytest
 from ._context import ExecutionContext
 from ._defs import Preset
 from ._extensions import Extension
+from ._json import shown
 from ._scope import Scope, create_scope
 from ._tags import Tagged
 
@@ -128,7 +129,7 @@ def _marker_options(node: pytest.Item) -> dict[str, Any]:
     # The closest marker wins per option: a test's marker over its class's or module's.
     for mark in reversed(list(node.iter_markers(MARKER))):
         if mark.args:
-            msg = f"@pytest.mark.{MARKER} takes keyword arguments only (got {mark.args!r})"
+            msg = f"@pytest.mark.{MARKER} takes keyword arguments only (got {shown(mark.args)})"
             raise TypeError(msg)
         unknown = set(mark.kwargs) - _OPTIONS
         if unknown:
@@ -169,12 +170,12 @@ def _checked(values: object, kind: type, option: str, example: str) -> list[Any]
     if values is None:
         return []
     if not isinstance(values, Iterable) or isinstance(values, (str, bytes)):
-        msg = f"@pytest.mark.{MARKER}({option}=...) takes a list (got {values!r})"
+        msg = f"@pytest.mark.{MARKER}({option}=...) takes a list (got {shown(values)})"
         raise TypeError(msg)
     items = list(values)
     for item in items:
         if not isinstance(item, kind):
-            msg = f"@pytest.mark.{MARKER}({option}=...) takes {example} (got {item!r})"
+            msg = f"@pytest.mark.{MARKER}({option}=...) takes {example} (got {shown(item)})"
             raise TypeError(msg)
     return items
 
@@ -212,7 +213,7 @@ def _disposing(test: Callable[..., Awaitable[object]], state: _TestScope) -> Any
             try:
                 await state.finish()
             except Exception as failure:
-                exc.add_note(f"and disposing rt_scope failed: {failure!r}")
+                exc.add_note(f"and disposing rt_scope failed: {shown(failure)}")
             raise
         await state.finish()
         return result
@@ -289,7 +290,7 @@ def assert_tree(ctx_or_run: object, expected: Sequence[Any]) -> None:
     else:
         msg = (
             "assert_tree takes an ExecutionContext or a run tree (an object with nodes "
-            f"and children(node)), got {ctx_or_run!r}"
+            f"and children(node)), got {shown(ctx_or_run)}"
         )
         raise TypeError(msg)
     problem = _compare(actual, expected, ())
@@ -324,14 +325,16 @@ def _freeze(node: list[Any]) -> tuple[Any, ...]:
 def _compare(actual: tuple[Any, ...], expected: Sequence[Any], path: tuple[str, ...]) -> str | None:
     if not isinstance(expected, (tuple, list)) or len(expected) not in (2, 3):
         where = " > ".join(path) or "the root"
-        return f"under {where}: expected nodes are (name, status[, children]), got {expected!r}"
+        return (
+            f"under {where}: expected nodes are (name, status[, children]), got {shown(expected)}"
+        )
     name, status, children = actual
     here = " > ".join((*path, str(name)))
     want_name, want_status = expected[0], expected[1]
     if want_name is not ... and want_name != name:
         return f"at {here}: expected a node named {want_name!r}, got {name!r}"
     if want_status is not ... and want_status != status:
-        return f"at {here}: expected status {want_status!r}, got {status!r}"
+        return f"at {here}: expected status {shown(want_status)}, got {status!r}"
     want_children = expected[2] if len(expected) == 3 else []
     if want_children is ...:
         return None

@@ -171,5 +171,21 @@ class TestOutcome:
 
         async with rt.create_scope() as scope:
             assert await scope.exec(f, tags=[user("ann")]) == "DB:ANN"
-        with pytest.raises(TypeError, match=r"resources may depend on atoms, resources and tags"):
-            rt.resource(lambda ctx, f: 1, deps={"f": f})
+
+    async def test_a_flow_dependency_is_a_handle_bound_to_the_owner(self) -> None:
+        # DESIGN §2: flows and resources are deps of flows and resources.
+        @rt.flow
+        async def lookup(ctx: rt.ExecutionContext) -> str:
+            assert ctx.parent is not None
+            return f"dsn from {ctx.parent.name}"
+
+        @rt.resource(deps={"lookup": lookup})
+        async def conn(ctx: rt.ResolveContext, lookup: rt.FlowHandle[None, str]) -> str:
+            return await lookup()
+
+        @rt.flow(deps={"conn": conn})
+        async def handler(ctx: rt.ExecutionContext, conn: str) -> str:
+            return conn
+
+        async with rt.create_scope() as scope, scope.create_context(name="request") as b:
+            assert await b.exec(handler) == "dsn from request"

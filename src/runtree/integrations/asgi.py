@@ -25,6 +25,7 @@ from typing import Any, Final, TypeAlias, final
 
 from .. import _context
 from .._context import ExecutionContext
+from .._json import shown
 from .._scope import Scope
 from .._tags import Tag, tag
 from ..errors import Cancelled, RuntreeError
@@ -107,7 +108,7 @@ def lifespan(
         made = scope_factory()
         scope = await made if inspect.isawaitable(made) else made
         if not isinstance(scope, Scope):
-            msg = f"lifespan(scope_factory): the factory must return a Scope (got {scope!r})"
+            msg = f"lifespan(scope_factory): the factory must return a Scope (got {shown(scope)})"
             raise TypeError(msg)
         state = getattr(app, "state", None)
         if state is not None:
@@ -168,14 +169,16 @@ class RuntreeMiddleware:
         watch_after: float = 0.05,
     ) -> None:
         if scope is not None and not isinstance(scope, Scope):
-            msg = f"RuntreeMiddleware(scope=...) takes a runtree Scope (got {scope!r})"
+            msg = f"RuntreeMiddleware(scope=...) takes a runtree Scope (got {shown(scope)})"
             raise TypeError(msg)
         self.app = app
         self.scope = scope
         self.fail_status = fail_status
         self.watch_disconnect = watch_disconnect
         if not watch_after >= 0:
-            msg = f"RuntreeMiddleware(watch_after=...) takes seconds >= 0 (got {watch_after!r})"
+            msg = (
+                f"RuntreeMiddleware(watch_after=...) takes seconds >= 0 (got {shown(watch_after)})"
+            )
             raise ValueError(msg)
         self.watch_after = watch_after
         # Running HTTP requests not watched yet, in two generations: each tick of one

@@ -30,6 +30,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
 
 from .._context import ExecutionContext
 from .._defs import Atom, Resource
+from .._json import shown
 from .asgi import (
     CONTEXT_KEY,
     STATE_KEY,
@@ -77,7 +78,7 @@ def Resolve(target: Atom[T] | Resource[T]) -> params.Depends:
     if found is not None:
         return found
     if not isinstance(target, (Atom, Resource)):
-        msg = f"Resolve() takes an atom or a resource (got {target!r})"
+        msg = f"Resolve() takes an atom or a resource (got {shown(target)})"
         raise TypeError(msg)
 
     async def resolve(connection: HTTPConnection) -> Any:

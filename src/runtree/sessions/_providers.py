@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from .._json import shown
 from ..stores._base import dumps
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def _part(value: str, what: str) -> str:
         or "\\" in value
         or "\x00" in value
     ):
-        msg = f"{what} must be a plain name without path separators (got {value!r})"
+        msg = f"{what} must be a plain name without path separators (got {shown(value)})"
         raise ValueError(msg)
     return value
 

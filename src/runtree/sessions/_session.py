@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
-from .._json import error_text, problem, readable
+from .._json import error_text, problem, readable, shown
 from ..errors import CommandNotRunningError, SerializationWarning, SessionNotFoundError
 from ..stores._base import (
     CommandRecord,
@@ -78,7 +78,7 @@ def _new_id() -> str:
 
 def _name(value: object, what: str) -> str:
     if not isinstance(value, str) or not value:
-        msg = f"{what} must be a non-empty str (got {value!r})"
+        msg = f"{what} must be a non-empty str (got {shown(value)})"
         raise TypeError(msg)
     return value
 
@@ -87,7 +87,9 @@ def _pair(first: str, second: str, what: tuple[str, str]) -> str:
     _name(first, what[0])
     _name(second, what[1])
     if ":" in first:
-        msg = f"{what[0]} must not contain ':' (got {first!r}): it separates {what[0]}:{what[1]}"
+        msg = (
+            f"{what[0]} must not contain ':' (got {shown(first)}): it separates {what[0]}:{what[1]}"
+        )
         raise ValueError(msg)
     return f"{first}:{second}"
 
@@ -148,7 +150,7 @@ def _backend_of(store: object) -> SessionBackend:
     get = getattr(store, "session_backend", None)
     if get is None:
         msg = (
-            f"Sessions needs a store from runtree.stores (got {store!r}); e.g. "
+            f"Sessions needs a store from runtree.stores (got {shown(store)}); e.g. "
             "Sessions(runtree.stores.from_url()) or Sessions(SqliteStore('.runtree/runtree.db'))"
         )
         raise TypeError(msg)
@@ -526,7 +528,7 @@ class Session:
             older = await session.get_command_history(limit=100, before=session.command_history[0])
         """
         if limit is not None and (not isinstance(limit, int) or limit < 1):
-            msg = f"get_command_history(limit=) must be a positive int or None (got {limit!r})"
+            msg = f"get_command_history(limit=) must be a positive int or None (got {shown(limit)})"
             raise ValueError(msg)
         before_id = before.id if isinstance(before, CommandExecution) else before
         records = await self._backend.command_page(self.session_id, before_id, limit)

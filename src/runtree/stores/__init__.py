@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from urllib.parse import parse_qsl, unquote, urlencode
 
+from .._json import shown
 from ..errors import StoreError
 from ._base import CommandRecord as CommandRecord
 from ._base import SessionBackend as SessionBackend
@@ -110,7 +111,7 @@ def from_url(url: str | None = None) -> Store:
     if url is None:
         url = default_url()
     if not isinstance(url, str):
-        msg = f"from_url() takes a str URL (got {url!r})"
+        msg = f"from_url() takes a str URL (got {shown(url)})"
         raise TypeError(msg)
     scheme, sep, rest = url.partition("://")
     scheme = scheme.strip().lower()

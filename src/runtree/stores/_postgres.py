@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 from .._journal import StepRecord
-from .._json import compact
+from .._json import compact, shown
 from ..errors import StoreError
 from ._base import DEFAULT_LEASE
 from ._secrets import passwords, redact
@@ -299,10 +299,13 @@ class PostgresStore(SqlStore):
         ):
             if not isinstance(value, (int, float)) or not value > low:
                 bound = ">= 0" if low < 0 else "> 0"
-                msg = f"PostgresStore {name}= must be a number of seconds {bound} (got {value!r})"
+                msg = (
+                    f"PostgresStore {name}= must be a number of seconds {bound} "
+                    f"(got {shown(value)})"
+                )
                 raise StoreError(msg)
         if type(pool_size) is not int or pool_size < 1:
-            msg = f"PostgresStore pool_size= must be an int >= 1 (got {pool_size!r})"
+            msg = f"PostgresStore pool_size= must be an int >= 1 (got {shown(pool_size)})"
             raise StoreError(msg)
         try:
             import psycopg
@@ -313,7 +316,7 @@ class PostgresStore(SqlStore):
         if not _SCHEMA_NAME.match(schema):
             msg = (
                 f"PostgresStore schema must be a plain identifier (letters, digits, _; "
-                f"got {schema!r})"
+                f"got {shown(schema)})"
             )
             raise StoreError(msg)
         self._dsn = dsn

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeAlias, TypeVar, cast
 
 from .._journal import StepRecord
-from .._json import check_name, compact, readable
+from .._json import check_name, compact, readable, shown
 from ..errors import StoreError
 from ._base import (
     DEFAULT_LEASE,
@@ -333,7 +333,7 @@ class SqlStore(RunsSql):
 
     def __init__(self, *, lease: float = DEFAULT_LEASE) -> None:
         if not lease > 0:
-            msg = f"lease= must be a positive number of seconds (got {lease!r})"
+            msg = f"lease= must be a positive number of seconds (got {shown(lease)})"
             raise ValueError(msg)
         self._lease = float(lease)
         self._info = ProcInfo()
