@@ -103,6 +103,7 @@ class Resolver:
         "forgotten",
         "pending",
         "presets",
+        "producers",
         "resolved",
         "scope",
         "stale",
@@ -128,6 +129,7 @@ class Resolver:
         self.check_preset_cycles()
         self.cache: dict[Atom[Any], object] = {}
         self.pending: dict[Atom[Any], asyncio.Future[object]] = {}
+        self.producers: dict[Atom[Any], asyncio.Task[Any] | None] = {}  # who runs each
         self.resolved: dict[Atom[Any], _Resolved] = {}  # insertion = resolution order
         self.dependents: dict[Atom[Any], set[Atom[Any]]] = {}
         self.stale: set[Atom[Any]] = set()  # pending atoms whose dependency was released
@@ -186,11 +188,16 @@ class Resolver:
             waiting = self.pending.get(atom)
             if waiting is None:
                 break
+            if self.producers.get(atom) is asyncio.current_task():
+                # Its factory (or a dependency's) resolves it again in the task that
+                # produces it: it would wait for itself forever.
+                raise DependencyCycleError(_names((*path, atom)) if path else (atom.name,) * 2)
             result = await asyncio.shield(waiting)
             if result is not _RETRY:
                 return result
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self.pending[atom] = fut
+        self.producers[atom] = asyncio.current_task()
         try:
             value = await self._produce_atom(atom, (*path, atom))
         except asyncio.CancelledError:
@@ -202,6 +209,7 @@ class Resolver:
             raise
         finally:
             del self.pending[atom]
+            del self.producers[atom]
         fut.set_result(value)
         return value
 

@@ -133,7 +133,8 @@ class DependencyCycleError(RuntreeError, RuntimeError):
         return (
             f"Dependency cycle: {' -> '.join(self.cycle)}. "
             "Break it by removing one of these dependencies (check presets that "
-            "replace an atom with one that depends on it)."
+            "replace an atom with one that depends on it, and factories that resolve "
+            "their own atom again)."
         )
 
 

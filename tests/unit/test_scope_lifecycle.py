@@ -70,6 +70,25 @@ class TestCyclesAreFoundByIdentity:
             assert await first == 1
             assert await second == 2
 
+    async def test_a_factory_that_resolves_its_own_atom_again(self) -> None:
+        # It would wait for itself forever: the same task produces it.
+        @rt.atom
+        async def a(ctx: rt.ResolveContext) -> object:
+            return await ctx.scope.resolve(a)
+
+        @rt.atom
+        async def b(ctx: rt.ResolveContext) -> object:
+            return await ctx.scope.resolve(c)
+
+        @rt.atom
+        async def c(ctx: rt.ResolveContext) -> object:
+            return await ctx.scope.resolve(b)
+
+        async with rt.create_scope() as scope:
+            for atom, name in ((a, "a"), (b, "b")):
+                with pytest.raises(rt.DependencyCycleError, match=f"{name} -> {name}"):
+                    await asyncio.wait_for(scope.resolve(atom), 5)
+
     def test_a_real_cycle_through_presets_still_names_it(self) -> None:
         a = rt.atom(lambda ctx: 1, name="a")
         b = rt.atom(lambda ctx, x: x, deps={"x": a}, name="b")
