@@ -100,6 +100,19 @@ def current_context() -> ExecutionContext | None:
     return _current.get()
 
 
+class AutoId(str):
+    """A context id runtree made (``prefix-n``), as opposed to one given with ``id=``:
+    ``type(ctx._id) is str`` holds only for given ids."""
+
+    __slots__ = ()
+
+
+def has_given_id(ctx: ExecutionContext) -> bool:
+    """Whether ``ctx`` is a root created with ``id=`` (its tree is durable, its run
+    recorded by default), whatever reading ``ctx.id`` made of a generated one."""
+    return type(getattr(ctx, "_id", None)) is str
+
+
 class _Extra:
     """Rarely used state of a context, created on first use."""
 
@@ -118,6 +131,7 @@ class _Extra:
         "resources",
         "sealed",
         "timed_out",
+        "unstarted",
     )
 
     def __init__(self) -> None:
@@ -137,6 +151,8 @@ class _Extra:
         # on_close callbacks have run: whatever registers cleanup later must run it itself
         self.sealed = False
         self.timed_out: float | None = None
+        # the root of a scope.exec whose task has not started: closed now, it is cancelled
+        self.unstarted = False
 
 
 class _Callback:
@@ -222,9 +238,10 @@ class ExecutionContext(Generic[InputT]):
         """Unique within the process (and across processes sharing a store); a root made
         with ``id=`` keeps that id."""
         ident = getattr(self, "_id", None)  # unset until first read (no exception)
-        if type(ident) is not str:
-            # Made once, on the first read (recorders and tracers read it per exec).
-            ident = self._id = f"{_PREFIX}-{next(_ids) if ident is None else ident}"
+        if type(ident) is not str and type(ident) is not AutoId:
+            # Made once, on the first read (recorders and tracers read it per exec). An
+            # AutoId, so that a root's id read is never taken for one given with id=.
+            ident = self._id = AutoId(f"{_PREFIX}-{next(_ids) if ident is None else ident}")
         return ident
 
     @property
@@ -862,11 +879,15 @@ class ExecutionContext(Generic[InputT]):
                         "child returns"
                     )
                     raise RuntimeError(msg)
-        if self._cancelled:
-            # A cancelled boundary did not finish its work: its resources see why (the
-            # transaction idiom rolls back), like an exec child that was cancelled.
+        if self._cancelled or (x is not None and x.unstarted):
+            # A cancelled boundary did not finish its work (or, the root of a scope.exec,
+            # never started it): its resources see why (the transaction idiom rolls
+            # back), like an exec child that was cancelled.
             x = self._extra()
-            reason = Cancelled(self.name, x.cancel_reason)
+            reason = Cancelled(
+                self.name,
+                "its scope closed it before it started" if x.unstarted else x.cancel_reason,
+            )
             x.error = reason
             self._status = "cancelled"
             await self._close_now(reason, raised=False)
@@ -980,10 +1001,13 @@ class ExecutionContext(Generic[InputT]):
                     status = "failed"
                 else:
                     err = Cancelled(self.name, x.cancel_reason)
-        elif isinstance(exc, Cancelled):
-            status = "cancelled"
         else:
-            status = "failed"
+            status = "cancelled" if isinstance(exc, Cancelled) else "failed"
+            if self._cancelled:
+                # Cancelled (or timed out), but the body turned the CancelledError into
+                # another error: take the request back, or the task stays marked as
+                # cancelling and later cancellations and timeouts of it are never sent.
+                _cancel.discard(self._task, self)
         x.error = err
         self._status = status
         if err is not exc:
@@ -1224,7 +1248,8 @@ def boundary_context(
 ) -> ExecutionContext:
     """Make a boundary: a root (``parent=None``) or a nested boundary under ``parent``."""
     ctx = ExecutionContext()
-    ctx._id = ident if ident is not None else next(_ids)
+    # A given id is an exact str (durable trees and recorded runs test for that type).
+    ctx._id = next(_ids) if ident is None else ident if type(ident) is str else str(ident)
     ctx.name = name
     ctx.parent = parent
     ctx.scope = scope

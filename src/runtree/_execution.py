@@ -89,6 +89,7 @@ class Execution(Generic[T]):
         if tags:
             ctx._bind_tags(tags)
         scope._roots[ctx] = None
+        ctx._extra().unstarted = True  # closed before its task starts: cancelled
         self.context = ctx
         self._flow = flow
         self._input = input
@@ -161,6 +162,7 @@ class Execution(Generic[T]):
             await self._set_status("running")
             if ctx.closed:
                 raise Cancelled(ctx.name, "its scope closed it before it started")
+            ctx._extra().unstarted = False
             if scope._init_pending:
                 await scope._run_init()
             value = await self._invoke(ctx)

@@ -439,6 +439,9 @@ class Journal:
                 )
                 log.warning("%s", message)
                 warnings.warn(message, SerializationWarning, stacklevel=2)
+                # Not stored, but known to this tree: the same key replays it while the
+                # tree lives (two concurrent execs run the step once), as in memory.
+                self.entries[key] = entry
                 return entry
             try:
                 text = compact(entry.value)

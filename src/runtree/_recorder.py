@@ -39,7 +39,7 @@ from functools import partial
 from time import time
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
-from ._context import FAILED, PENDING, ExecutionContext
+from ._context import FAILED, PENDING, ExecutionContext, has_given_id
 from ._context import _ids as _context_ids
 from ._defs import Flow
 from ._extensions import ExecOp, Extension
@@ -118,7 +118,7 @@ def _id_text(ctx: ExecutionContext) -> str | int:
     n = getattr(ctx, "_id", None)  # unset on an inline root
     if n is None:
         n = ctx._id = next(_context_ids)  # as reading ctx.id would have numbered it
-    elif type(n) is str:
+    elif type(n) is not int:  # given (str), or made when read (AutoId)
         return quote(n)
     return n
 
@@ -316,7 +316,7 @@ class Recorder(Extension):
     def _wants(self, root: ExecutionContext) -> bool:
         if self.mode == "all":
             return True
-        return type(getattr(root, "_id", None)) is str
+        return has_given_id(root)
 
     def _value(self, value: object) -> str | None:
         if not self.values or value is None:
@@ -1009,7 +1009,7 @@ class Recorder(Extension):
                         i = node._id  # _id_text(node), inline
                         if i is None:
                             i = node._id = next(_context_ids)
-                        elif type(i) is str:
+                        elif type(i) is not int:
                             i = quote(i)
                         value = node.input
                         if value is not None:

@@ -318,7 +318,7 @@ async def _attempts(call: Call) -> object:
         except Exception as exc:
             if (
                 attempt > call.retry
-                or isinstance(exc, Cancelled)
+                or isinstance(exc, (Cancelled, RecursionError))  # NestingError: never
                 or not isinstance(exc, call.options.get("retry_on", Exception))
                 or parent._cancelled
                 or parent._status is not _OPEN

@@ -19,6 +19,7 @@ from ._context import (
     ExecutionContext,
     _new_context,
     boundary_context,
+    has_given_id,
 )
 from ._defs import Atom, Flow, Preset, Resource
 from ._execution import Execution, ExecutionDetails
@@ -421,7 +422,7 @@ class Scope:
         x = root._extra()
         if x.journal is None:
             backend: JournalBackend | None = None
-            if type(getattr(root, "_id", None)) is str and self.store is not None:
+            if self.store is not None and has_given_id(root):
                 backend = getattr(self.store, "journal_backend", lambda: None)()
             if not self._journal_owner:
                 from ._context import _PREFIX
