@@ -115,7 +115,7 @@ def problem(value: object, depth: int = 0) -> str | None:
             if found is not None:
                 return found
         return None
-    return f"{type(value).__name__} value {readable(_repr(value), 80)} is not JSON"
+    return f"{type(value).__name__} value {shown(value, 80)} is not JSON"
 
 
 def _int_problem(value: int) -> str | None:
@@ -195,13 +195,7 @@ def error_text(exc: BaseException) -> str:
 def shown(value: object, limit: int | None = 200) -> str:
     """``repr(value)`` for a message, cut to ``limit`` characters; never raises (a value
     whose ``repr`` raises, or an int too long to print, is shown by its type)."""
-    try:
-        text = repr(value)
-    except Exception:
-        text = f"<{type(value).__name__} object>"
-    if not isinstance(text, str):  # pragma: no cover - repr() returns a str
-        text = f"<{type(value).__name__} object>"
-    return readable(text, limit)
+    return readable(_repr(value), limit)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -234,24 +228,24 @@ def check_name(value: object, what: str) -> str:
 
 def _check_slow(value: object, what: str) -> str:
     if not isinstance(value, str) or not value:
-        msg = f"A {what} must be a non-empty str (got {readable(_repr(value), 80)})"
+        msg = f"A {what} must be a non-empty str (got {shown(value, 80)})"
         raise StoreError(msg)
-    shown = readable(repr(value), 80)
+    text = shown(value, 80)
     if "\x00" in value:
-        msg = f"The {what} {shown} holds a NUL character, which no store accepts; remove it"
+        msg = f"The {what} {text} holds a NUL character, which no store accepts; remove it"
         raise StoreError(msg)
     try:
         size = len(value.encode("utf-8"))
     except UnicodeEncodeError:
         msg = (
-            f"The {what} {shown} holds a lone surrogate (not valid Unicode text), which no "
+            f"The {what} {text} holds a lone surrogate (not valid Unicode text), which no "
             "store accepts; decode the text with errors='replace' or build the name from "
             "valid text"
         )
         raise StoreError(msg) from None
     if size > MAX_NAME_BYTES:
         msg = (
-            f"The {what} {shown} is {size} bytes long; a store accepts at most "
+            f"The {what} {text} is {size} bytes long; a store accepts at most "
             f"{MAX_NAME_BYTES} bytes: use a shorter name (a digest of a long one)"
         )
         raise StoreError(msg)

@@ -25,9 +25,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast, final
 
 from ._defs import Flow
-from ._json import MAX_NAME_BYTES, check_name, shown
+from ._json import MAX_NAME_BYTES, check_name, readable, shown
 from ._recorder import flow_path
-from .errors import RunNotFoundError, RunStateError
+from .errors import RunNotFoundError, RunStateError, StoreError
 from .stores._base import loads
 
 if TYPE_CHECKING:
@@ -417,6 +417,8 @@ class Runs:
             raise TypeError(msg)
         path = flow_path(flow) if isinstance(flow, Flow) else flow
         start = _since(since)
+        if path is not None and readable(path) != path:
+            return []  # a lone surrogate or a NUL: no recorded flow path holds one
         if statuses is None or len(statuses) == 1:
             one = None if statuses is None else statuses[0]
             return [run_info(r) for r in await self._db.runs_list(one, path, start, limit)]
@@ -433,6 +435,7 @@ class Runs:
         Raises:
             RunNotFoundError: no run with that id.
         """
+        _known_id(root_id)
         found = await self._db.runs_get(root_id)
         if found is None:
             raise RunNotFoundError(root_id)
@@ -448,6 +451,7 @@ class Runs:
         Raises:
             RunNotFoundError: no run with that id.
         """
+        _known_id(root_id)
         text = str(reason) if reason else "cancelled by runs.cancel"
         state = await self._db.runs_cancel(root_id, text)
         if state == "missing":
@@ -563,10 +567,21 @@ def _statuses(
     return tuple(out)
 
 
+def _known_id(root_id: object) -> None:
+    """``RunNotFoundError`` for an id no run can have (not a str, empty, a NUL, a lone
+    surrogate, too long: the rule every root id met when its run was recorded), before
+    the store is asked (a lone surrogate cannot even be sent to it)."""
+    try:
+        check_name(root_id, "root id")
+    except StoreError:
+        raise RunNotFoundError(root_id) from None  # type: ignore[arg-type]
+
+
 async def _resume(
     scope: Scope, root_id: str, flows: Iterable[Flow[Any, Any]], *, orphan_only: bool
 ) -> Execution[Any]:
     db = _backend(scope.store, "resuming a run: the scope")
+    _known_id(root_id)
     found = await db.runs_get(root_id)
     if found is None:
         raise RunNotFoundError(root_id)
@@ -580,6 +595,9 @@ async def _resume(
         problem = "its input was not JSON, so it cannot be run again from the record"
     if problem is not None:
         raise RunStateError(root_id, problem)
+    assert info.flow is not None
+    # Found before the claim: a flow that cannot be imported leaves the run as it was.
+    flow = resolve_flow(info.flow, flows)
     state, _ = await db.runs_claim(root_id, orphan_only=orphan_only)
     if state == "missing":
         raise RunNotFoundError(root_id)
@@ -590,8 +608,6 @@ async def _resume(
             root_id,
             "it is running in a live process; cancel it first (runs.cancel) or wait",
         )
-    assert info.flow is not None
-    flow = resolve_flow(info.flow, flows)
     return scope.exec(flow, info.input, id=root_id)
 
 

@@ -116,6 +116,56 @@ class TestInterruptedAndResume:
             with pytest.raises(runtree.Cancelled):
                 await execution
 
+    async def test_a_resume_whose_flow_cannot_be_imported_leaves_the_run_as_it_was(
+        self, open_durable: StoreFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        module = tmp_path / "gone_flows.py"
+        module.write_text(
+            "import runtree\n"
+            "@runtree.flow\n"
+            "async def wf(ctx):\n"
+            "    if ctx.input == 'fail':\n"
+            "        raise ValueError('first')\n"
+            "    return 'ok'\n"
+        )
+        monkeypatch.syspath_prepend(str(tmp_path))
+        import gone_flows  # type: ignore[import-not-found]
+
+        async with open_durable() as store:
+            async with runtree.create_scope(store=store) as scope:
+                with pytest.raises(ValueError, match="first"):
+                    await scope.exec(gone_flows.wf, "fail", id="g1")
+            module.unlink()
+            monkeypatch.delitem(sys.modules, "gone_flows")
+            runs = Runs(store)
+            async with runtree.create_scope(store=store) as scope:
+                with pytest.raises(LookupError, match="gone_flows"):
+                    await runs.resume("g1", scope)
+            info = (await runs.get("g1")).run
+            assert info.status == "failed"
+            assert info.error is not None and info.error.message == "first"
+            # Once the module is back, the resume is not refused as "running".
+            monkeypatch.setitem(sys.modules, "gone_flows", gone_flows)
+            async with runtree.create_scope(store=store) as scope:
+                with pytest.raises(ValueError, match="first"):
+                    await (await runs.resume("g1", scope))
+
+    @pytest.mark.parametrize("bad", ["a\ud800", "", "x\x00y", "k" * 2000])
+    async def test_an_id_no_run_can_have_is_not_found(
+        self, open_durable: StoreFactory, bad: str
+    ) -> None:
+        async with open_durable() as store, runtree.create_scope(store=store) as scope:
+            runs = Runs(store)
+            with pytest.raises(RunNotFoundError):
+                await runs.get(bad)
+            with pytest.raises(RunNotFoundError):
+                await runs.cancel(bad)
+            with pytest.raises(RunNotFoundError):
+                await runs.fork(bad, from_key="k")
+            with pytest.raises(RunNotFoundError):
+                await runs.resume(bad, scope)
+            assert await runs.list(flow="m:\ud800") == []
+
 
 class TestCancel:
     @pytest.mark.parametrize(

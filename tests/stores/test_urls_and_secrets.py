@@ -58,6 +58,9 @@ DSNS = [
     pytest.param(f"postgresql://runtree@127.0.0.1:1/nothing?password={SECRET}", id="url-query"),
     pytest.param(f"host=127.0.0.1 port=1 user=runtree password={SECRET} dbname=x", id="conninfo"),
     pytest.param(f"host=127.0.0.1 port=1 password='{SECRET} x' dbname=x", id="conninfo-quoted"),
+    # DSNs the driver refuses to parse (its error echoes the DSN).
+    pytest.param(f"postgresql://runtree:{SECRET}@[::1:1/nothing", id="url-bad-ipv6"),
+    pytest.param(f"postgresql://host=127.0.0.1 password={SECRET}", id="conninfo-after-scheme"),
 ]
 
 
@@ -72,11 +75,23 @@ async def test_the_password_never_shows(dsn: str, caplog: pytest.LogCaptureFixtu
     shown += [str(info.value), repr(info.value), caplog.text]
     cause = info.value.__cause__ or info.value.__context__
     if cause is not None:
-        shown.append(str(cause))
+        shown += [str(cause), repr(cause)]
     for text in shown:
         assert SECRET not in text, text
     assert "Cannot connect to PostgreSQL" in str(info.value)
     assert "***" in repr(store)
+
+
+@pytest.mark.parametrize("mark", ["/", "#", "?", " "])
+def test_a_password_with_an_unencoded_reserved_character_is_refused(mark: str) -> None:
+    # libpq would read part of it as the host, port or path (and show it there).
+    dsn = f"postgresql://runtree:{SECRET}{mark}x@127.0.0.1:1/nothing"
+    for make in (PostgresStore, from_url):
+        with pytest.raises(StoreError) as info:
+            make(dsn)
+        assert SECRET not in str(info.value) and SECRET not in repr(info.value)
+        if make is PostgresStore:
+            assert "percent-encode the password" in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -85,6 +100,8 @@ async def test_the_password_never_shows(dsn: str, caplog: pytest.LogCaptureFixtu
         f"postgresql://runtree:{SECRET}@127.0.0.1:1/x?lease=zero",
         f"postgresql://runtree@127.0.0.1:1/x?password={SECRET}&lease=zero",
         f"postgresql://runtree@127.0.0.1:1/x?password={SECRET}&a=%zz&&",
+        f"postgresql://runtree:{SECRET}?x@127.0.0.1:1/x",
+        f"postgresql://runtree:a?{SECRET}@127.0.0.1:1/x",
     ],
 )
 def test_from_url_errors_never_show_the_password(url: str) -> None:

@@ -22,6 +22,7 @@ from ._base import SessionRecord as SessionRecord
 from ._base import Store as Store
 from ._memory import InMemoryStore as InMemoryStore
 from ._postgres import PostgresStore as PostgresStore
+from ._secrets import passwords
 from ._secrets import redact as redact
 from ._sqlite import Durability as Durability
 from ._sqlite import SqliteStore as SqliteStore
@@ -123,7 +124,10 @@ def from_url(url: str | None = None) -> Store:
     try:
         params = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
     except ValueError:
-        raise _bad(url, f"its query {redact('?' + query)[1:]!r} is malformed") from None
+        # (Shown only when the URL holds no password: a '?' in an unencoded password
+        # splits it, and the query would show its tail.)
+        shown_query = "" if passwords(url) else f" {redact('?' + query)[1:]!r}"
+        raise _bad(url, f"its query{shown_query} is malformed") from None
     if scheme == "memory":
         unknown = set(params) - {"lease"}
         if body or unknown:

@@ -23,7 +23,7 @@ from .._journal import StepRecord
 from .._json import compact, shown
 from ..errors import StoreError
 from ._base import DEFAULT_LEASE
-from ._secrets import passwords, redact
+from ._secrets import passwords, redact, unencoded_userinfo, without_passwords
 from ._sql import MIGRATIONS, QUERIES, Batch, SqlStore, Tx, prepare, schema_version, settle
 from ._sql import _record as _stored
 
@@ -200,15 +200,6 @@ DEFAULT_RECONNECT = 15.0
 WRITERS = 2  # journal records (or batches of them) on their way at once
 
 
-def _without_password(dsn: str) -> str:
-    """The DSN with its password left out (libpq then reads PGPASSWORD or ~/.pgpass)."""
-    text = re.sub(r"(?i)^([a-z][a-z0-9+.\-]*://[^:/@?#]*):[^@/?#]*@", r"\1@", dsn)
-    text = re.sub(r"(?i)([?&])password=[^&#]*&?", r"\1", text).rstrip("?&")
-    if "://" not in text:
-        text = re.sub(r"(?i)\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S*)\s*", "", text).strip()
-    return text
-
-
 def _alive(conn: AsyncConnection[Any]) -> bool:
     """Is an idle connection still usable? A server that restarted or terminated the
     backend has closed the socket (or sent a final error): it reads as ready."""
@@ -319,6 +310,13 @@ class PostgresStore(SqlStore):
                 f"got {shown(schema)})"
             )
             raise StoreError(msg)
+        if unencoded_userinfo(dsn):
+            msg = (
+                f"PostgresStore: the user info of {redact(dsn)!r} holds a '/', '?', '#' or "
+                "space: percent-encode the password in the URL "
+                "(urllib.parse.quote(password, safe='')), or pass it in PGPASSWORD"
+            )
+            raise StoreError(msg)
         self._dsn = dsn
         self._secrets = passwords(dsn)
         self.schema = schema
@@ -366,7 +364,7 @@ class PostgresStore(SqlStore):
     def url(self) -> str:
         """A URL for :func:`runtree.stores.from_url`, without the password (supply it
         with ``PGPASSWORD`` or ``~/.pgpass``)."""
-        base = _without_password(self._dsn)
+        base = without_passwords(self._dsn)
         extra = []
         if self.schema != "runtree":
             extra.append(f"schema={self.schema}")
@@ -399,6 +397,7 @@ class PostgresStore(SqlStore):
         deadline = time.monotonic() + self._reconnect
         delay = 0.1
         while True:
+            msg = ""
             try:
                 async with asyncio.timeout(self._connect_timeout):
                     return await self._psycopg.AsyncConnection.connect(
@@ -422,14 +421,17 @@ class PostgresStore(SqlStore):
                         "Check the DSN (host, port, user, database) and that the server is "
                         "running."
                     )
-                    raise StoreError(msg) from None
-                log.warning(
-                    "PostgreSQL at %s refused a connection; retrying in %.1fs",
-                    redact(self._dsn),
-                    min(delay, left),
-                )
-                await asyncio.sleep(min(delay, left))
-                delay = min(delay * 2, 2.0)
+            if msg:
+                # Raised outside the except block: the driver's error (its message may
+                # hold the DSN) is not even kept as __context__.
+                raise StoreError(msg)
+            log.warning(
+                "PostgreSQL at %s refused a connection; retrying in %.1fs",
+                redact(self._dsn),
+                min(delay, left),
+            )
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, 2.0)
 
     async def _take(self) -> AsyncConnection[Any]:
         loop = asyncio.get_running_loop()

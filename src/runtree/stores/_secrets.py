@@ -12,12 +12,15 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-__all__ = ["passwords", "redact", "scrub"]
+__all__ = ["passwords", "redact", "scrub", "unencoded_userinfo", "without_passwords"]
 
 MASK = "***"
 # libpq key=value: value is a bare word or a single-quoted string with \' and \\ escapes.
 _KV_PASSWORD = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)")
-_URL_USERINFO = re.compile(r"(?i)^([a-z][a-z0-9+.\-]*://[^:/@?#]*):([^@/?#]*)@")
+# The user info of a URL: from the first ':' after the user to the last '@' (a password
+# whose '/', '?', '#' or space was not percent-encoded must not end the match early: what is
+# masked may then be more than the password, never less).
+_URL_USERINFO = re.compile(r"(?i)^([a-z][a-z0-9+.\-]*://[^:/@?#\s]*):(.*)@")
 _QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)([^&#]*)")
 
 
@@ -25,9 +28,25 @@ def redact(dsn: str) -> str:
     """``dsn`` with every password masked (URL user info, ``?password=``, ``password=``)."""
     text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}:{MASK}@", dsn)
     text = _QUERY_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
-    if "://" not in text:
-        text = _KV_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
-    return text
+    # (also after a URL scheme: "postgresql://host=h password=pw" is no URL, but a
+    # message may show it)
+    return _KV_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
+
+
+def unencoded_userinfo(dsn: str) -> bool:
+    """Whether a URL's user info (before its last ``@``) holds a ``/``, ``?``, ``#`` or
+    space: a password whose reserved characters were not percent-encoded. libpq then
+    reads part of it as the host, port or path — and may show it there."""
+    m = _URL_USERINFO.match(dsn)
+    return m is not None and any(c in m.group(2) for c in "/?# ")
+
+
+def without_passwords(dsn: str) -> str:
+    """``dsn`` with every password left out, found as :func:`redact` finds them (libpq
+    then reads ``PGPASSWORD`` or ``~/.pgpass``)."""
+    text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}@", dsn)
+    text = re.sub(r"(?i)([?&])password=[^&#]*&?", r"\1", text).rstrip("?&")
+    return re.sub(r"(?i)\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S*)\s*", "", text).strip()
 
 
 def passwords(dsn: str) -> list[str]:
@@ -46,12 +65,11 @@ def passwords(dsn: str) -> list[str]:
             found.update(v for k, v in parse_qsl(parts.query) if k.lower() == "password")
         except ValueError:
             pass
-    else:
-        for m in _KV_PASSWORD.finditer(dsn):
-            value = m.group(2)
-            found.add(value)
-            if value.startswith("'") and value.endswith("'") and len(value) >= 2:
-                found.add(re.sub(r"\\(.)", r"\1", value[1:-1]))
+    for m in _KV_PASSWORD.finditer(dsn):  # wherever they are (see redact)
+        value = m.group(2)
+        found.add(value)
+        if value.startswith("'") and value.endswith("'") and len(value) >= 2:
+            found.add(re.sub(r"\\(.)", r"\1", value[1:-1]))
     return sorted((p for p in found if p), key=len, reverse=True)
 
 
