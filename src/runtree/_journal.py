@@ -14,7 +14,7 @@ import logging
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from hashlib import sha256
-from typing import TYPE_CHECKING, Protocol, TypeAlias, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypedDict, TypeVar
 
 from ._json import canonical, compact, error_text, problem, quote, shown, type_name
 from .errors import (
@@ -246,6 +246,7 @@ class Journal:
         "owner",
         "pending",
         "running",
+        "streams",
         "tree_id",
     )
 
@@ -267,6 +268,8 @@ class Journal:
         self.pending: dict[str, asyncio.Future[None] | None] = {}
         # keys being run -> the context of the attempt running them (to refuse re-entry)
         self.running: dict[str, ExecutionContext] = {}
+        # keys claimed by a stream -> the task that advances it, and the stream's name
+        self.streams: dict[str, tuple[asyncio.Task[Any] | None, str]] = {}
         self.loaded = backend is None
 
     @property
@@ -353,6 +356,11 @@ class Journal:
                 if node is runner:  # we are inside that very step: waiting never ends
                     raise JournalReentryError(key, runner.name)
                 node = node.parent
+            streamer = self.streams.get(key) if self.streams else None
+            if streamer is not None and streamer[0] is asyncio.current_task():
+                # A stream holds the key, and only this task advances it (its consumer's
+                # loop body, or another stream interleaved in the same task).
+                raise JournalReentryError(key, streamer[1])
             waiting = pending[key]
             if waiting is None:
                 waiting = pending[key] = asyncio.get_running_loop().create_future()
@@ -382,7 +390,10 @@ class Journal:
         check_key(key, name)
         if not self.loaded:
             await self._load()
-        return await self._claim(key, name, caller, given)
+        claimed = await self._claim(key, name, caller, given)
+        if claimed is _CLAIMED:
+            self.streams[key] = (asyncio.current_task(), name)
+        return claimed
 
     async def record(self, key: str, name: str, value: object, given: object = UNCHECKED) -> object:
         """Record the value of a claimed key; returns the outcome that stands."""
@@ -396,6 +407,8 @@ class Journal:
 
     def _unclaim(self, key: str) -> None:
         self.running.pop(key, None)
+        if self.streams:
+            self.streams.pop(key, None)
         done = self.pending.pop(key, None)
         if done is not None and not done.done():
             done.set_result(None)

@@ -320,6 +320,11 @@ class Resolver:
             await self.scope._run_init()
         replacement = self.presets.get(resource, MISSING)
         if replacement is not MISSING and not isinstance(replacement, Resource):
+            # A value resolved on this context before an override came keeps it (the
+            # override is for new boundaries).
+            found = _find_resource(ctx, resource)
+            if found is not MISSING and not isinstance(found, asyncio.Future):
+                return found
             if isinstance(replacement, Atom):  # resolved instead (in the scope)
                 return await self.atom(replacement, path)
             return replacement

@@ -396,6 +396,20 @@ class TestOverride:
             assert await ctx.resolve(session) == "real session"
             await ctx.close()
 
+    async def test_a_resource_resolved_on_an_open_context_keeps_its_value(self) -> None:
+        # docs/testing.md: new boundaries get the replacement; open ones keep theirs.
+        @rt.resource
+        def session(ctx: rt.ResolveContext) -> str:
+            return "real session"
+
+        async with rt.create_scope() as scope, scope.create_context() as open_one:
+            assert await open_one.resolve(session) == "real session"
+            async with scope.override(session, "fake session"):
+                assert await open_one.resolve(session) == "real session"
+                async with scope.create_context() as new_one:
+                    assert await new_one.resolve(session) == "fake session"
+            assert await open_one.resolve(session) == "real session"
+
     async def test_mistakes_are_refused(self) -> None:
         @rt.atom
         def a(ctx: rt.ResolveContext) -> int:

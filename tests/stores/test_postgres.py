@@ -70,6 +70,22 @@ async def test_a_schema_of_another_application_is_refused(schema: str) -> None:
     ) == [("orders",)]
 
 
+async def test_a_reader_creates_nothing(schema: str) -> None:
+    # create=False (what the web view opens stores with): no schema, no tables.
+    store = PostgresStore(DSN, schema=schema, create=False)
+    with pytest.raises(StoreError, match="holds no runtree store yet"):
+        await store.open()
+    await store.aclose()
+    assert (
+        sync_execute(f"SELECT 1 FROM information_schema.schemata WHERE schema_name = '{schema}'")
+        == []
+    )
+    async with PostgresStore(DSN, schema=schema) as made:  # a writer makes it
+        await made.open()
+    async with PostgresStore(DSN, schema=schema, create=False) as reader:
+        assert await reader.journal_load("nothing") == {}
+
+
 async def test_processes_opening_a_new_schema_together_do_not_race(schema: str) -> None:
     stores = [PostgresStore(DSN, schema=schema) for _ in range(4)]
     try:

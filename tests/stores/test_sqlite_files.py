@@ -93,6 +93,26 @@ def test_a_meta_table_claiming_runtree_without_its_tables_is_refused_before_wal(
     assert not Path(f"{path}-wal").exists()
 
 
+async def test_a_reader_creates_nothing(tmp_path: Path) -> None:
+    # create=False (what the web view opens stores with): a missing file stays missing, an
+    # empty one stays empty; a runtree store opens.
+    missing = tmp_path / "missing.db"
+    with pytest.raises(StoreError, match="does not exist"):
+        SqliteStore(missing, create=False)
+    assert not missing.exists()
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(StoreError, match="holds no runtree store yet"):
+        SqliteStore(empty, create=False)
+    assert empty.stat().st_size == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
+    made = tmp_path / "made.db"
+    async with SqliteStore(made):
+        pass
+    async with runtree.stores.from_url(f"sqlite:///{made}", create=False) as reader:
+        assert await reader.journal_load("nothing") == {}  # type: ignore[attr-defined]
+
+
 async def test_a_file_corrupted_mid_way_is_refused_and_not_written(tmp_path: Path) -> None:
     path = tmp_path / "runtree.db"
     async with SqliteStore(path) as store:

@@ -76,3 +76,32 @@ async def test_a_stream_timeout_bounds_the_wait_for_a_held_key() -> None:
         gate.set()
         assert await first == [0]
     assert runs == [1]
+
+
+async def test_a_stream_that_waits_for_its_own_key_in_its_task_raises() -> None:
+    # Only the consumer's task advances a stream: waiting there for its key never ends.
+    @rt.flow
+    async def items(ctx: rt.ExecutionContext) -> AsyncIterator[int]:
+        yield 1
+
+    async def body() -> list[str]:
+        seen: list[str] = []
+        async with rt.create_scope() as scope, scope.create_context() as ctx:
+            async for _ in ctx.exec_stream(items, key="k"):
+                with pytest.raises(rt.JournalReentryError, match="'k'"):
+                    await ctx.exec(items, key="k")
+                seen.append("loop body")
+            first = ctx.exec_stream(items, key="j")
+            second = ctx.exec_stream(items, key="j")
+            async with first, second:
+                assert await first.__aiter__().__anext__() == 1
+                with pytest.raises(rt.JournalReentryError, match="'j'"):
+                    await second.__aiter__().__anext__()
+                seen.append("interleaved")
+            # Another task may wait for the key: it gets the recorded items.
+            async for _ in ctx.exec_stream(items, key="m"):
+                other = asyncio.ensure_future(ctx.exec(items, key="m"))
+            assert await other == [1]
+        return seen
+
+    assert await asyncio.wait_for(body(), 10) == ["loop body", "interleaved"]

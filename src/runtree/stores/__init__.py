@@ -90,7 +90,7 @@ def _flag(url: str, name: str, text: str) -> bool:
     raise _bad(url, f"option {name}={text!r} must be one of 1, 0, true, false, yes, no, on, off")
 
 
-def from_url(url: str | None = None) -> Store:
+def from_url(url: str | None = None, *, create: bool = True) -> Store:
     """Open the store a URL names (SQLAlchemy's form).
 
     - ``memory://`` — a new :class:`InMemoryStore`.
@@ -104,6 +104,9 @@ def from_url(url: str | None = None) -> Store:
     Args:
         url: The URL; ``None`` reads ``RUNTREE_STORE`` (default
             ``sqlite:///.runtree/runtree.db``).
+        create: ``False``: open only a store that exists (a reader's way: a SQLite file
+            that is missing or holds no runtree tables, or a PostgreSQL schema without
+            them, is a ``StoreError`` and nothing is created).
 
     Raises:
         StoreError: the URL is malformed or names an unknown kind of store, a driver is
@@ -136,13 +139,13 @@ def from_url(url: str | None = None) -> Store:
             return InMemoryStore(lease=_number(url, "lease", params["lease"], positive=True))
         return InMemoryStore()
     if scheme in ("sqlite", "sqlite3", "sqlite+pysqlite"):
-        return _open_sqlite(url, body, params)
+        return _open_sqlite(url, body, params, create)
     if scheme in ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg3"):
-        return _open_postgres(url, body, params)
+        return _open_postgres(url, body, params, create)
     raise _bad(url, f"unknown scheme {scheme!r}")
 
 
-def _open_sqlite(url: str, body: str, params: dict[str, str]) -> Store:
+def _open_sqlite(url: str, body: str, params: dict[str, str], create: bool) -> Store:
     unknown = sorted(set(params) - set(_SQLITE_OPTIONS))
     if unknown:
         raise _bad(url, f"unknown option(s) {', '.join(unknown)} (known: {_SQLITE_OPTIONS})")
@@ -169,10 +172,11 @@ def _open_sqlite(url: str, body: str, params: dict[str, str]) -> Store:
         lease=30.0 if lease is None else lease,
         timeout=timeout,
         offload=offload,
+        create=create,
     )
 
 
-def _open_postgres(url: str, body: str, params: dict[str, str]) -> Store:
+def _open_postgres(url: str, body: str, params: dict[str, str], create: bool) -> Store:
     if not body:
         raise _bad(url, "a postgresql URL needs a host or a database")
     ours = {k: params.pop(k) for k in _PG_OPTIONS if k in params}
@@ -188,4 +192,5 @@ def _open_postgres(url: str, body: str, params: dict[str, str]) -> Store:
         timeout=seconds("timeout", 30.0),
         connect_timeout=seconds("connect_timeout", 10.0),
         reconnect=seconds("reconnect", 15.0, positive=False),
+        create=create,
     )

@@ -251,6 +251,8 @@ class PostgresStore(SqlStore):
         reconnect: Seconds to keep trying to connect (with backoff: 0.1 s doubling to 2 s)
             when the server refuses connections, e.g. while it restarts (default 15; 0:
             one attempt). Idle connections the server closed are replaced first.
+        create: ``False``: use only an existing runtree schema (a reader's way): a schema
+            without runtree's tables is a ``StoreError``, and nothing is created.
 
     The password is never shown: ``repr``, :attr:`dsn`, :attr:`url`, errors and logs
     mask it in every form a DSN takes (URL, ``?password=``, ``password=`` conninfo).
@@ -281,8 +283,10 @@ class PostgresStore(SqlStore):
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         timeout: float = DEFAULT_TIMEOUT,
         reconnect: float = DEFAULT_RECONNECT,
+        create: bool = True,
     ) -> None:
         super().__init__(lease=lease)
+        self._create = create
         for name, value, low in (
             ("connect_timeout", connect_timeout, 0.0),
             ("timeout", timeout, 0.0),
@@ -705,12 +709,16 @@ class PostgresStore(SqlStore):
             async with conn.transaction():
                 # Serialize creators: two processes may open a new schema at once.
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id,))
-                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                if self._create:
+                    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
                 cur = await conn.execute(
                     "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
                     (self.schema,),
                 )
                 tables = {str(r[0]) for r in await cur.fetchall()}
+                if not tables and not self._create:
+                    msg = f"{self._where} holds no runtree store yet (nothing recorded there)"
+                    raise StoreError(msg)
                 found = 0
                 if tables:
                     if "meta" not in tables:

@@ -715,6 +715,9 @@ class SqliteStore(_SqliteEngine):
         offload: Run writes on the store's thread instead of the event loop: the loop
             never waits for a commit, at the price of a thread hop per write (≈ 0.1 ms
             here). Worth it with ``durability="full"`` on a disk whose fsync is slow.
+        create: ``False``: open only an existing runtree store (a reader's way): a
+            missing file, or one without runtree's tables, is a ``StoreError`` and is
+            left as it is.
 
     Raises:
         StoreError: the file is not SQLite, is corrupt, or belongs to another
@@ -731,6 +734,7 @@ class SqliteStore(_SqliteEngine):
         lease: float = DEFAULT_LEASE,
         timeout: float = 10.0,
         offload: bool = False,
+        create: bool = True,
     ) -> None:
         super().__init__(lease=lease, durability=durability, timeout=timeout)
         raw = os.fspath(path)
@@ -740,7 +744,11 @@ class SqliteStore(_SqliteEngine):
         self.path = Path(raw).expanduser().absolute()
         self._where = f"SQLite database {str(self.path)!r}"
         self._offload = bool(offload)
+        if not create and not self.path.is_file():
+            msg = f"{self._where} does not exist (nothing recorded there yet)"
+            raise StoreError(msg)
         created = _prepare_file(self.path, self._where)
+        self._create = create
         try:
             self._open(created)
         except BaseException:
@@ -790,6 +798,9 @@ class SqliteStore(_SqliteEngine):
             finally:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+            if not found and not self._create:
+                msg = f"{self._where} holds no runtree store yet (nothing recorded there)"
+                raise StoreError(msg)
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
             if not mode or str(mode[0]).lower() != "wal":
                 msg = (

@@ -186,7 +186,7 @@ class _State:
                 from ..stores import from_url
 
                 assert self.url is not None
-                self.store = from_url(self.url)
+                self.store = from_url(self.url, create=False)  # read-only: never create
             return self.store
 
     async def runs(self) -> Runs:
