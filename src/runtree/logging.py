@@ -200,6 +200,10 @@ class LoggingExtension(Extension):
         started = perf_counter()
         try:
             result = await next()
+            if op.kind == "stream":
+                # next() only opened the stream; it ends when its context closes.
+                ctx.on_close(lambda: self._ended(ctx, what, extra, started))
+                return result
         except GeneratorExit:
             raise  # the exec was abandoned: nothing ran to an end worth a line
         except BaseException as exc:
@@ -234,6 +238,38 @@ class LoggingExtension(Extension):
                 logger, self.end_level, ctx, extra, "%s %s completed in %.1f ms", op.kind, what, ms
             )
         return result
+
+    def _ended(
+        self, ctx: ExecutionContext, what: str, extra: dict[str, object], started: float
+    ) -> None:
+        """The end line of a stream, when its context closes: its final status, at the
+        level that status takes, with the error of a failed or cancelled one."""
+        details = ctx.details
+        status = details.status
+        error = details.error
+        if status == "completed":
+            level = self.end_level
+        else:
+            level = self.cancel_level if status == "cancelled" else self.failure_level
+        logger = self.logger
+        if not logger.isEnabledFor(level):
+            return
+        extra["runtree_status"] = status
+        extra["runtree_duration_ms"] = ms = (perf_counter() - started) * 1000
+        if error is None:
+            _log(logger, level, ctx, extra, "stream %s %s in %.1f ms", what, status, ms)
+        else:
+            _log(
+                logger,
+                level,
+                ctx,
+                extra,
+                "stream %s %s after %.1f ms: %s",
+                what,
+                status,
+                ms,
+                _describe(error),
+            )
 
 
 def _describe(exc: BaseException) -> str:

@@ -190,6 +190,36 @@ class TestLoggingExtension:
         assert end.levelno == logging.INFO
         assert end.runtree_status == "cancelled"  # type: ignore[attr-defined]
 
+    async def test_a_stream_ends_when_its_context_closes(self, captured: Captured) -> None:
+        # next() only opens a stream: its end line comes when it ends, with its status.
+        @rt.flow
+        async def numbers(ctx: rt.ExecutionContext[str]) -> AsyncIterator[int]:
+            yield 1
+            await asyncio.sleep(0.02)
+            if ctx.input == "fail":
+                raise ValueError("stream broke")
+            yield 2
+
+        async with rt.create_scope(extensions=[LoggingExtension()]) as scope:
+            async with scope.create_context() as ctx:
+                assert [i async for i in ctx.exec_stream(numbers, "ok")] == [1, 2]
+                with pytest.raises(ValueError, match="stream broke"):
+                    async for _ in ctx.exec_stream(numbers, "fail"):
+                        pass
+                async with ctx.exec_stream(numbers, "ok") as stream:
+                    async for _ in stream:
+                        break
+        ended = [
+            r for r in captured.records if r.name == "runtree.exec" and r.levelno > logging.DEBUG
+        ]
+        assert [(r.runtree_status, r.levelno) for r in ended] == [  # type: ignore[attr-defined]
+            ("completed", logging.INFO),
+            ("failed", logging.WARNING),
+            ("cancelled", logging.INFO),
+        ]
+        assert ended[0].runtree_duration_ms >= 15  # type: ignore[attr-defined]
+        assert ended[1].getMessage().endswith("ms: ValueError: stream broke")
+
 
 class TestStructlog:
     async def test_processor_adds_the_ids(self) -> None:
