@@ -54,6 +54,17 @@ def test_long_session_ids_are_shown_whole_within_80_columns() -> None:
     assert not any(line.startswith("session:") and "…" in line for line in lines)
 
 
+def test_every_id_length_fits_80_columns_with_every_column() -> None:
+    # A fork of a `runtree run` run has a 24-character id ("<id>-fork-<hex>").
+    for n in range(4, 60):
+        run = info("r" * n)
+        lines = render_list([run, info("ok-1")]).splitlines()
+        assert all(len(line) <= 80 for line in lines), (n, lines)
+        assert not any(line.endswith("…") for line in lines), (n, lines)
+        assert any(line.rstrip().endswith("500.0 ms") for line in lines), (n, lines)
+        assert any(line.startswith("r" * n) for line in lines)
+
+
 def test_session_show_prints_each_commands_tree_aligned(tmp_path: Path) -> None:
     env = {**os.environ, "RUNTREE_STORE": f"sqlite:///{tmp_path / 'rt.db'}", "COLUMNS": "80"}
     runtree = str(Path(sys.executable).parent / "runtree")

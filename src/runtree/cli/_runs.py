@@ -170,10 +170,13 @@ def render_list(runs: list[RunInfo]) -> str:
             f"{_when(r.created_at):<19} {_took(r.duration)}"
         )
 
-    if id_width <= 24:
-        head = f"{'ROOT ID':<{id_width}} {'STATUS':<11} {'FLOW':<22} {'CREATED':<19} TOOK"
+    # One line a run while the flow column keeps 12 characters: id, status (11), flow,
+    # created (19) and took (up to 8), four spaces between them, in WIDTH.
+    flow_width = min(22, WIDTH - id_width - 11 - 19 - 8 - 4)
+    if flow_width >= 12:
+        head = f"{'ROOT ID':<{id_width}} {'STATUS':<11} {'FLOW':<{flow_width}} {'CREATED':<19} TOOK"
         lines = [head]
-        lines.extend(_cut(f"{r.root_id:<{id_width}} {details(r, 22)}", WIDTH) for r in runs)
+        lines.extend(_cut(f"{r.root_id:<{id_width}} {details(r, flow_width)}", WIDTH) for r in runs)
         return "\n".join(lines)
     lines = [
         f"ROOT ID\n  {rest.format(status='STATUS', flow='FLOW', created='CREATED', took='TOOK')}"
