@@ -200,15 +200,15 @@ class TestLoggingExtension:
                 raise ValueError("stream broke")
             yield 2
 
-        async with rt.create_scope(extensions=[LoggingExtension()]) as scope:
-            async with scope.create_context() as ctx:
-                assert [i async for i in ctx.exec_stream(numbers, "ok")] == [1, 2]
-                with pytest.raises(ValueError, match="stream broke"):
-                    async for _ in ctx.exec_stream(numbers, "fail"):
-                        pass
-                async with ctx.exec_stream(numbers, "ok") as stream:
-                    async for _ in stream:
-                        break
+        scope = rt.create_scope(extensions=[LoggingExtension()])
+        async with scope, scope.create_context() as ctx:
+            assert [i async for i in ctx.exec_stream(numbers, "ok")] == [1, 2]
+            with pytest.raises(ValueError, match="stream broke"):
+                async for _ in ctx.exec_stream(numbers, "fail"):
+                    pass
+            async with ctx.exec_stream(numbers, "ok") as stream:
+                async for _ in stream:
+                    break
         ended = [
             r for r in captured.records if r.name == "runtree.exec" and r.levelno > logging.DEBUG
         ]
