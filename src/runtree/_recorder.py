@@ -810,7 +810,7 @@ class Recorder(Extension):
     async def _start(self, run: _Run, node: _Node) -> None:
         root = run.root
         try:
-            await self.store.runs_start(
+            ours = await self.store.runs_start(
                 (
                     run.root_id,
                     run.tree_id,
@@ -826,6 +826,16 @@ class Recorder(Extension):
         except Exception:
             run.broken = True
             self._failed(1, [run], "starting run")
+            return
+        if ours is False:
+            # Another live process runs this root id: its run record stays its own (one
+            # owner). This root still runs (its keyed steps wait for that owner's claims).
+            run.broken = True
+            log.warning(
+                "runtree: run %r is running in another live process; this root with "
+                "the same id runs unrecorded",
+                run.root_id,
+            )
             return
         node.dirty = True
         self.buffer.append(node)

@@ -194,6 +194,32 @@ class TestCancel:
         assert info.error is not None
         info.error.message.encode("utf-8")  # printable
 
+    async def test_the_same_id_started_elsewhere_leaves_the_run_to_its_live_owner(
+        self, open_durable: StoreFactory, log: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # Another store (another process, as far as the run records go) starting a root
+        # with the id of a live run: it runs, unrecorded; the run keeps its owner, whom
+        # runs.cancel reaches.
+        @runtree.flow
+        async def quick(ctx: runtree.ExecutionContext) -> str:
+            return "quick"
+
+        async with open_durable(lease=0.3) as owner, open_durable() as other:
+            async with runtree.create_scope(store=owner) as scope:
+                running = asyncio.Event()
+                execution = scope.exec(jobs.forever, None, id="dup", tags=[jobs.started(running)])
+                await running.wait()
+                async with runtree.create_scope(store=other) as second:
+                    assert await second.exec(quick, id="dup") == "quick"
+                assert "running in another live process" in caplog.text
+                info = (await Runs(other).get("dup")).run
+                assert info.owner == owner.runs_owner and info.status == "running"
+                assert info.flow is not None and info.flow.endswith(":forever")
+                await Runs(other).cancel("dup")
+                with pytest.raises(runtree.Cancelled):
+                    await asyncio.wait_for(asyncio.shield(execution), 5)
+            assert (await Runs(other).get("dup")).run.status == "cancelled"
+
     async def test_a_dead_owners_run_is_cancelled_at_once(
         self, open_durable: StoreFactory, log: Path
     ) -> None:

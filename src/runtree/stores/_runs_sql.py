@@ -204,12 +204,14 @@ class RunsSql:
 
     # -- recording -----------------------------------------------------------------
 
-    async def runs_start(self, run: Sequence[object]) -> None:
+    async def runs_start(self, run: Sequence[object]) -> bool:
         """Insert (or restart) a run owned by this store: ``(root_id, tree_id, name,
         flow, input, input_ok, created_at, session_id, command)``. A restarted run loses
-        the nodes of its earlier attempt (its journal stays)."""
-        if not await self._write_each(self._op_runs_start_new, run):
-            await self._write(self._op_runs_restart, run)
+        the nodes of its earlier attempt (its journal stays). ``False``: another live
+        process runs it (nothing written: a run has one owner)."""
+        if await self._write_each(self._op_runs_start_new, run):
+            return True
+        return await self._write(self._op_runs_restart, run)
 
     def _run_row(self, run: Sequence[object], now: float) -> tuple[object, ...]:
         """The parameters of ``r_start``/``r_start_new``; a run's name is any str (a
@@ -227,12 +229,20 @@ class RunsSql:
         await self._upsert_proc(tx, now, renew=False)
         return bool(await tx.execute(self._q["r_start_new"], self._run_row(run, now)))
 
-    async def _op_runs_restart(self, tx: Tx, run: Sequence[object]) -> None:
+    async def _op_runs_restart(self, tx: Tx, run: Sequence[object]) -> bool:
         """A run started again (a resume, or the same root id run again): its earlier
-        nodes go, in the transaction that restarts it."""
+        nodes go, in the transaction that restarts it. Not while another live process
+        runs it (``False``)."""
+        row = await self._locked_run(tx, str(run[0]))
+        if row is not None:
+            now = time.time()
+            current = _with_alive(row, now)
+            if current[6] == "running" and current[10] != self._proc and current[17]:
+                return False
         await tx.execute(self._q["r_nodes_clear"], (run[0],))
         await tx.execute(self._q["r_chunks_clear"], (run[0],))
         await tx.execute(self._q["r_start"], self._run_row(run, time.time()))
+        return True
 
     async def runs_write(
         self,
