@@ -132,6 +132,8 @@ class _Extra:
         "sealed",
         "timed_out",
         "unstarted",
+        "waits",
+        "waits_left",
     )
 
     def __init__(self) -> None:
@@ -153,6 +155,10 @@ class _Extra:
         self.timed_out: float | None = None
         # the root of a scope.exec whose task has not started: closed now, it is cancelled
         self.unstarted = False
+        # tasks waiting in this context without a child of their own (a journal key
+        # another exec holds) -> a future set when the last one leaves (see _wait_here)
+        self.waits: dict[asyncio.Task[Any], None] | None = None
+        self.waits_left: asyncio.Future[None] | None = None
 
 
 class _Callback:
@@ -826,6 +832,45 @@ class ExecutionContext(Generic[InputT]):
         for nested in list(x.boundaries or ()):
             if not nested._cancelled and nested._status is _OPEN:
                 nested._mark_cancelled(reason)
+        if x.waits:
+            for task in list(x.waits):
+                _cancel.request(task, self)
+
+    async def _wait_here(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` — a wait that has no child context of its own (a journal
+        key another exec or worker holds) — so that this context's cancellation and
+        close reach it whatever task awaits it: it is cancelled with this context (the
+        caller gets :class:`Cancelled`), and closing waits for it to leave."""
+        task = _task_of(asyncio.get_running_loop())
+        if task is None or task is self._task:
+            # This context's own task: its cancellation is delivered here already.
+            return await awaitable
+        x = self._extra()
+        if x.waits is None:
+            x.waits = {}
+        x.waits[task] = None
+        try:
+            if self._cancelled:
+                _cancel.request(task, self)
+            return await awaitable
+        except asyncio.CancelledError:
+            if _cancel.consume(task, self):
+                raise Cancelled(self.name, x.cancel_reason or "closed") from None
+            raise
+        finally:
+            x.waits.pop(task, None)
+            if not x.waits and x.waits_left is not None and not x.waits_left.done():
+                x.waits_left.set_result(None)
+
+    async def _join_waits(self, x: _Extra) -> None:
+        """Cancel the waits in this context (see :meth:`_wait_here`) and wait until
+        they left."""
+        assert x.waits
+        for task in list(x.waits):
+            _cancel.request(task, self)
+        if x.waits:
+            x.waits_left = asyncio.get_running_loop().create_future()
+            await x.waits_left
 
     async def close(self) -> None:
         """Close this context: cancel and join running descendants, close nested
@@ -1051,6 +1096,12 @@ class ExecutionContext(Generic[InputT]):
                         x.closing = False
                         self._status = _OPEN
                         raise
+                    if interrupted is None:
+                        interrupted = asyncio.CancelledError()
+            if x.waits:
+                try:
+                    await self._join_waits(x)
+                except asyncio.CancelledError:
                     if interrupted is None:
                         interrupted = asyncio.CancelledError()
             if x.boundaries:

@@ -306,13 +306,13 @@ class Journal:
                 # Nobody runs the key in this tree and no store to claim it in: it is ours.
                 self.pending[key] = None
                 return await self._run_claimed(key, name, step, given)
-            claimed = await self._claim(key, name, caller, given)
+            claimed = await self._claim_in(key, name, caller, given)
             if claimed is not _CLAIMED:
                 return claimed  # type: ignore[return-value]
             return await self._run_claimed(key, name, step, given)
         try:
             async with asyncio.timeout(timeout):
-                claimed = await self._claim(key, name, caller, given)
+                claimed = await self._claim_in(key, name, caller, given)
         except TimeoutError:
             raise ExecTimeoutError(name, timeout) from None
         if claimed is not _CLAIMED:
@@ -335,6 +335,15 @@ class Journal:
                 return False
         self.pending[key] = None
         return True
+
+    def _claim_in(
+        self, key: str, name: str, caller: ExecutionContext | None, given: object
+    ) -> Awaitable[object]:
+        """:meth:`_claim`, awaited in ``caller`` (when given): a wait for a key another
+        exec or worker holds has no child context of its own, and ``caller``'s
+        cancellation and close must still reach it."""
+        claiming = self._claim(key, name, caller, given)
+        return claiming if caller is None else caller._wait_here(claiming)
 
     async def _claim(
         self, key: str, name: str, caller: ExecutionContext | None, given: object
@@ -390,7 +399,7 @@ class Journal:
         check_key(key, name)
         if not self.loaded:
             await self._load()
-        claimed = await self._claim(key, name, caller, given)
+        claimed = await self._claim_in(key, name, caller, given)
         if claimed is _CLAIMED:
             self.streams[key] = (asyncio.current_task(), name)
         return claimed

@@ -151,3 +151,82 @@ class TestOnlyGivenIdsAreDurable:
             assert [r.root_id for r in await Runs(store).list()] == ["given"]
             assert await store.journal_load(execution.id) == {}
             assert set(await store.journal_load("given")) == {"k"}
+
+
+@rt.flow
+async def holds(ctx: rt.ExecutionContext[float]) -> str:
+    await asyncio.sleep(ctx.input)
+    return "held"
+
+
+class TestAWaitForAHeldKeyIsReachable:
+    """An exec waiting for a key another exec holds has no child context yet; its
+    caller's cancel and close must reach it all the same (DESIGN §2, §6)."""
+
+    async def test_cancel_of_a_boundary(self) -> None:
+        async with rt.create_scope() as scope, scope.create_context(name="root") as root:
+            holder_b = scope.create_context(parent=root, name="holder")
+            waiter_b = scope.create_context(parent=root, name="waiter")
+            holder = asyncio.ensure_future(holder_b.exec(holds, 0.5, key="k"))
+            await asyncio.sleep(0.01)
+            waiter = asyncio.ensure_future(waiter_b.exec(holds, 0.0, key="k"))
+            await asyncio.sleep(0.01)
+            waiter_b.cancel("stop waiting")
+            with pytest.raises(rt.Cancelled, match="stop waiting"):
+                await asyncio.wait_for(waiter, 0.3)
+            assert await holder == "held"
+            await holder_b.close()
+            await waiter_b.close()
+
+    async def test_close_of_a_boundary_joins_it(self) -> None:
+        async with rt.create_scope() as scope, scope.create_context(name="root") as root:
+            holder_b = scope.create_context(parent=root, name="holder")
+            waiter_b = scope.create_context(parent=root, name="waiter")
+            holder = asyncio.ensure_future(holder_b.exec(holds, 0.5, key="k"))
+            await asyncio.sleep(0.01)
+            waiter = asyncio.ensure_future(waiter_b.exec(holds, 0.0, key="k"))
+            await asyncio.sleep(0.01)
+            await asyncio.wait_for(waiter_b.close(), 0.3)
+            assert waiter.done()
+            with pytest.raises(rt.Cancelled):
+                await waiter
+            assert await holder == "held"
+            await holder_b.close()
+
+    async def test_a_flow_that_returns_joins_its_background_wait(self) -> None:
+        background: list[asyncio.Future[object]] = []
+
+        @rt.flow
+        async def parent(ctx: rt.ExecutionContext) -> str:
+            background.append(asyncio.ensure_future(ctx.exec(holds, 0.0, key="k")))
+            await asyncio.sleep(0.02)  # the background exec waits for "k" now
+            return "done"
+
+        async with rt.create_scope() as scope, scope.create_context(name="root") as root:
+            holder = asyncio.ensure_future(root.exec(holds, 0.5, key="k"))
+            await asyncio.sleep(0.01)
+            assert await root.exec(parent) == "done"
+            assert background[0].done()  # cancelled and joined before parent completed
+            with pytest.raises(rt.Cancelled):
+                await background[0]
+            assert await holder == "held"
+
+    async def test_across_processes_on_a_durable_store(self, tmp_path: Path) -> None:
+        # Two stores on one file: two owners of the tree, as two processes are.
+        async with (
+            SqliteStore(tmp_path / "w.db") as a,
+            SqliteStore(tmp_path / "w.db") as b,
+            rt.create_scope(store=a) as sa,
+            rt.create_scope(store=b) as sb,
+            sa.create_context(id="tree") as first,
+        ):
+            holder = asyncio.ensure_future(first.exec(holds, 0.6, key="k"))
+            await asyncio.sleep(0.05)
+            second = sb.create_context(id="tree")
+            waiter = asyncio.ensure_future(second.exec(holds, 0.0, key="k"))
+            await asyncio.sleep(0.05)
+            second.cancel("stop")
+            with pytest.raises(rt.Cancelled, match="stop"):
+                await asyncio.wait_for(waiter, 0.4)
+            await second.close()
+            assert await holder == "held"
