@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import warnings
 
 import pytest
 
@@ -44,6 +45,23 @@ class TestJournal:
             assert again is first and nested is first
             assert c.runs == 1
             assert root.journal_keys() == ["k1"]
+
+    async def test_an_equal_input_of_another_json_type_warns_as_after_a_restart(
+        self,
+    ) -> None:
+        # 1 == True == 1.0 in Python, but their digests (of their JSON) differ: the check
+        # gives the same answer in this process as in the next one.
+        c = Counter()
+        step = counted(c)
+        async with rt.create_scope() as scope, scope.create_context() as root:
+            await root.exec(step, 1, key="k")
+            for other in (True, 1.0):
+                with pytest.warns(rt.JournalInputWarning, match="digest =1,"):
+                    await root.exec(step, other, key="k")
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                await root.exec(step, 1, key="k")  # the same input: silent
+            assert c.runs == 1
 
     async def test_recorded_errors_replay_as_the_same_object(self) -> None:
         c = Counter()
