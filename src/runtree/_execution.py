@@ -209,7 +209,12 @@ class Execution(Generic[T]):
         if not scope._wrap_exec:
             return await inner()
         op = ExecOp("execute", flow, input, None, ctx)
-        return await run_wrapped(scope._wrap_exec, inner, op)
+        value = await run_wrapped(scope._wrap_exec, inner, op)
+        if ctx._status == "running":
+            # An extension answered without running the body (a cache, say): the root
+            # closes completed, as an exec child does.
+            await ctx._succeed()
+        return value
 
 
 def _retrieved(task: asyncio.Task[Any]) -> None:

@@ -10,6 +10,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from time import time as _time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, final, overload
@@ -46,6 +47,8 @@ In = TypeVar("In")
 Out = TypeVar("Out")
 
 log = logging.getLogger("runtree")
+# The scope whose async Extension.init is running here (tasks it starts inherit it).
+_initializing: ContextVar[Scope | None] = ContextVar("runtree_initializing", default=None)
 _root_owner_ids = itertools.count(1)  # one journal owner per root
 
 
@@ -179,13 +182,21 @@ class Scope:
         while self._init_pending:
             running = self._init_running
             if running is not None:
+                if _initializing.get() is self:
+                    # An init itself resolving or execing (in its task, or in one it
+                    # started, which inherits the variable): it goes on.
+                    return
                 await asyncio.shield(running)
                 continue
             done = self._init_running = asyncio.get_running_loop().create_future()
             try:
                 while self._init_pending:
                     ext = self._init_pending[0]
-                    await ext.init(self)  # type: ignore[misc]
+                    token = _initializing.set(self)
+                    try:
+                        await ext.init(self)  # type: ignore[misc]
+                    finally:
+                        _initializing.reset(token)
                     if self._init_pending and self._init_pending[0] is ext:
                         del self._init_pending[0]
             except BaseException as exc:

@@ -95,3 +95,14 @@ def test_session_show_prints_each_commands_tree_aligned(tmp_path: Path) -> None:
         ).stdout
     )  # fmt: skip
     assert set(as_json["runs"]) == {str(c["id"]) for c in as_json["command_history"]}
+
+
+def test_control_characters_in_user_data_are_escaped() -> None:
+    # An ANSI sequence in an id, a flow name or an error must not reach the terminal.
+    run = info("evil\x1b]0;title\x07\x1b[31m")
+    shown = render_list([run])
+    assert "\x1b" not in shown and "\x07" not in shown
+    assert "evil\\x1b]0;title\\x07\\x1b[31m" in shown
+    from runtree.cli._common import one_line
+
+    assert one_line("boom \x1b[2J\r\nagain") == "boom \\x1b[2J again"

@@ -230,3 +230,29 @@ class TestAWaitForAHeldKeyIsReachable:
                 await asyncio.wait_for(waiter, 0.4)
             await second.close()
             assert await holder == "held"
+
+
+async def test_an_extension_that_answers_a_scope_exec_closes_its_root() -> None:
+    events: list[str] = []
+
+    class Memo(rt.Extension):
+        async def wrap_exec(self, next, op):  # type: ignore[no-untyped-def]
+            return "memo"
+
+        def on_context_open(self, ctx: rt.ExecutionContext) -> None:
+            events.append("open")
+
+        def on_context_close(self, ctx: rt.ExecutionContext) -> None:
+            events.append("close")
+
+    @rt.flow
+    async def f(ctx: rt.ExecutionContext) -> str:
+        return "ran"
+
+    scope = rt.create_scope(extensions=[Memo()])
+    execution = scope.exec(f)
+    assert await execution == "memo"
+    assert execution.context.closed and execution.context.details.status == "completed"
+    await asyncio.wait_for(scope.dispose(), 5)
+    assert events == ["open", "close"]
+    assert await asyncio.wait_for(rt.execute(f, None, extensions=[Memo()]), 5) == "memo"

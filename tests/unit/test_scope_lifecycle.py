@@ -441,6 +441,23 @@ class TestAsyncInitRunsFirst:
             assert await scope.resolve(a) is True
         assert ext.calls == 2
 
+    async def test_an_init_may_resolve_and_exec_itself(self) -> None:
+        config = rt.atom(lambda ctx: {"level": 3}, name="config")
+
+        @rt.flow
+        async def probe(ctx: rt.ExecutionContext) -> str:
+            return "probed"
+
+        class Uses(rt.Extension):
+            async def init(self, scope: rt.Scope) -> None:
+                self.config = await scope.resolve(config)
+                self.probed = await scope.exec(probe)
+
+        ext = Uses()
+        async with rt.create_scope(extensions=[ext]) as scope:
+            assert await asyncio.wait_for(scope.resolve(config), 5) == {"level": 3}
+        assert ext.config == {"level": 3} and ext.probed == "probed"
+
 
 # -- what a factory opened before it failed --------------------------------------------
 

@@ -69,10 +69,21 @@ def require_text(value: str | None, what: str) -> None:
         raise usage_error(f"{what} must not be empty")
 
 
+# C0 and C1 control characters and DEL, written as escapes: user data printed to a
+# terminal must not move its cursor, recolour it or set its title (ANSI sequences).
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (ESC, BEL, CR...) written as ``\\xNN``."""
+    return text.translate(_CONTROLS)
+
+
 def one_line(text: str) -> str:
-    """Text on one line: line breaks become spaces (the full text stays in ``--json``)."""
+    """Text on one line: line breaks become spaces (the full text stays in ``--json``),
+    control characters escapes."""
     parts = [p.strip() for p in text.splitlines()]
-    return " ".join(p for p in parts if p) or "(no message)"
+    return printable(" ".join(p for p in parts if p)) or "(no message)"
 
 
 def message_of(exc: BaseException) -> str:

@@ -13,7 +13,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from .._context import ExecutionContext
-from ._common import error_line, human_time, json_text, out_console, session_dict
+from ._common import error_line, human_time, json_text, out_console, printable, session_dict
 from ._tree import TreeRecorder, _metadata, _ms, failing_context
 
 __all__ = [
@@ -88,6 +88,7 @@ def _state(session: Any) -> Text:
 
 
 def _cut(text: str, width: int) -> str:
+    text = printable(text)
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
 

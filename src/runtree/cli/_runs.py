@@ -25,6 +25,7 @@ import typer
 
 from .._defs import Flow
 from ..errors import RuntreeError
+from ._common import printable
 
 if TYPE_CHECKING:
     from ..runs import RunInfo, Runs, RunTree
@@ -119,7 +120,9 @@ def _fit(text: str, width: int) -> str:
 
 
 def _cut(line: str, width: int) -> str:
-    """An assembled line (its spacing kept) cut to ``width``."""
+    """An assembled line (its spacing kept) cut to ``width``; control characters in it
+    (from user data) written as escapes."""
+    line = printable(line)
     return line if len(line) <= width else line[: max(width - 1, 0)] + "…"
 
 
