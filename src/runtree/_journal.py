@@ -16,7 +16,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from hashlib import sha256
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypedDict, TypeVar
 
-from ._json import canonical, compact, error_text, problem, quote, shown, type_name
+from ._json import (
+    canonical,
+    compact,
+    error_text,
+    problem,
+    quote,
+    shown,
+    type_name,
+    user_stacklevel,
+)
 from .errors import (
     Cancelled,
     ExecTimeoutError,
@@ -201,7 +210,7 @@ class Entry:
                 f"ctx.reset_journal({key!r}) to run the step again."
             )
             log.warning("%s", message)
-            warnings.warn(message, JournalInputWarning, stacklevel=4)
+            warnings.warn(message, JournalInputWarning, stacklevel=user_stacklevel())
         if self.ok:
             return self.value
         assert self.error is not None
@@ -454,7 +463,7 @@ class Journal:
                     "it was returned but not recorded, so the step runs again on a re-run"
                 )
                 log.warning("%s", message)
-                warnings.warn(message, SerializationWarning, stacklevel=2)
+                warnings.warn(message, SerializationWarning, stacklevel=user_stacklevel())
                 # Not stored, but known to this tree: the same key replays it while the
                 # tree lives (two concurrent execs run the step once), as in memory.
                 self.entries[key] = entry

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from collections.abc import Callable
 
@@ -190,6 +191,20 @@ def error_text(exc: BaseException) -> str:
     if not isinstance(text, str):  # pragma: no cover - str() returns a str
         return f"<{type(exc).__name__}>"
     return readable(text)
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` of :func:`warnings.warn` that points at the first frame outside
+    runtree (the user's line that led here), for a warning raised deep in runtree."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
 
 
 def shown(value: object, limit: int | None = 200) -> str:

@@ -63,6 +63,15 @@ class TestJournal:
                 await root.exec(step, 1, key="k")  # the same input: silent
             assert c.runs == 1
 
+    async def test_the_warning_points_at_the_users_line(self) -> None:
+        c = Counter()
+        step = counted(c)
+        async with rt.create_scope() as scope, scope.create_context() as root:
+            await root.exec(step, "a", key="w")
+            with pytest.warns(rt.JournalInputWarning) as seen:
+                await root.exec(step, "b", key="w")
+        assert seen[0].filename == __file__
+
     async def test_recorded_errors_replay_as_the_same_object(self) -> None:
         c = Counter()
         step = counted(c)

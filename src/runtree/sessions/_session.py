@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
-from .._json import error_text, problem, readable, shown
+from .._json import error_text, problem, readable, shown, user_stacklevel
 from ..errors import CommandNotRunningError, SerializationWarning, SessionNotFoundError
 from ..stores._base import (
     CommandRecord,
@@ -615,7 +615,7 @@ class Session:
                     f"JSON ({reason}); it was returned but recorded as null"
                 )
                 log.warning("%s", message)
-                warnings.warn(message, SerializationWarning, stacklevel=2)
+                warnings.warn(message, SerializationWarning, stacklevel=user_stacklevel())
                 outputs = {"result": None, "unserializable": type(value).__qualname__}
             await self._finish(record, "success", outputs)
             return value
