@@ -163,7 +163,8 @@ class TestAWaitForAHeldKeyIsReachable:
     """An exec waiting for a key another exec holds has no child context yet; its
     caller's cancel and close must reach it all the same (DESIGN §2, §6)."""
 
-    async def test_cancel_of_a_boundary(self) -> None:
+    @pytest.mark.parametrize("how", ["cancel", "close"])
+    async def test_cancel_or_close_of_the_waiting_boundary(self, how: str) -> None:
         async with rt.create_scope() as scope, scope.create_context(name="root") as root:
             holder_b = scope.create_context(parent=root, name="holder")
             waiter_b = scope.create_context(parent=root, name="waiter")
@@ -171,27 +172,18 @@ class TestAWaitForAHeldKeyIsReachable:
             await asyncio.sleep(0.01)
             waiter = asyncio.ensure_future(waiter_b.exec(holds, 0.0, key="k"))
             await asyncio.sleep(0.01)
-            waiter_b.cancel("stop waiting")
-            with pytest.raises(rt.Cancelled, match="stop waiting"):
-                await asyncio.wait_for(waiter, 0.3)
+            if how == "cancel":
+                waiter_b.cancel("stop waiting")
+                with pytest.raises(rt.Cancelled, match="stop waiting"):
+                    await asyncio.wait_for(waiter, 0.3)
+            else:
+                await asyncio.wait_for(waiter_b.close(), 0.3)  # joins the wait
+                assert waiter.done()
+                with pytest.raises(rt.Cancelled):
+                    await waiter
             assert await holder == "held"
             await holder_b.close()
             await waiter_b.close()
-
-    async def test_close_of_a_boundary_joins_it(self) -> None:
-        async with rt.create_scope() as scope, scope.create_context(name="root") as root:
-            holder_b = scope.create_context(parent=root, name="holder")
-            waiter_b = scope.create_context(parent=root, name="waiter")
-            holder = asyncio.ensure_future(holder_b.exec(holds, 0.5, key="k"))
-            await asyncio.sleep(0.01)
-            waiter = asyncio.ensure_future(waiter_b.exec(holds, 0.0, key="k"))
-            await asyncio.sleep(0.01)
-            await asyncio.wait_for(waiter_b.close(), 0.3)
-            assert waiter.done()
-            with pytest.raises(rt.Cancelled):
-                await waiter
-            assert await holder == "held"
-            await holder_b.close()
 
     async def test_a_flow_that_returns_joins_its_background_wait(self) -> None:
         background: list[asyncio.Future[object]] = []
