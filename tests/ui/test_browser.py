@@ -75,15 +75,15 @@ class TestRunsList:
         page.locator("#runs-body tr").first.wait_for()
         page.select_option("#f-status", "failed")
         page.wait_for_url(lambda url: "status=failed" in url)
-        try:
-            page.locator(f'#runs-body tr[data-id="{bad}"]').wait_for(timeout=5000)
-        except Exception:
-            page.screenshot(path="/tmp/dbg2.png")
-            print("HASH", page.evaluate("location.hash"), page.locator("main").inner_text())
-            raise
+        page.locator(f'#runs-body tr[data-id="{bad}"]').wait_for(timeout=5000)
         statuses = page.locator("#runs-body .status").all_inner_texts()
         assert statuses and set(statuses) == {"failed"}
         page.locator(f'#runs-body tr[data-id="{bad}"]').focus()
+        # A live update of the list (a new failed run) keeps the focused row focused.
+        newer = unique("filtered-later")
+        record(server.db, ui_flows.failing, None, newer)
+        page.locator(f'#runs-body tr[data-id="{newer}"]').wait_for(timeout=10_000)
+        assert page.evaluate("document.activeElement.dataset.id") == bad
         page.keyboard.press("Enter")
         page.wait_for_selector(".tree .row")
         assert page.evaluate("location.hash") == f"#/run?id={bad}"

@@ -177,6 +177,9 @@
           offset ? "No more runs." : "No runs recorded yet (with these filters).")));
         return;
       }
+      // A live update replaces the rows: the row that had the focus keeps it.
+      const had = tbody.contains(document.activeElement) ? document.activeElement.closest("tr") : null;
+      const focusId = had ? had.dataset.id : null;
       tbody.replaceChildren(...body.runs.map((r) => {
         const label = r.command ? `${r.command} (session ${r.session_id})` : r.flow || r.name;
         const tr = el("tr", { tabindex: 0, "data-id": r.root_id, title: errorText(r.error) || null },
@@ -188,6 +191,10 @@
         tr.addEventListener("click", () => go("/run", { id: r.root_id }));
         return tr;
       }));
+      if (focusId !== null) {
+        const again = [...tbody.rows].find((tr) => tr.dataset.id === focusId);
+        if (again) again.focus();
+      }
     };
     api("/api/runs", { ...params, offset }).then(render, (e) => {
       tbody.replaceChildren(el("tr", null, el("td", { colspan: 5, class: "error-text" }, e.message)));
