@@ -303,6 +303,7 @@ class Recorder(Extension):
         self._ending: dict[ExecutionContext, _Run] = {}  # runs whose last rows are written
         self._inputs: dict[ExecutionContext, object] = {}
         self._keys: dict[ExecutionContext, str] = {}  # a recorded keyed exec's key
+        self._owned: dict[str, _Run] = {}  # root id -> the open run recording it
         self.failures = 0
         self._parallels = 0  # parallel calls running (members find theirs in _parallel)
         self._ticker: asyncio.TimerHandle | None = None
@@ -809,6 +810,11 @@ class Recorder(Extension):
 
     async def _start(self, run: _Run, node: _Node) -> None:
         root = run.root
+        if run.root_id in self._owned:
+            # Another root of this process runs this id now: the run stays that root's.
+            self._unowned(run)
+            return
+        self._owned[run.root_id] = run
         try:
             ours = await self.store.runs_start(
                 (
@@ -825,21 +831,30 @@ class Recorder(Extension):
             )
         except Exception:
             run.broken = True
+            self._release_id(run)
             self._failed(1, [run], "starting run")
             return
         if ours is False:
             # Another live process runs this root id: its run record stays its own (one
             # owner). This root still runs (its keyed steps wait for that owner's claims).
-            run.broken = True
-            log.warning(
-                "runtree: run %r is running in another live process; this root with "
-                "the same id runs unrecorded",
-                run.root_id,
-            )
+            self._release_id(run)
+            self._unowned(run)
             return
         node.dirty = True
         self.buffer.append(node)
         self._ensure_ticker()
+
+    def _unowned(self, run: _Run) -> None:
+        run.broken = True
+        log.warning(
+            "runtree: run %r is running in another root (of this process or another live "
+            "one); this root with the same id runs unrecorded",
+            run.root_id,
+        )
+
+    def _release_id(self, run: _Run) -> None:
+        if self._owned.get(run.root_id) is run:
+            del self._owned[run.root_id]
 
     async def _boundary_root_closed(self, run: _Run) -> None:
         root = run.root
@@ -875,6 +890,7 @@ class Recorder(Extension):
     ) -> None:
         root = run.root
         self.runs.pop(root, None)
+        self._release_id(run)
         if not self.runs:
             self._stop_ticker()
         if run.broken:

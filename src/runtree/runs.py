@@ -511,7 +511,9 @@ class Runs:
                 f"`runtree runs show {root_id}`",
             )
         if state == "exists":
-            raise RunStateError(ident, "a run with this id exists already; pick another new_id")
+            raise RunStateError(
+                ident, "a run or a journal with this id exists already; pick another new_id"
+            )
         return ident
 
     async def prune(

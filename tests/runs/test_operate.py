@@ -211,7 +211,7 @@ class TestCancel:
                 await running.wait()
                 async with runtree.create_scope(store=other) as second:
                     assert await second.exec(quick, id="dup") == "quick"
-                assert "running in another live process" in caplog.text
+                assert "runs unrecorded" in caplog.text
                 info = (await Runs(other).get("dup")).run
                 assert info.owner == owner.runs_owner and info.status == "running"
                 assert info.flow is not None and info.flow.endswith(":forever")
@@ -219,6 +219,31 @@ class TestCancel:
                 with pytest.raises(runtree.Cancelled):
                     await asyncio.wait_for(asyncio.shield(execution), 5)
             assert (await Runs(other).get("dup")).run.status == "cancelled"
+
+    async def test_the_same_id_started_again_in_this_process_leaves_the_run_to_the_first(
+        self, open_durable: StoreFactory, log: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        @runtree.flow
+        async def fails(ctx: runtree.ExecutionContext) -> None:
+            raise RuntimeError("second start failed")
+
+        async with open_durable(lease=0.3) as store, runtree.create_scope(store=store) as scope:
+            running = asyncio.Event()
+            first = scope.exec(jobs.forever, None, id="twice", tags=[jobs.started(running)])
+            await running.wait()
+            with pytest.raises(RuntimeError, match="second start failed"):
+                await scope.exec(fails, id="twice")
+            assert "runs unrecorded" in caplog.text
+            runs = Runs(store)
+            info = (await runs.get("twice")).run
+            assert info.status == "running" and info.error is None
+            assert info.flow is not None and info.flow.endswith(":forever")
+            with pytest.raises(RunStateError, match="running in a live process"):
+                await runs.resume("twice", scope)
+            await runs.cancel("twice")
+            with pytest.raises(runtree.Cancelled):
+                await asyncio.wait_for(asyncio.shield(first), 5)
+            assert (await runs.get("twice")).run.status == "cancelled"
 
     async def test_a_dead_owners_run_is_cancelled_at_once(
         self, open_durable: StoreFactory, log: Path
@@ -250,8 +275,13 @@ class TestFork:
             assert await runs.fork("f-1", from_key="s1", new_id="mine") == "mine"
             with pytest.raises(RunStateError, match=r"^Run 'f-1': its journal has no key 'zz'"):
                 await runs.fork("f-1", from_key="zz")
-            with pytest.raises(RunStateError, match=r"^Run 'mine': a run with this id exists"):
+            with pytest.raises(RunStateError, match=r"^Run 'mine': a run or a journal with this"):
                 await runs.fork("f-1", from_key="s1", new_id="mine")
+            # An id whose tree has a journal but no run (a root run unrecorded) is taken too.
+            async with runtree.create_scope(store=store, record="none") as scope:
+                await scope.exec(jobs.job, None, id="journal-only")
+            with pytest.raises(RunStateError, match=r"^Run 'journal-only': a run or a journal"):
+                await runs.fork("f-1", from_key="s2", new_id="journal-only")
             with pytest.raises(RunNotFoundError):
                 await runs.fork("nope", from_key="s1")
 

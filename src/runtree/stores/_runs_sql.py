@@ -136,6 +136,7 @@ RUNS_QUERIES: dict[str, str] = {
     "r_row": f"SELECT {_RUN_COLS} {_RUN_FROM} WHERE l.root_id = ?",
     "r_row_lock": f"SELECT {_RUN_COLS} {_RUN_FROM} WHERE l.root_id = ?{{lock}}",
     "r_exists": "SELECT 1 FROM {t}runs WHERE root_id = ?",
+    "j_any": "SELECT 1 FROM {t}journal WHERE tree_id = ? LIMIT 1",
     "r_nodes": f"SELECT {_NODE_COLS}, seq FROM {{t}}run_nodes WHERE root_id = ? ORDER BY seq",
     "r_cancel_req": "UPDATE {t}runs SET cancel_reason = ?, updated_at = ? "
     "WHERE root_id = ? AND status = 'running'",
@@ -460,6 +461,8 @@ class RunsSql:
             return "missing", 0
         if await tx.one(q["r_exists"], (new_id,)) is not None:
             return "exists", 0
+        if await tx.one(q["j_any"], (new_id,)) is not None:
+            return "exists", 0  # a tree of that id has a journal (a root run unrecorded)
         entries = await tx.all(q["j_ordered"], (row[1],))
         keys = [e[0] for e in entries]
         if from_key not in keys:
