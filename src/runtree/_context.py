@@ -147,7 +147,8 @@ class _Extra:
         self.error: BaseException | None = None
         self.journal: Journal | None = None
         self.metadata: dict[str, object] | None = None
-        self.opened = False  # on_context_open hooks ran for this context
+        # on_context_open hooks ran for this context: (the scope's close hooks then,)
+        self.opened: tuple[list[Callable[[ExecutionContext], object]]] | None = None
         self.own_tags: dict[Tag[Any], object] | None = None
         self.resources: dict[Resource[Any], object] | None = None
         # on_close callbacks have run: whatever registers cleanup later must run it itself

@@ -227,14 +227,21 @@ class Scope:
         await self._run_open_hooks(ctx)
 
     async def _run_open_hooks(self, ctx: ExecutionContext) -> None:
-        ctx._extra().opened = True
+        # The close hooks of the extensions this opening reaches: an extension added
+        # later (use_extension) is not told of the close of a context it never saw open.
+        ctx._extra().opened = (self._close_hooks,)
         for hook in self._open_hooks:
             result = hook(ctx)
             if inspect.isawaitable(result):
                 await result
 
     async def _context_closed(self, ctx: ExecutionContext) -> None:
-        for hook in self._close_hooks:
+        hooks = self._close_hooks
+        x = ctx._x
+        if x is not None and x.opened and x.opened[0] is not hooks:
+            then = x.opened[0]
+            hooks = [hook for hook in hooks if hook in then]
+        for hook in hooks:
             result = hook(ctx)
             if inspect.isawaitable(result):
                 await result

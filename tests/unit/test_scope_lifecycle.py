@@ -536,3 +536,37 @@ class TestWhatWasOpenedIsClosed:
             assert await scope.resolve(top) == "top(base#2)"
             assert closed == ["base#1", "top(base#1)"]
         assert closed == ["base#1", "top(base#1)", "top(base#2)", "base#2"]
+
+
+async def test_an_extension_added_later_sees_only_the_pairs_it_saw_open() -> None:
+    # DESIGN §6: every context is reported open once and close once, open before close.
+    class Log(rt.Extension):
+        def __init__(self) -> None:
+            self.log: list[tuple[str, str]] = []
+
+        def on_context_open(self, ctx: rt.ExecutionContext) -> None:
+            self.log.append(("open", ctx.name))
+
+        def on_context_close(self, ctx: rt.ExecutionContext) -> None:
+            self.log.append(("close", ctx.name))
+
+    @rt.flow
+    async def f(ctx: rt.ExecutionContext) -> int:
+        return 1
+
+    first = Log()
+    late = Log()
+    scope = rt.create_scope(extensions=[first])
+    async with scope, scope.create_context(name="b") as b:
+        await b.exec(f)
+        scope.use_extension(late)
+        await b.exec(f)
+    assert late.log == [("open", "f"), ("close", "f")]
+    assert first.log == [
+        ("open", "b"),
+        ("open", "f"),
+        ("close", "f"),
+        ("open", "f"),
+        ("close", "f"),
+        ("close", "b"),
+    ]
