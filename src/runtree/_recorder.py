@@ -210,8 +210,8 @@ class _Node:
             self.name = ctx.name
             self.started_at = ctx._started_at
         parent = self.parent
-        if parent is not None and type(parent) is not str:
-            parent = self.parent = parent.id  # type: ignore[union-attr]
+        if parent is not None and not isinstance(parent, str):  # a context, or its id
+            parent = self.parent = parent.id
         return (
             self.run.root_id,
             self.node_id,
@@ -515,7 +515,7 @@ class Recorder(Extension):
             # writes the same node.
             name, key = ctx.name, rec[_KEY]
             if type(name) is str and (key is None or type(key) is str):
-                parent = quote(parent) if type(parent) is str else _id_text(parent)
+                parent = quote(parent) if isinstance(parent, str) else _id_text(parent)
                 result = rec[_RESULT]
                 value = rec[_INPUT]
                 ended = getattr(ctx, "_completed_at", None) or time()
@@ -541,7 +541,7 @@ class Recorder(Extension):
                     ctx._started_at,
                     ended,
                 )
-        if type(parent) is not str:
+        if not isinstance(parent, str):  # a context, or its id (a str or an AutoId)
             parent = parent.id
         status, error, output = self._exec_outcome(rec)
         completed_at = None

@@ -216,6 +216,46 @@ class TestWrites:
         assert (node.status, node.output, node.input) == ("completed", "done", {"x": [1, 2]})
         assert node.completed_at is not None
 
+    async def test_long_lived_nodes_under_a_flow_are_written_again_when_they_end(
+        self, open_store: StoreFactory
+    ) -> None:
+        # A stream, a parallel call and a nested boundary whose parent is a flow (its id
+        # generated) outlive a flush (100 ms): written running, then ended. The second
+        # write once read the parent's id as a context (and lost the node's end).
+        @runtree.flow
+        async def ticks(ctx: runtree.ExecutionContext) -> AsyncIterator[int]:
+            for i in range(3):
+                await asyncio.sleep(0.06)
+                yield i
+
+        @runtree.flow
+        async def nap(ctx: runtree.ExecutionContext) -> int:
+            await asyncio.sleep(0.15)
+            return 1
+
+        @runtree.flow
+        async def inner(ctx: runtree.ExecutionContext) -> list[object]:
+            out: list[object] = [[x async for x in ctx.exec_stream(ticks)]]
+            out.append(await ctx.parallel(ctx.exec(nap), ctx.exec(nap)))
+            async with ctx.scope.create_context(parent=ctx, name="tx") as tx:
+                out.append(await tx.exec(nap))
+            return out
+
+        @runtree.flow
+        async def outer(ctx: runtree.ExecutionContext) -> list[object]:
+            return await ctx.exec(inner)
+
+        async with open_store() as store, runtree.create_scope(store=store) as scope:
+            assert await scope.exec(outer, None, id="long-1") == [[0, 1, 2], [1, 1], 1]
+            tree = await Runs(store).get("long-1")
+        assert {n.kind: n.status for n in tree.nodes if n.kind != "flow"} == {
+            "root": "completed",
+            "stream": "completed",
+            "parallel": "completed",
+            "boundary": "completed",
+        }
+        assert all(n.status == "completed" for n in tree.nodes)
+
 
 def by_name(tree: RunTree, name: str) -> list[RunNode]:
     return [n for n in tree.nodes if n.name == name]

@@ -134,7 +134,7 @@ class _Statement:
             if value is None:
                 out.append(None)
                 continue
-            if type(value) is str:
+            if isinstance(value, str):  # (an AutoId id too)
                 data = value.encode()
             elif type(value) is int:
                 data = b"%d" % value
