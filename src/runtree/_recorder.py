@@ -44,7 +44,7 @@ from ._context import _ids as _context_ids
 from ._defs import Flow
 from ._extensions import ExecOp, Extension
 from ._journal import UNCHECKED
-from ._json import compact, error_text, quote, shown
+from ._json import compact, error_text, problem, quote, shown
 from .errors import Cancelled
 
 if TYPE_CHECKING:
@@ -88,11 +88,20 @@ def capture(value: object, limit: int) -> str | None:
     marker string (cut, or not JSON). ``None`` stays SQL NULL."""
     if value is None:
         return None
+    text = strict_text(value)
+    return not_json(value, limit) if text is None else fit(text, limit)
+
+
+def strict_text(value: object) -> str | None:
+    """``value`` as compact JSON text (ASCII: bytes == characters) when it is strict JSON,
+    the rule the journal and sessions apply (a dict key that is not a str, NaN, an int
+    beyond 2**53 are not: the encoder would turn them into other JSON), else ``None``."""
     try:
-        text = compact(value)  # ensure_ascii: bytes == characters
-    except Exception:  # whatever stops the encoder: not JSON, for the record
-        return not_json(value, limit)
-    return fit(text, limit)
+        if problem(value) is not None:
+            return None
+        return compact(value)
+    except Exception:  # whatever stops the check or the encoder: not JSON
+        return None
 
 
 def not_json(value: object, limit: int) -> str:
@@ -328,12 +337,7 @@ class Recorder(Extension):
             return int.__repr__(value)
         if t is str and len(value) <= self._short:  # type: ignore[arg-type]
             return quote(value)  # type: ignore[arg-type]
-        # capture(), with the value encoded once
-        try:
-            text = compact(value)
-        except Exception:  # not JSON (or NaN, infinity, an int too long to print)
-            return not_json(value, self.limit)
-        return fit(text, self.limit)
+        return capture(value, self.limit)
 
     # -- the wrapper ---------------------------------------------------------------
 
@@ -349,7 +353,7 @@ class Recorder(Extension):
             if root.parent is not None or not self._wants(root) or root._status != "running":
                 return await next()
             target = op.target if op.kind == "subflow" else None
-            run = await self._begin_boundary_root(root, target, op.input)
+            run = await self._begin_boundary_root(root, ctx.parent, target, op.input)
         if run.broken:
             return await next()
         if kind == "parallel":
@@ -410,7 +414,7 @@ class Recorder(Extension):
         """:meth:`start` for a plain ``ctx.exec(flow, input)`` whose run must start first
         (the first exec under a boundary root)."""
         boundary = parent._boundary or parent
-        await self._begin_boundary_root(boundary._root or boundary, flow, input)
+        await self._begin_boundary_root(boundary._root or boundary, parent, flow, input)
         return self.start(ctx, parent)
 
     def keep_input(self, ctx: ExecutionContext, input: object) -> None:
@@ -783,15 +787,22 @@ class Recorder(Extension):
         return result
 
     async def _begin_boundary_root(
-        self, root: ExecutionContext, target: object, input: object
+        self,
+        root: ExecutionContext,
+        parent: ExecutionContext | None,
+        target: object,
+        input: object,
     ) -> _Run:
+        """Start the run of a boundary root at its first exec (under ``parent``). Its flow
+        and input are that exec's when it is a flow executed directly under the root
+        (what resume runs again); a first exec in a nested boundary leaves them unknown."""
         run = _Run(root)
         command = _session_command()
         if command is not None:
             run.session_id, run.command, command_id = command
             run.root_id = f"{run.tree_id}/{command_id}"
             run.name = run.command
-        if isinstance(target, Flow):  # the boundary's first exec: a flow
+        if isinstance(target, Flow) and parent is root:  # the first exec: a flow, under it
             run.flow = flow_path(target)
             run.input, run.input_ok = self._run_input(input)
         node = run.root_node = _Node(run, root, None, "root", None, 1, None)
@@ -803,10 +814,8 @@ class Recorder(Extension):
     def _run_input(self, value: object) -> tuple[str | None, int]:
         if value is None:
             return None, 1
-        try:
-            return compact(value), 1
-        except Exception:  # whatever stops the encoder: not JSON, for the record
-            return not_json(value, self.limit), 0
+        text = strict_text(value)  # stored whole (resume runs the flow with it again)
+        return (not_json(value, self.limit), 0) if text is None else (text, 1)
 
     async def _start(self, run: _Run, node: _Node) -> None:
         root = run.root

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import runtree
-from runtree.errors import RunNotFoundError
+from runtree.errors import RunNotFoundError, RunStateError
 from runtree.runs import RunInfo, RunNode, Runs, RunTree
 from runtree.sessions import Sessions
-from runtree.stores import Store
+from runtree.stores import SqliteStore, Store
 
 StoreFactory = Callable[..., Store]
 
@@ -383,3 +384,25 @@ class TestRunsApi:
     def test_runs_needs_a_store(self) -> None:
         with pytest.raises(TypeError, match=r"^Runs\(store\) needs a runtree store"):
             Runs(object())
+
+
+async def test_the_runs_flow_is_the_first_flow_directly_under_its_root(tmp_path: Path) -> None:
+    # A first exec inside a nested boundary is not the run's flow (resume would run that
+    # step alone as the whole run): the flow stays unknown, and resume says so.
+    @runtree.flow
+    async def in_boundary(ctx: runtree.ExecutionContext) -> str:
+        raise RuntimeError("inner failed")
+
+    async def run(scope: runtree.Scope) -> None:
+        root = scope.create_context(id="nested-first")
+        async with root, scope.create_context(parent=root) as b:
+            await b.exec(in_boundary, "x")
+
+    store = SqliteStore(tmp_path / "f.db")
+    async with store, runtree.create_scope(store=store) as scope:
+        with pytest.raises(RuntimeError):
+            await run(scope)
+        info = (await Runs(store).get("nested-first")).run
+        assert info.flow is None
+        with pytest.raises(RunStateError, match="ran no flow first"):
+            await Runs(store).resume("nested-first", scope)

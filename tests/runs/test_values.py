@@ -10,6 +10,7 @@ import pytest
 
 import runtree
 from runtree._recorder import Recorder, capture
+from runtree.errors import RunStateError
 from runtree.runs import Runs
 from runtree.stores import SqliteStore
 
@@ -138,3 +139,21 @@ async def test_values_that_break_their_encoding_never_reach_the_flow(tmp_path: P
     assert nodes["fine"].output == 3
     marker = nodes["explode"].output
     assert isinstance(marker, str) and marker.startswith("<runtree: not JSON>")
+
+
+async def test_a_dict_with_other_keys_is_not_json_in_the_record(tmp_path: Path) -> None:
+    # {1: "a"} encodes as {"1": "a"}: another value. The journal refuses it as not JSON;
+    # the record marks it the same way, and a run with such an input is not resumable.
+    @runtree.flow
+    async def job(ctx: runtree.ExecutionContext) -> object:
+        raise RuntimeError("first")
+
+    store = SqliteStore(tmp_path / "k.db")
+    async with store, runtree.create_scope(store=store) as scope:
+        with pytest.raises(RuntimeError):
+            await scope.exec(job, {1: "a"}, id="intkey")
+        info = (await Runs(store).get("intkey")).run
+        assert not info.input_ok and isinstance(info.input, str)
+        assert info.input.startswith("<runtree: not JSON>")
+        with pytest.raises(RunStateError, match="not JSON"):
+            await Runs(store).resume("intkey", scope, flows=[job])
