@@ -49,6 +49,7 @@ from .errors import NestingError as NestingError
 from .errors import ParseError as ParseError
 from .errors import ResolveError as ResolveError
 from .errors import RunNotFoundError as RunNotFoundError
+from .errors import RunStateError as RunStateError
 from .errors import RuntreeError as RuntreeError
 from .errors import ScopeDisposedError as ScopeDisposedError
 from .errors import SerializationError as SerializationError
@@ -92,6 +93,7 @@ __all__ = [
     "SerializationWarning",
     "JournalInputWarning",
     "RunNotFoundError",
+    "RunStateError",
     "SessionNotFoundError",
     "Settled",
     "StepFailedError",

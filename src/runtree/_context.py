@@ -113,6 +113,50 @@ def has_given_id(ctx: ExecutionContext) -> bool:
     return type(getattr(ctx, "_id", None)) is str
 
 
+def checked_tags(tags: object) -> tuple[Tagged[Any], ...]:
+    """``tags=`` as a tuple of bound tags, or a ``TypeError`` saying what to write —
+    before any context is made (one made and then refused would stay open)."""
+    if isinstance(tags, Tagged):
+        msg = f"tags= takes a list of bound tags (got {shown(tags)}); write tags=[...]"
+        raise TypeError(msg)
+    if not isinstance(tags, Iterable):
+        msg = f"tags= takes a list of bound tags like [tenant('acme')] (got {shown(tags)})"
+        raise TypeError(msg)
+    try:
+        items: tuple[object, ...] = tuple(tags)
+    except TypeError:
+        msg = f"tags= takes a list of bound tags like [tenant('acme')] (got {shown(tags)})"
+        raise TypeError(msg) from None
+    for item in items:
+        if not isinstance(item, Tagged):
+            msg = (
+                f"tags= takes bound tags like tenant('acme') (got {shown(item)}); "
+                "call the tag with a value"
+            )
+            raise TypeError(msg)
+    return items  # type: ignore[return-value]
+
+
+def _not_a_tag(tag: object, method: str) -> TypeError:
+    return TypeError(
+        f"ctx.{method}() takes a tag made with runtree.tag(...) (got {shown(tag)}): pass the "
+        "tag object itself, e.g. tenant = runtree.tag('tenant'); ctx.get(tenant)"
+    )
+
+
+def check_timeout(timeout: object, name: str) -> None:
+    """``timeout=`` is ``None`` or a positive number of seconds (the error names the
+    step)."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        msg = f"timeout= takes seconds (a number) or None (got {shown(timeout)}) for {name!r}"
+        raise TypeError(msg)
+    if not timeout > 0:
+        msg = f"timeout= must be a positive number of seconds (got {shown(timeout)}) for {name!r}"
+        raise ValueError(msg)
+
+
 class _Extra:
     """Rarely used state of a context, created on first use."""
 
@@ -318,7 +362,10 @@ class ExecutionContext(Generic[InputT]):
         """
         value = self._tags.get(tag, MISSING)
         if value is MISSING:
-            value = tag._default
+            try:
+                value = tag._default
+            except AttributeError:
+                raise _not_a_tag(tag, "get") from None
             if value is MISSING:
                 raise MissingTagError(tag.label, f"context {self.name!r}")
         return value  # type: ignore[return-value]
@@ -327,7 +374,10 @@ class ExecutionContext(Generic[InputT]):
         """Like :meth:`get`, but ``None`` when there is no value."""
         value = self._tags.get(tag, MISSING)
         if value is MISSING:
-            value = tag._default
+            try:
+                value = tag._default
+            except AttributeError:
+                raise _not_a_tag(tag, "find") from None
             if value is MISSING:
                 return None
         return value  # type: ignore[return-value]
@@ -339,6 +389,8 @@ class ExecutionContext(Generic[InputT]):
     def set(self, tag: Tag[T], value: object) -> None:
         """Bind ``tag`` on this context only: children created afterwards see it, the
         parent and siblings do not. ``parse``/serializable checks run first."""
+        if not isinstance(tag, Tag):
+            raise _not_a_tag(tag, "set")
         value = tag.check(value)
         # Copy on write: children share their parent's view until they bind something,
         # which keeps tag lookup O(1) at any depth (and children keep their snapshot).
@@ -364,14 +416,9 @@ class ExecutionContext(Generic[InputT]):
         x.own_tags[tag] = value
 
     def _bind_tags(self, tagged: Iterable[Tagged[Any]]) -> None:
+        """Bind tags checked by :func:`checked_tags`."""
         view = None
         for item in tagged:
-            if not isinstance(item, Tagged):
-                msg = (
-                    f"tags= takes bound tags like tenant('acme') (got {shown(item)}); "
-                    "call the tag with a value"
-                )
-                raise TypeError(msg)
             if view is None:
                 view = dict(self._tags)
             self._bind_one(view, item.tag, item.value)

@@ -156,6 +156,15 @@ class Atom(Generic[T]):
     def __repr__(self) -> str:
         return f"<Atom {self.name}>"
 
+    if not TYPE_CHECKING:  # (an atom is not callable, and not a flow)
+
+        def __call__(self, *args: object, **kwargs: object) -> None:
+            raise TypeError(_not_a_flow("atom", self.name, "called"))
+
+        @property
+        def plain(self) -> bool:  # read by ctx.exec() when given an atom
+            raise TypeError(_not_a_flow("atom", self.name, "executed"))
+
 
 @final
 class Resource(Generic[T]):
@@ -186,6 +195,24 @@ class Resource(Generic[T]):
 
     def __repr__(self) -> str:
         return f"<Resource {self.name} ({self.ownership})>"
+
+    if not TYPE_CHECKING:  # (a resource is not callable, and not a flow)
+
+        def __call__(self, *args: object, **kwargs: object) -> None:
+            raise TypeError(_not_a_flow("resource", self.name, "called"))
+
+        @property
+        def plain(self) -> bool:  # read by ctx.exec() when given a resource
+            raise TypeError(_not_a_flow("resource", self.name, "executed"))
+
+
+def _not_a_flow(kind: str, name: str, done: str) -> str:
+    where = "scope" if kind == "atom" else "ctx"
+    return (
+        f"{kind} {name!r} is not {done}: it is a value, not a flow — get it with "
+        f"await {where}.resolve({name}) or name it in a flow's deps=; ctx.exec() and "
+        "scope.exec() take flows"
+    )
 
 
 @final

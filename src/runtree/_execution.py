@@ -8,9 +8,8 @@ from collections.abc import Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeAlias, TypeVar, final
 
 from . import _run
-from ._context import ExecutionContext, boundary_context
+from ._context import ExecutionContext, boundary_context, check_timeout, checked_tags
 from ._extensions import ExecOp, run_wrapped
-from ._json import shown
 from ._tags import Tagged
 from .errors import Cancelled
 
@@ -79,12 +78,8 @@ class Execution(Generic[T]):
         details: bool,
         id: str | None,
     ) -> None:
-        if timeout is not None and not timeout > 0:
-            msg = (
-                f"timeout= must be a positive number of seconds (got {shown(timeout)}) "
-                f"for {flow.name!r}"
-            )
-            raise ValueError(msg)
+        check_timeout(timeout, flow.name)
+        tags = checked_tags(tags) if tags else ()
         ctx = boundary_context(scope, flow.name, id, None, input)
         if tags:
             ctx._bind_tags(tags)

@@ -22,6 +22,8 @@ from ._context import (
     ExecutionContext,
     Settled,
     _open_child,
+    check_timeout,
+    checked_tags,
 )
 from ._defs import Flow
 from ._extensions import ExecKind, ExecOp, new_op, run_wrapped
@@ -91,7 +93,7 @@ class Call:
         self.timeout = options.get("timeout")
         self.retry = options.get("retry", 0)
         tags = options.get("tags")
-        self.tags = tuple(tags) if tags else ()
+        self.tags = checked_tags(tags) if tags else ()
         self.name = options.get("name") or ""
         self.journal: Journal | None = None  # a keyed call's journal (set by exec_full)
 
@@ -131,12 +133,7 @@ async def exec_full(call: Call) -> object:
             raise TypeError(msg)
         call.name = call.name or target.name
     step_name, timeout, retry, key = call.name, call.timeout, call.retry, call.key
-    if timeout is not None and not timeout > 0:
-        msg = (
-            f"timeout= must be a positive number of seconds (got {shown(timeout)}) "
-            f"for {step_name!r}"
-        )
-        raise ValueError(msg)
+    check_timeout(timeout, step_name)
     if not isinstance(retry, int) or retry < 0:
         msg = f"retry= must be a non-negative int (got {shown(retry)}) for {step_name!r}"
         raise ValueError(msg)

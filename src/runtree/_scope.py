@@ -20,6 +20,7 @@ from ._context import (
     ExecutionContext,
     _new_context,
     boundary_context,
+    checked_tags,
     has_given_id,
 )
 from ._defs import Atom, Flow, Preset, Resource
@@ -70,6 +71,11 @@ class Scope:
         record_limit: int = 4096,
         record_values: bool = True,
     ) -> None:
+        if store is not None and not callable(getattr(store, "journal_backend", None)):
+            url = isinstance(store, str)
+            hint = " (open a URL with runtree.stores.from_url(url))" if url else ""
+            msg = f"create_scope(store=...) takes a runtree store{hint} (got {shown(store)})"
+            raise TypeError(msg)
         self._recorder = make_recorder(store, record, record_limit, record_values)
         self._tag_view: dict[object, object] = {}
         for item in tags:
@@ -338,9 +344,10 @@ class Scope:
                 parent._refuse("create a nested context")
         else:
             self._check_root_id(id, "create_context")
+        checked = checked_tags(tags) if tags else ()
         ctx = boundary_context(self, name or ("root" if parent is None else "boundary"), id, parent)
-        if tags:
-            ctx._bind_tags(tags)
+        if checked:
+            ctx._bind_tags(checked)
         if parent is None:
             self._roots[ctx] = None
         return ctx

@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
 from . import _cancel, _context
-from ._context import _OPEN, ExecutionContext, _child, _task_of
+from ._context import _OPEN, ExecutionContext, _child, _task_of, check_timeout, checked_tags
 from ._defs import Flow
 from ._extensions import ExecOp, run_wrapped
 from ._journal import CLAIMED, check_key
@@ -112,18 +112,17 @@ def exec_stream(
         parent._refuse("exec_stream")
     name = options.get("name") or flow.name
     timeout = options.get("timeout")
-    if timeout is not None and not timeout > 0:
-        msg = f"timeout= must be a positive number of seconds (got {shown(timeout)}) for {name!r}"
-        raise ValueError(msg)
+    check_timeout(timeout, name)
     key = options.get("key")
     if key is not None:
         check_key(key, name)
     cur = _current.get()
     depth = max(parent._depth, 0 if cur is None else cur._depth) + _STREAM_FRAMES
-    child = _child(parent, name, input, depth, None)
     tags = options.get("tags")
-    if tags:
-        child._bind_tags(tags)
+    checked = checked_tags(tags) if tags else ()
+    child = _child(parent, name, input, depth, None)
+    if checked:
+        child._bind_tags(checked)
     return FlowStream(child, flow, input, key, timeout)
 
 

@@ -248,3 +248,69 @@ async def test_an_extension_that_answers_a_scope_exec_closes_its_root() -> None:
     await asyncio.wait_for(scope.dispose(), 5)
     assert events == ["open", "close"]
     assert await asyncio.wait_for(rt.execute(f, None, extensions=[Memo()]), 5) == "memo"
+
+
+class TestANewcomersMistakes:
+    """Wrong calls get a TypeError that names the thing and what to write, and leave
+    nothing open behind them."""
+
+    async def test_tags_that_are_not_a_list_of_bound_tags(self) -> None:
+        tenant = rt.tag("tenant")
+
+        @rt.flow
+        async def f(ctx: rt.ExecutionContext) -> int:
+            return 1
+
+        async with rt.create_scope() as scope:
+            ctx = scope.create_context(name="req")
+            for bad in (["x"], tenant("a"), 5):
+                with pytest.raises(TypeError, match=r"tags= takes"):
+                    await ctx.exec(f, tags=bad)  # type: ignore[arg-type]
+                with pytest.raises(TypeError, match=r"tags= takes"):
+                    await ctx.run(lambda: 1, tags=bad)  # type: ignore[arg-type]
+                with pytest.raises(TypeError, match=r"tags= takes"):
+                    scope.exec(f, tags=bad)  # type: ignore[arg-type]
+                with pytest.raises(TypeError, match=r"tags= takes"):
+                    scope.create_context(parent=ctx, tags=bad)  # type: ignore[arg-type]
+            await ctx.close()  # nothing was left open by the refused calls
+            assert ctx.closed
+
+    async def test_a_timeout_that_is_not_a_number(self) -> None:
+        @rt.flow
+        async def f(ctx: rt.ExecutionContext) -> int:
+            return 1
+
+        async with rt.create_scope() as scope, scope.create_context() as ctx:
+            with pytest.raises(TypeError, match=r"timeout= takes seconds .* for 'f'"):
+                await ctx.exec(f, timeout="1")  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match=r"timeout= takes seconds"):
+                scope.exec(f, timeout="x")  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match=r"positive number of seconds"):
+                await ctx.exec(f, timeout=0)
+
+    async def test_an_atom_or_resource_where_a_flow_is_expected(self) -> None:
+        settings = rt.atom(lambda ctx: 1, name="settings")
+        db = rt.resource(lambda ctx: 1, name="db")
+        async with rt.create_scope() as scope, scope.create_context() as ctx:
+            with pytest.raises(TypeError, match=r"atom 'settings' .*scope\.resolve\(settings\)"):
+                await ctx.exec(settings)  # type: ignore[call-overload]
+            with pytest.raises(TypeError, match=r"resource 'db' .*ctx\.resolve\(db\)"):
+                await ctx.exec(db)  # type: ignore[call-overload]
+        with pytest.raises(TypeError, match=r"atom 'settings' is not called"):
+            settings(None)  # type: ignore[operator]
+
+    async def test_a_tag_name_where_a_tag_is_expected(self) -> None:
+        async with rt.create_scope() as scope, scope.create_context() as ctx:
+            for call in (
+                lambda: ctx.get("tenant"),  # type: ignore[call-overload]
+                lambda: ctx.find("tenant"),  # type: ignore[call-overload]
+                lambda: ctx.set("tenant", 1),  # type: ignore[call-overload]
+            ):
+                with pytest.raises(TypeError, match=r"takes a tag made with runtree\.tag"):
+                    call()
+
+    def test_a_store_url_where_a_store_is_expected(self) -> None:
+        with pytest.raises(TypeError, match=r"from_url"):
+            rt.create_scope(store="sqlite:///x.db")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"takes a runtree store"):
+            rt.create_scope(store=5)  # type: ignore[arg-type]
