@@ -3,6 +3,7 @@ paths never import it)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from .._context import ExecutionContext
@@ -46,6 +47,8 @@ def failing_context(recorder: TreeRecorder) -> ExecutionContext | None:
         if ctx.details.status not in ("failed", "cancelled"):
             return None
         for child in kids.get(id(ctx), []):
+            if isinstance(child.details.error, asyncio.CancelledError):
+                continue  # an ancestor's cancellation passing through: it started above
             deeper = find(child)
             if deeper is not None:
                 return deeper
