@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from cli_support import Run, clean_env, one_error_line, run_cli, run_many
+from cli_support import FLOWS, Run, clean_env, one_error_line, run_cli, run_many
 
 
 def test_session_lifecycle(cli: Run) -> None:
@@ -156,3 +156,10 @@ def test_the_store_is_found_in_parent_folders(tmp_path: Path) -> None:
     env_store = clean_env(RUNTREE_STORE=f"sqlite:///{other}")
     line = one_error_line(run_cli("session", "show", sid, cwd=deeper, env=env_store, code=1))
     assert f"in the store {other} (from RUNTREE_STORE)" in line
+    # The runs commands find it the same way: `runtree run` records there, and what it
+    # prints to look at the run works from the same folder.
+    (deeper / "myflows.py").write_text(FLOWS)
+    run_cli("run", "myflows:chatty", cwd=deeper, env=env)
+    listed = json.loads(run_cli("runs", "list", "--json", cwd=deeper, env=env).stdout)
+    assert [r["flow"] for r in listed] == ["myflows:chatty"]
+    run_cli("runs", "show", listed[0]["root_id"], cwd=deeper, env=env)

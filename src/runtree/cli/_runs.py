@@ -25,7 +25,7 @@ import typer
 
 from .._defs import Flow
 from ..errors import RuntreeError
-from ._common import printable
+from ._common import find_store, printable
 
 if TYPE_CHECKING:
     from ..runs import RunInfo, Runs, RunTree
@@ -34,7 +34,6 @@ __all__ = ["register", "render_list", "render_tree"]
 
 T = TypeVar("T")
 
-DEFAULT_STORE = "sqlite:///.runtree/runtree.db"
 WIDTH = 80
 
 runs_app = typer.Typer(
@@ -61,7 +60,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _store_url(store: str | None) -> str:
-    return store or os.environ.get("RUNTREE_STORE") or DEFAULT_STORE
+    """``--store``, else the store every command uses (``find_store``: RUNTREE_STORE,
+    else the nearest ``.runtree/runtree.db`` here or in a parent folder)."""
+    return store or find_store().url
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
