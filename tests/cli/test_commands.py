@@ -163,3 +163,17 @@ def test_the_store_is_found_in_parent_folders(tmp_path: Path) -> None:
     listed = json.loads(run_cli("runs", "list", "--json", cwd=deeper, env=env).stdout)
     assert [r["flow"] for r in listed] == ["myflows:chatty"]
     run_cli("runs", "show", listed[0]["root_id"], cwd=deeper, env=env)
+
+
+def test_json_failures_before_any_command_output_are_one_document(cli: Run) -> None:
+    # cli.md: --json writes exactly one JSON document to stdout, on failure too.
+    for args, code, kind in (
+        (("run", "myflows:chatty", "--bogus", "--json"), 2, "UsageError"),
+        (("run", "--json"), 2, "UsageError"),
+        (("runs", "show", "nosuch", "--json"), 1, "Error"),
+        (("session", "show", "nosuch", "--json"), 1, "SessionNotFoundError"),
+    ):
+        done = cli(*args, code=code)
+        doc = json.loads(done.stdout)
+        assert doc["ok"] is False and doc["error"]["type"] == kind, args
+        assert doc["error"]["message"], args

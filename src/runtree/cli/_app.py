@@ -33,8 +33,12 @@ from ._common import (
     error_object,
     find_store,
     human_time,
+    json_error_document,
     json_text,
+    json_written,
+    last_error,
     message_of,
+    one_line,
     one_line_diagnostics,
     print_error,
     require_text,
@@ -139,6 +143,7 @@ def _parse_json(text: str, what: str) -> object:
 def _print_json(value: object) -> None:
     sys.stdout.write(json_text(value) + "\n")
     sys.stdout.flush()
+    json_written()
 
 
 # -- the store and sessions ----------------------------------------------------------------
@@ -679,6 +684,7 @@ def run_app(argv: Sequence[str] | None = None) -> None:
 
     args = list(sys.argv[1:] if argv is None else argv)
     one_line_diagnostics(debug="--debug" in args)
+    as_json = "--json" in args
     command = get_command(app)
     try:
         status = command.main(
@@ -688,9 +694,13 @@ def run_app(argv: Sequence[str] | None = None) -> None:
         )
     except CliError as exc:
         print_error(exc.message)
+        if as_json:
+            json_error_document(exc.kind, one_line(exc.message))
         raise SystemExit(exc.code) from None
     except RuntreeError as exc:
         print_error(message_of(exc))
+        if as_json:
+            json_error_document(type(exc).__name__, message_of(exc))
         raise SystemExit(1) from None
     except typer.Abort:
         print_error("aborted")
@@ -704,8 +714,12 @@ def run_app(argv: Sequence[str] | None = None) -> None:
             return
         hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
         print_error(exc.format_message() + hint)  # type: ignore[attr-defined]
+        if as_json:
+            json_error_document("UsageError", one_line(exc.format_message() + hint))  # type: ignore[attr-defined]
         raise SystemExit(getattr(exc, "exit_code", 2)) from None
     if isinstance(status, int) and status:
+        if as_json:  # a command that failed before writing its own document
+            json_error_document("UsageError" if status == 2 else "Error", last_error())
         raise SystemExit(status)
 
 

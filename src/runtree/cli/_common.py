@@ -26,6 +26,9 @@ __all__ = [
     "StoreRef",
     "error_line",
     "find_store",
+    "json_error_document",
+    "json_written",
+    "last_error",
     "human_time",
     "iso_time",
     "json_text",
@@ -107,10 +110,39 @@ def error_object(exc: BaseException) -> dict[str, str]:
     return {"type": type(exc).__name__, "message": message}
 
 
+_last_error = [""]
+
+
 def print_error(message: str) -> None:
     """One line on stderr; never wrapped, never read as markup."""
-    sys.stderr.write(f"error: {one_line(message)}\n")
+    _last_error[0] = one_line(message)
+    sys.stderr.write(f"error: {_last_error[0]}\n")
     sys.stderr.flush()
+
+
+def last_error() -> str:
+    """The last line :func:`print_error` wrote (empty: none)."""
+    return _last_error[0]
+
+
+# Whether this process wrote its JSON document to stdout (``--json``: exactly one).
+_json_written = [False]
+
+
+def json_written() -> None:
+    """Note that the ``--json`` document went to stdout."""
+    _json_written[0] = True
+
+
+def json_error_document(kind: str, message: str) -> None:
+    """Under ``--json``, a failure that reached no command's own document (a usage error,
+    a missing session or run) still writes one: ``{"ok": false, "error": {...}}``."""
+    if _json_written[0]:
+        return
+    sys.stdout.write(json_text({"ok": False, "error": {"type": kind, "message": message}}))
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    _json_written[0] = True
 
 
 def json_text(value: object, *, indent: int | None = 2) -> str:

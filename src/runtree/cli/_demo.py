@@ -20,7 +20,15 @@ from rich.text import Text
 
 from ..errors import RuntreeError
 from ..stores._secrets import redact
-from ._common import CliError, StoreRef, json_text, message_of, print_error, program
+from ._common import (
+    CliError,
+    StoreRef,
+    json_text,
+    json_written,
+    message_of,
+    print_error,
+    program,
+)
 from ._render import out_console, print_to, render_session, session_dict
 
 DEMO_PROJECT = "runtree-demo"
@@ -135,6 +143,7 @@ def run_demo(*, as_json: bool, ref: StoreRef) -> None:
                 sys.stderr.write(done.stderr)
                 error = {"type": "DemoError", "message": message}
                 sys.stdout.write(json_text({"ok": False, "error": error, "runs": transcripts}))
+                json_written()
                 sys.stdout.write("\n")
                 print_error(message)
                 raise SystemExit(1)
@@ -152,6 +161,7 @@ def run_demo(*, as_json: bool, ref: StoreRef) -> None:
             "runs": transcripts,
         }
         sys.stdout.write(json_text(doc) + "\n")
+        json_written()
         return
     out.print()
     out.print(Rule(Text("the session after the chain", style="bold"), align="left"))

@@ -25,7 +25,7 @@ import typer
 
 from .._defs import Flow
 from ..errors import RuntreeError
-from ._common import find_store, printable
+from ._common import find_store, json_written, print_error, printable
 
 if TYPE_CHECKING:
     from ..runs import RunInfo, Runs, RunTree
@@ -66,8 +66,7 @@ def _store_url(store: str | None) -> str:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    sys.stderr.write(f"error: {' '.join(message.split())}\n")
-    sys.stderr.flush()
+    print_error(message)
     return typer.Exit(code)
 
 
@@ -112,6 +111,7 @@ def _message(exc: BaseException) -> str:
 
 def _print_json(value: object) -> None:
     sys.stdout.write(json.dumps(value, indent=2, default=str, ensure_ascii=False) + "\n")
+    json_written()
 
 
 def _fit(text: str, width: int) -> str:
