@@ -86,7 +86,7 @@ USAGE_ERRORS = [
     (["run", "myflows:wants_dict", "--input", "NaN"], "--input is not valid JSON (NaN is"),
     (["run", "myflows:wants_dict", "--input", "{nope"], "--input is not valid JSON (Expect"),
     (["run", "myflows:nosuch"], "module myflows has no attribute nosuch; its flows: add,"),
-    (["run", "myflows:not_a_flow"], "myflows:not_a_flow is a int, not a runtree flow"),
+    (["run", "myflows:not_a_flow"], "myflows:not_a_flow is an int, not a runtree flow"),
     (["run", "myflows"], "'myflows' is not MODULE:FLOW (e.g. myapp.flows:build)"),
     (["run", "nosuchmodule:f"], "no module named 'nosuchmodule' (looked in "),
     (["run", "myflows:add", "--session", ""], "--session must not be empty"),

@@ -412,9 +412,10 @@ def load_flow(target: str) -> Flow[Any, Any]:
             raise usage_error(f"module {module_name} has no attribute {part}{there}")
         found = getattr(found, part)
     if not isinstance(found, Flow):
+        kind = type(found).__name__
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
         raise usage_error(
-            f"{target} is a {type(found).__name__}, not a runtree flow; "
-            "define it with @runtree.flow"
+            f"{target} is {article} {kind}, not a runtree flow; define it with @runtree.flow"
         )
     return found
 
