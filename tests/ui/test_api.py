@@ -323,6 +323,34 @@ class TestCommand:
         assert done.stderr.startswith(f"error: no store at {missing}: record runs first")
         assert not missing.exists()
 
+    @pytest.mark.parametrize(
+        ("url", "said"),
+        [("bogus://", "unknown scheme 'bogus'"), ("sqlite:///", "its path is empty")],
+    )
+    def test_a_store_that_cannot_be_opened_fails_at_start(
+        self, tmp_path: Path, url: str, said: str
+    ) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "runtree", "ui", "--store", url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 1
+        assert done.stderr.startswith("error: Cannot open store URL") and said in done.stderr
+        empty = tmp_path / "empty.db"
+        empty.touch()  # a file with no runtree store in it: refused, left as it is
+        done = subprocess.run(
+            [sys.executable, "-m", "runtree", "ui", "--store", f"sqlite:///{empty}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 1 and "holds no runtree store yet" in done.stderr
+        assert empty.stat().st_size == 0
+
     def test_help_lists_ui(self, tmp_path: Path) -> None:
         done = subprocess.run(
             [sys.executable, "-m", "runtree", "ui", "--help"],

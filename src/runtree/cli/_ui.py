@@ -34,6 +34,22 @@ def _store_ref(store: str | None) -> StoreRef:
     return StoreRef(store, _sqlite_path(store), "--store")
 
 
+def _check_url(url: str) -> None:
+    """A store URL that cannot be opened fails at start (exit 1), not on every request:
+    opened once as the view opens it (``create=False``; a PostgreSQL store connects only
+    when used, so this checks its URL), then closed."""
+    import asyncio
+
+    from ..errors import StoreError
+    from ..stores import from_url
+
+    try:
+        store = from_url(url, create=False)
+    except StoreError as exc:
+        raise CliError(str(exc), kind="StoreError") from None
+    asyncio.run(store.aclose())
+
+
 def _bind(host: str, port: int) -> socket.socket:
     """A listening socket (``port`` 0: a free one), so the printed address is the real one."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -89,6 +105,7 @@ def ui(
             "record='all'), runtree run, runtree demo), or pass --store URL",
             kind="StoreError",
         )
+    _check_url(ref.url)
     loopback = is_loopback(host)
     token = None if loopback else secrets.token_urlsafe(24)
     app = create_app(
