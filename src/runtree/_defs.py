@@ -136,8 +136,33 @@ def _check_signature(what: str, name: str, factory: Callable[..., object], keys:
             raise TypeError(msg)
 
 
+class _Value:
+    """Atoms and resources are values, not flows: calling one, or passing one to
+    ``ctx.exec``, says how to get the value instead."""
+
+    __slots__ = ()
+    name: str
+
+    if not TYPE_CHECKING:
+
+        def __call__(self, *args: object, **kwargs: object) -> None:
+            raise TypeError(self._not_a_flow("called"))
+
+        @property
+        def plain(self) -> bool:  # read by ctx.exec() when given an atom or a resource
+            raise TypeError(self._not_a_flow("executed"))
+
+    def _not_a_flow(self, done: str) -> str:
+        kind, where = ("atom", "scope") if isinstance(self, Atom) else ("resource", "ctx")
+        return (
+            f"{kind} {self.name!r} is not {done}: it is a value, not a flow — get it with "
+            f"await {where}.resolve({self.name}) or name it in a flow's deps=; ctx.exec() "
+            "and scope.exec() take flows"
+        )
+
+
 @final
-class Atom(Generic[T]):
+class Atom(_Value, Generic[T]):
     """A scope-owned value: resolved once per scope, cached, cleaned up on dispose."""
 
     __slots__ = ("deps", "factory", "kind", "name")
@@ -156,18 +181,9 @@ class Atom(Generic[T]):
     def __repr__(self) -> str:
         return f"<Atom {self.name}>"
 
-    if not TYPE_CHECKING:  # (an atom is not callable, and not a flow)
-
-        def __call__(self, *args: object, **kwargs: object) -> None:
-            raise TypeError(_not_a_flow("atom", self.name, "called"))
-
-        @property
-        def plain(self) -> bool:  # read by ctx.exec() when given an atom
-            raise TypeError(_not_a_flow("atom", self.name, "executed"))
-
 
 @final
-class Resource(Generic[T]):
+class Resource(_Value, Generic[T]):
     """A context-owned value: resolved per execution boundary (or per exec), cleaned up
     when its owner closes."""
 
@@ -195,24 +211,6 @@ class Resource(Generic[T]):
 
     def __repr__(self) -> str:
         return f"<Resource {self.name} ({self.ownership})>"
-
-    if not TYPE_CHECKING:  # (a resource is not callable, and not a flow)
-
-        def __call__(self, *args: object, **kwargs: object) -> None:
-            raise TypeError(_not_a_flow("resource", self.name, "called"))
-
-        @property
-        def plain(self) -> bool:  # read by ctx.exec() when given a resource
-            raise TypeError(_not_a_flow("resource", self.name, "executed"))
-
-
-def _not_a_flow(kind: str, name: str, done: str) -> str:
-    where = "scope" if kind == "atom" else "ctx"
-    return (
-        f"{kind} {name!r} is not {done}: it is a value, not a flow — get it with "
-        f"await {where}.resolve({name}) or name it in a flow's deps=; ctx.exec() and "
-        "scope.exec() take flows"
-    )
 
 
 @final
