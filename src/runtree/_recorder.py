@@ -723,14 +723,14 @@ class Recorder(Extension):
         key: str,
         entry: Any,
         given: object = UNCHECKED,
-    ) -> None:
+    ) -> _Node | None:
         """A keyed step replayed from the journal (it never ran, so no wrapper saw it).
         ``given`` is the step's input as the journal compares it: when it differs from
         the recorded input, the node's metadata says so (``input_changed``)."""
         root = parent.root
         run = self.runs.get(root)
         if run is None or run.broken:
-            return
+            return None
         node = _Node(
             run,
             None,
@@ -764,6 +764,25 @@ class Recorder(Extension):
             node.metadata = self._map(meta)
         node.dirty = True
         self.buffer.append(node)
+        return node
+
+    def replay_closed(self, node: _Node, ctx: ExecutionContext) -> None:
+        """A replayed stream's context closed: a consumer that left early (or a failure
+        on the way) ends its node as the context ended, with the items it delivered."""
+        details = ctx.details
+        if details.status == "completed" or node.status != "completed":
+            return
+        node.status = details.status
+        node.completed_at = time()
+        node.error = error_fields(details.error)
+        items = details.metadata.get("stream_items")
+        if isinstance(items, int):
+            meta = json.loads(node.metadata) if node.metadata else {}
+            meta["stream_items"] = items  # (input_changed, if any, stays)
+            node.metadata = self._map(meta)
+        if not node.dirty:
+            node.dirty = True
+            self.buffer.append(node)
 
     # -- runs ----------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ import logging
 import sys
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
 from . import _cancel, _context
@@ -342,8 +343,9 @@ class FlowStream(Generic[Y]):
                         replays = parent.details.metadata.setdefault("journal_replays", [])
                         assert isinstance(replays, list)
                         replays.append(key)
-                    if scope._recorder is not None:  # run trees: a replayed stream's node
-                        scope._recorder.note_replay(
+                    recorder = scope._recorder
+                    if recorder is not None:  # run trees: a replayed stream's node
+                        replay = recorder.note_replay(
                             parent,
                             "stream",
                             self._flow.name,
@@ -352,6 +354,8 @@ class FlowStream(Generic[Y]):
                             journal.entries.get(key),
                             self._input,
                         )
+                        if replay is not None:  # left early: the node ends as the child
+                            child.on_close(partial(recorder.replay_closed, replay, child))
                     child.details.metadata["replayed"] = True
                     self._items = None  # nothing to record again
             if scope._lifecycle:

@@ -99,6 +99,29 @@ class TestStreams:
         assert stream.output == [0, 1, 2, 3] and stream.metadata["stream_items"] == 4
         assert not stream.input_changed
 
+    async def test_a_replayed_stream_left_early_ends_as_its_context(
+        self, open_durable: StoreFactory
+    ) -> None:
+        @runtree.flow
+        async def first_only(ctx: runtree.ExecutionContext) -> int:
+            async with ctx.exec_stream(count, 4, key="feed") as stream:
+                async for item in stream:
+                    assert stream.context.details.metadata["replayed"] is True
+                    return item
+            raise AssertionError("the replay yields the recorded items")
+
+        @runtree.flow
+        async def reader(ctx: runtree.ExecutionContext) -> list[int]:
+            return [i async for i in ctx.exec_stream(count, 4, key="feed")]
+
+        async with open_durable() as store, runtree.create_scope(store=store) as scope:
+            assert await scope.exec(reader, None, id="s-4") == [0, 1, 2, 3]
+            assert await scope.exec(first_only, None, id="s-4") == 0  # replayed, left early
+            tree = await Runs(store).get("s-4")
+        [stream] = kinds(tree, "stream")
+        assert stream.replayed and stream.status == "cancelled"
+        assert stream.metadata["stream_items"] == 1
+
 
 class TestInputChanged:
     async def test_a_replay_for_another_input_is_marked(self, open_durable: StoreFactory) -> None:
