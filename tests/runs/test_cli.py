@@ -117,7 +117,9 @@ class TestRunsCommands:
 
         missing = cli("runs", "show", "nope", "--store", url)
         assert missing.returncode == 1
-        assert missing.stderr.startswith("error: No run 'nope' in this store")
+        assert missing.stderr.startswith("error: no run 'nope' in the store ")
+        if url.startswith("sqlite:///"):  # the store is named: its file
+            assert url[len("sqlite:///") :].split("?")[0] in missing.stderr
         assert "Traceback" not in missing.stderr
 
     def test_names_with_a_lone_surrogate_or_a_nul_are_recorded_and_printed(

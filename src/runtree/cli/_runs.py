@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from .._defs import Flow
-from ..errors import RuntreeError
+from ..errors import RunNotFoundError, RuntreeError
 from ._common import find_store, json_written, print_error, printable
 
 if TYPE_CHECKING:
@@ -95,8 +95,25 @@ def _with_runs(store: str | None, fn: Callable[[Runs], Awaitable[T]], *, read: b
 
     try:
         return asyncio.run(go())
+    except RunNotFoundError as exc:
+        # Every "not found" names the store it looked in (cli.md).
+        from ..stores._secrets import redact
+
+        where = _sqlite_file(url) or redact(url)
+        raise _fail(
+            f"no run {exc.root_id!r} in the store {where}; list runs with `runtree runs list`"
+        ) from None
     except (RuntreeError, LookupError) as exc:
         raise _fail(_message(exc)) from None
+
+
+def _sqlite_file(url: str) -> str | None:
+    """The file of a ``sqlite:///`` URL, for messages."""
+    if not url.startswith("sqlite:///"):
+        return None
+    from urllib.parse import unquote
+
+    return str(Path(unquote(url[len("sqlite:///") :].split("?", 1)[0])).absolute())
 
 
 def _message(exc: BaseException) -> str:
