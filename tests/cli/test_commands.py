@@ -177,3 +177,13 @@ def test_json_failures_before_any_command_output_are_one_document(cli: Run) -> N
         doc = json.loads(done.stdout)
         assert doc["ok"] is False and doc["error"]["type"] == kind, args
         assert doc["error"]["message"], args
+
+
+def test_runs_list_with_no_store_yet_is_an_empty_list(tmp_path: Path) -> None:
+    # As `session list` says: nothing recorded is not an error (and nothing is created).
+    env = clean_env()
+    shown = run_cli("runs", "list", cwd=tmp_path, env=env).stdout
+    assert shown.startswith("no runs recorded (no store at ")
+    assert json.loads(run_cli("runs", "list", "--json", cwd=tmp_path, env=env).stdout) == []
+    assert list(tmp_path.iterdir()) == []
+    run_cli("runs", "show", "x", cwd=tmp_path, env=env, code=1)  # a run: still an error

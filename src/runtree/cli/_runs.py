@@ -280,6 +280,13 @@ def runs_list(
         except ValueError as exc:
             raise _fail(str(exc), 2) from None
 
+    missing = _missing_sqlite(_store_url(store))
+    if missing is not None:  # nothing recorded yet: an empty list, as `session list` says
+        if as_json:
+            _print_json([])
+        else:
+            sys.stdout.write(f"no runs recorded (no store at {missing})\n")
+        return
     found = _with_runs(store, go, read=True)
     if as_json:
         _print_json([r.to_dict() for r in found])
