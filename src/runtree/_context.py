@@ -122,11 +122,7 @@ def checked_tags(tags: object) -> tuple[Tagged[Any], ...]:
     if not isinstance(tags, Iterable):
         msg = f"tags= takes a list of bound tags like [tenant('acme')] (got {shown(tags)})"
         raise TypeError(msg)
-    try:
-        items: tuple[object, ...] = tuple(tags)
-    except TypeError:
-        msg = f"tags= takes a list of bound tags like [tenant('acme')] (got {shown(tags)})"
-        raise TypeError(msg) from None
+    items = tuple(tags)
     for item in items:
         if not isinstance(item, Tagged):
             msg = (
@@ -134,7 +130,7 @@ def checked_tags(tags: object) -> tuple[Tagged[Any], ...]:
                 "call the tag with a value"
             )
             raise TypeError(msg)
-    return items  # type: ignore[return-value]
+    return items
 
 
 def _not_a_tag(tag: object, method: str) -> TypeError:

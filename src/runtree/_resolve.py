@@ -103,7 +103,6 @@ class Resolver:
         "forgotten",
         "pending",
         "presets",
-        "producers",
         "resolved",
         "scope",
         "stale",
@@ -128,8 +127,8 @@ class Resolver:
                 self.presets[p.target] = p.replacement
         self.check_preset_cycles()
         self.cache: dict[Atom[Any], object] = {}
-        self.pending: dict[Atom[Any], asyncio.Future[object]] = {}
-        self.producers: dict[Atom[Any], asyncio.Task[Any] | None] = {}  # who runs each
+        # Atoms being produced: the future their waiters share, and the task producing.
+        self.pending: dict[Atom[Any], tuple[asyncio.Future[object], asyncio.Task[Any] | None]] = {}
         self.resolved: dict[Atom[Any], _Resolved] = {}  # insertion = resolution order
         self.dependents: dict[Atom[Any], set[Atom[Any]]] = {}
         self.stale: set[Atom[Any]] = set()  # pending atoms whose dependency was released
@@ -185,10 +184,11 @@ class Resolver:
                 return self.cache[atom]
             if atom in path:  # (by identity: distinct atoms may share a name)
                 raise DependencyCycleError(_names((*path[path.index(atom) :], atom)))
-            waiting = self.pending.get(atom)
-            if waiting is None:
+            found = self.pending.get(atom)
+            if found is None:
                 break
-            if self.producers.get(atom) is asyncio.current_task():
+            waiting, producer = found
+            if producer is asyncio.current_task():
                 # Its factory (or a dependency's) resolves it again in the task that
                 # produces it: it would wait for itself forever.
                 raise DependencyCycleError(_names((*path, atom)) if path else (atom.name,) * 2)
@@ -196,8 +196,7 @@ class Resolver:
             if result is not _RETRY:
                 return result
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        self.pending[atom] = fut
-        self.producers[atom] = asyncio.current_task()
+        self.pending[atom] = (fut, asyncio.current_task())
         try:
             value = await self._produce_atom(atom, (*path, atom))
         except asyncio.CancelledError:
@@ -209,7 +208,6 @@ class Resolver:
             raise
         finally:
             del self.pending[atom]
-            del self.producers[atom]
         fut.set_result(value)
         return value
 
@@ -413,7 +411,7 @@ class Resolver:
         """Run every atom's cleanups in reverse resolution order; what failed. A cleanup
         that raises ``CancelledError`` does not stop the others: it is raised once they
         all ran."""
-        # Forgotten first: a resolve meanwhile must not return a value being cleaned up.
+        # The cache first: a resolve meanwhile must not return a value being cleaned up.
         self.cache.clear()
         records = [self.resolved.pop(atom) for atom in reversed(list(self.resolved))]
         while self.forgotten:  # the newest forgotten first

@@ -94,9 +94,11 @@ class Scope:
         self._flow_presets = resolver.flow_presets
         self.store = store
         self._roots: dict[ExecutionContext, None] = {}
-        self._disposed = False
-        # A dispose under way (set until it is over): no new context meanwhile; a second
-        # dispose() waits for it.
+        self._disposed = False  # atom cleanups have begun: nothing resolves any more
+        # Dispose has begun: no new context or execution (atoms still resolve while the
+        # open contexts close; their cleanups may need them).
+        self._ending = False
+        # The dispose under way, until it is over: a second dispose() waits for it.
         self._closing: asyncio.Future[None] | None = None
         self._extensions: list[Extension] = []
         self._init_pending: list[Extension] = []
@@ -305,7 +307,7 @@ class Scope:
         ``async with scope.create_context() as ctx:`` closes it on exit. ``id=`` (roots
         only) names the tree: with a durable store its journal persists under that id.
         """
-        if self._disposed or self._closing is not None:
+        if self._ending:
             raise ScopeDisposedError("create a context")
         if parent is None and id is None and name is None and not tags:
             # The common request/job boundary: built inline (this is on the hot path).
@@ -358,7 +360,7 @@ class Scope:
         claimed before it is resumed, so many processes may recover at once."""
         from .runs import recover
 
-        if self._disposed or self._closing is not None:
+        if self._ending:
             raise ScopeDisposedError("recover runs")
         return await recover(self, flows)
 
@@ -413,7 +415,7 @@ class Scope:
 
         ``details=True``: awaiting gives :class:`ExecutionDetails` and never raises.
         """
-        if self._disposed or self._closing is not None:  # (the message is built only then)
+        if self._ending:  # (the message is built only then)
             raise ScopeDisposedError(f"exec flow {shown(getattr(flow, 'name', flow))}")
         if not isinstance(flow, Flow):
             msg = (
@@ -486,6 +488,7 @@ class Scope:
             return
         if self._disposed:
             return
+        self._ending = True
         done = self._closing = asyncio.get_running_loop().create_future()
         try:
             failures: list[Exception] = []

@@ -200,53 +200,40 @@ class LoggingExtension(Extension):
         started = perf_counter()
         try:
             result = await next()
-            if op.kind == "stream":
-                # next() only opened the stream; it ends when its context closes.
-                ctx.on_close(lambda: self._ended(ctx, what, extra, started))
-                return result
         except GeneratorExit:
             raise  # the exec was abandoned: nothing ran to an end worth a line
         except BaseException as exc:
-            cancelled = isinstance(exc, (asyncio.CancelledError, Cancelled))
             # A closed context knows its final status (a timeout ends "failed").
             if op.kind != "parallel" and ctx.closed:
                 status = ctx.details.status
-                cancelled = status == "cancelled"
             else:
+                cancelled = isinstance(exc, (asyncio.CancelledError, Cancelled))
                 status = "cancelled" if cancelled else "failed"
-            level = self.cancel_level if cancelled else self.failure_level
-            if logger.isEnabledFor(level):
-                extra["runtree_status"] = status
-                extra["runtree_duration_ms"] = ms = (perf_counter() - started) * 1000
-                _log(
-                    logger,
-                    level,
-                    ctx,
-                    extra,
-                    "%s %s %s after %.1f ms: %s",
-                    op.kind,
-                    what,
-                    status,
-                    ms,
-                    _describe(exc),
-                )
+            self._end_line(op.kind, ctx, what, extra, started, status, exc)
             raise
-        if logger.isEnabledFor(self.end_level):
-            extra["runtree_status"] = "completed"
-            extra["runtree_duration_ms"] = ms = (perf_counter() - started) * 1000
-            _log(
-                logger, self.end_level, ctx, extra, "%s %s completed in %.1f ms", op.kind, what, ms
+        if op.kind == "stream":
+            # next() only opened the stream; it ends when its context closes.
+            ctx.on_close(
+                lambda: self._end_line(
+                    "stream", ctx, what, extra, started, ctx.details.status, ctx.details.error
+                )
             )
+        else:
+            self._end_line(op.kind, ctx, what, extra, started, "completed", None)
         return result
 
-    def _ended(
-        self, ctx: ExecutionContext, what: str, extra: dict[str, object], started: float
+    def _end_line(
+        self,
+        kind: str,
+        ctx: ExecutionContext,
+        what: str,
+        extra: dict[str, object],
+        started: float,
+        status: str,
+        error: BaseException | None,
     ) -> None:
-        """The end line of a stream, when its context closes: its final status, at the
-        level that status takes, with the error of a failed or cancelled one."""
-        details = ctx.details
-        status = details.status
-        error = details.error
+        """An exec's end line: its status, at the level that status takes (completed,
+        cancelled, else failed), its duration, and its error if any."""
         if status == "completed":
             level = self.end_level
         else:
@@ -257,21 +244,7 @@ class LoggingExtension(Extension):
         extra["runtree_status"] = status
         extra["runtree_duration_ms"] = ms = (perf_counter() - started) * 1000
         if error is None:
-            _log(logger, level, ctx, extra, "stream %s %s in %.1f ms", what, status, ms)
+            _log(logger, level, ctx, extra, "%s %s %s in %.1f ms", kind, what, status, ms)
         else:
-            _log(
-                logger,
-                level,
-                ctx,
-                extra,
-                "stream %s %s after %.1f ms: %s",
-                what,
-                status,
-                ms,
-                _describe(error),
-            )
-
-
-def _describe(exc: BaseException) -> str:
-    """``Type: message``; an error whose ``__str__`` raises must not break logging."""
-    return describe_error(exc)
+            line = "%s %s %s after %.1f ms: %s"
+            _log(logger, level, ctx, extra, line, kind, what, status, ms, describe_error(error))

@@ -26,6 +26,7 @@ __all__ = [
     "StoreRef",
     "error_line",
     "find_store",
+    "store_ref",
     "json_error_document",
     "json_written",
     "last_error",
@@ -288,6 +289,14 @@ def _sqlite_path(url: str) -> Path | None:
     if raw in ("", ":memory:"):
         return None
     return Path(raw).expanduser().absolute()
+
+
+def store_ref(store: str | None) -> StoreRef:
+    """The store a command with a ``--store`` option uses: that URL, else
+    :func:`find_store`'s."""
+    if store is None:
+        return find_store()
+    return StoreRef(store, _sqlite_path(store), "--store")
 
 
 def find_store(start: Path | None = None) -> StoreRef:

@@ -18,14 +18,13 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from .._defs import Flow
 from ..errors import RunNotFoundError, RuntreeError
-from ._common import find_store, json_written, print_error, printable
+from ._common import json_written, print_error, printable, store_ref
 
 if TYPE_CHECKING:
     from ..runs import RunInfo, Runs, RunTree
@@ -59,32 +58,16 @@ def register(app: typer.Typer) -> None:
 # -- plumbing --------------------------------------------------------------------------
 
 
-def _store_url(store: str | None) -> str:
-    """``--store``, else the store every command uses (``find_store``: RUNTREE_STORE,
-    else the nearest ``.runtree/runtree.db`` here or in a parent folder)."""
-    return store or find_store().url
-
-
 def _fail(message: str, code: int = 1) -> typer.Exit:
     print_error(message)
     return typer.Exit(code)
 
 
-def _missing_sqlite(url: str) -> Path | None:
-    """The file of a ``sqlite:///`` URL when it does not exist (reading never creates it)."""
-    if not url.startswith("sqlite:///"):
-        return None
-    raw = url[len("sqlite:///") :].split("?", 1)[0]
-    from urllib.parse import unquote
-
-    path = Path(unquote(raw))
-    return None if path.exists() else path
-
-
 def _with_runs(store: str | None, fn: Callable[[Runs], Awaitable[T]], *, read: bool) -> T:
-    url = _store_url(store)
-    if read and (missing := _missing_sqlite(url)) is not None:
-        raise _fail(f"no store at {missing} (set RUNTREE_STORE or pass --store URL)")
+    ref = store_ref(store)
+    url = ref.url
+    if read and ref.missing:
+        raise _fail(f"no store at {ref.shown} (set RUNTREE_STORE or pass --store URL)")
 
     async def go() -> T:
         from ..runs import Runs
@@ -95,25 +78,12 @@ def _with_runs(store: str | None, fn: Callable[[Runs], Awaitable[T]], *, read: b
 
     try:
         return asyncio.run(go())
-    except RunNotFoundError as exc:
-        # Every "not found" names the store it looked in (cli.md).
-        from ..stores._secrets import redact
-
-        where = _sqlite_file(url) or redact(url)
+    except RunNotFoundError as exc:  # every "not found" names the store (cli.md)
         raise _fail(
-            f"no run {exc.root_id!r} in the store {where}; list runs with `runtree runs list`"
+            f"no run {exc.root_id!r} in the store {ref.shown}; list runs with `runtree runs list`"
         ) from None
     except (RuntreeError, LookupError) as exc:
         raise _fail(_message(exc)) from None
-
-
-def _sqlite_file(url: str) -> str | None:
-    """The file of a ``sqlite:///`` URL, for messages."""
-    if not url.startswith("sqlite:///"):
-        return None
-    from urllib.parse import unquote
-
-    return str(Path(unquote(url[len("sqlite:///") :].split("?", 1)[0])).absolute())
 
 
 def _message(exc: BaseException) -> str:
@@ -280,12 +250,12 @@ def runs_list(
         except ValueError as exc:
             raise _fail(str(exc), 2) from None
 
-    missing = _missing_sqlite(_store_url(store))
-    if missing is not None:  # nothing recorded yet: an empty list, as `session list` says
+    ref = store_ref(store)
+    if ref.missing:  # nothing recorded yet: an empty list, as `session list` says
         if as_json:
             _print_json([])
         else:
-            sys.stdout.write(f"no runs recorded (no store at {missing})\n")
+            sys.stdout.write(f"no runs recorded (no store at {ref.shown})\n")
         return
     found = _with_runs(store, go, read=True)
     if as_json:
@@ -353,7 +323,7 @@ def runs_resume(
     """Run a failed, cancelled or interrupted run again here, under the same id:
     recorded successes replay, failures run again."""
     flows = _import_modules(list(module or ()))
-    url = _store_url(store)
+    url = store_ref(store).url
 
     async def run() -> tuple[bool, object, RunTree]:
         from .._scope import create_scope
@@ -468,7 +438,7 @@ def worker(
     flows = _import_modules(modules)
     if not flows:
         raise _fail(f"no runtree flows in {', '.join(modules)}", 2)
-    url = _store_url(store)
+    url = store_ref(store).url
     try:
         asyncio.run(_serve(url, flows, poll, grace, stopped))
     except (RuntreeError, LookupError) as exc:

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import STORE_ENV, CliError, StoreRef, find_store
+from ._common import STORE_ENV, CliError, store_ref
 
 __all__ = ["register"]
 
@@ -24,14 +24,6 @@ DEFAULT_PORT = 8765
 def register(app: typer.Typer) -> None:
     """Add ``ui`` to the ``runtree`` application."""
     app.command("ui", short_help="Serve the recorded runs as a live web view.")(ui)
-
-
-def _store_ref(store: str | None) -> StoreRef:
-    if store is None:
-        return find_store()
-    from ._common import _sqlite_path
-
-    return StoreRef(store, _sqlite_path(store), "--store")
 
 
 def _check_url(url: str) -> None:
@@ -98,7 +90,7 @@ def ui(
         raise CliError(
             "runtree ui needs the ui extra: pip install 'runtree[ui]'", kind="ImportError"
         ) from None
-    ref = _store_ref(store)
+    ref = store_ref(store)
     if ref.missing:
         raise CliError(
             f"no store at {ref.shown}: record runs first (create_scope(store=..., "
