@@ -604,9 +604,9 @@ class ExecutionContext(Generic[InputT]):
                 wrappers = scope._wrap_exec
                 child = _open_child(self, name, input, 3 + len(wrappers))
                 op = _run.sub_op(child, flow, input, None)
-                # ``next``: the body bound to the op (cheaper than a partial; a lambda
-                # would turn child/flow/input into cells, slowing the plain path too)
-                body = MethodType(_run.run_sub, op)
+                # ``next``: the body bound to its arguments (cheaper than a partial; a
+                # lambda would turn child/flow/input into cells, slowing the plain path)
+                body = MethodType(_run.run_sub, (child, flow, input))
                 try:
                     # run_wrapped(wrappers, body, op), inlined: its call is 2 % of this lane
                     if len(wrappers) == 1:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
+from typing import TYPE_CHECKING, Literal, TypeAlias, final
 
 if TYPE_CHECKING:
     from ._context import ExecutionContext
-    from ._defs import Atom, Flow, Resource
+    from ._defs import Atom, Resource
     from ._scope import Scope
 
 __all__ = ["ExecOp", "Extension", "ResolveOp"]
@@ -37,12 +37,7 @@ class ExecOp:
         attempt: 1 for the first attempt, 2 for the first retry ...
     """
 
-    # (the private slots hold what a plain ``ctx.exec`` under wrappers runs: its body is
-    # ``run_sub`` bound to the op, whatever a wrapper does to the public fields)
-    __slots__ = ("_ctx", "_flow", "_input", "attempt", "context", "input", "key", "kind", "target")
-    _ctx: ExecutionContext
-    _flow: Flow[Any, Any]
-    _input: object
+    __slots__ = ("attempt", "context", "input", "key", "kind", "target")
 
     def __init__(
         self,

@@ -215,24 +215,24 @@ async def exec_keyed(
             wrappers = scope._wrap_exec
             child = _open_child(parent, name, input, _KEYED_FRAMES + len(wrappers))
             journal.running[key] = child
-            op = sub_op(child, flow, input, key)
             recorder = scope._record_only
             if not wrappers:
-                value = await run_sub(op)
+                value = await run_sub((child, flow, input))
             elif recorder is not None and (rec := recorder.start(child, parent, key)) is not False:
                 # The recorder alone, inline: the child is its own record, as on the
                 # plain path (tests/runs/test_record_lanes.py)
                 if rec is None:
-                    value = await run_sub(op)
+                    value = await run_sub((child, flow, input))
                 else:
                     try:
-                        value = await run_sub(op)
+                        value = await run_sub((child, flow, input))
                     except BaseException:
                         child._out = FAILED
                         raise
                     child._out = value
             else:
-                body = MethodType(run_sub, op)
+                op = sub_op(child, flow, input, key)
+                body = MethodType(run_sub, (child, flow, input))
                 try:
                     if len(wrappers) == 1:
                         value = await wrappers[0](body, op)
@@ -271,9 +271,6 @@ def sub_op(child: ExecutionContext, flow: Flow[Any, Any], input: object, key: st
     op.key = key
     op.context = child
     op.attempt = 1
-    op._ctx = child
-    op._flow = flow
-    op._input = input
     return op
 
 
@@ -446,12 +443,14 @@ async def run_body(
     return result
 
 
-async def run_sub(op: ExecOp) -> object:
+async def run_sub(body: tuple[ExecutionContext, Flow[Any, Any], object]) -> object:
     """``run_body`` for a plain ``ctx.exec`` under exec wrappers alone (no presets, no
     timeout, no lifecycle hooks): the body of the inline plain path, in its own frame so
-    that the wrappers can await it. Bound to the op (``MethodType(run_sub, op)``), the
-    cheapest ``next`` to build."""
-    ctx, flow, input = op._ctx, op._flow, op._input
+    that the wrappers can await it. Its one argument is ``(child, flow, input)``: bound
+    to it (``MethodType(run_sub, (child, flow, input))``, the cheapest ``next`` to
+    build) it is what a wrapper's ``next()`` runs, whatever the wrapper does to the op's
+    fields; the lanes with no wrapper to call await it directly, with no op."""
+    ctx, flow, input = body
     token = _current.set(ctx)
     try:
         if ctx._cancelled:  # a wrapper awaited something, and the child was cancelled
