@@ -7,6 +7,8 @@ data, inherited tags, structured cancellation, timeouts, retries and ordered cle
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._context import ContextDetails as ContextDetails
 from ._context import ExecutionContext as ExecutionContext
 from ._context import FlowHandle as FlowHandle
@@ -121,6 +123,12 @@ for _name in __all__:
         except (AttributeError, TypeError):
             pass
 del _name, _obj
+
+
+if TYPE_CHECKING:  # for type checkers, the submodules below are attributes as well
+    from . import otel as otel
+    from . import sessions as sessions
+    from . import stores as stores
 
 
 def __getattr__(name: str) -> object:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from typing import Any, Generic, TypeVar, overload
 
 from ._defs import Atom, Flow, Ownership, Resource
@@ -35,7 +35,10 @@ def atom(
 ) -> Atom[T]: ...
 @overload
 def atom(
-    factory: Callable[..., Awaitable[T]], *, deps: Deps | None = None, name: str | None = None
+    factory: Callable[..., Coroutine[Any, Any, T]],
+    *,
+    deps: Deps | None = None,
+    name: str | None = None,
 ) -> Atom[T]: ...
 @overload
 def atom(
@@ -75,7 +78,7 @@ class _AtomDecorator:
     @overload
     def __call__(self, factory: Callable[..., Iterator[T]]) -> Atom[T]: ...
     @overload
-    def __call__(self, factory: Callable[..., Awaitable[T]]) -> Atom[T]: ...
+    def __call__(self, factory: Callable[..., Coroutine[Any, Any, T]]) -> Atom[T]: ...
     @overload
     def __call__(self, factory: Callable[..., T]) -> Atom[T]: ...
     def __call__(self, factory: Callable[..., Any]) -> Atom[Any]:
@@ -103,7 +106,7 @@ def resource(
 ) -> Resource[T]: ...
 @overload
 def resource(
-    factory: Callable[..., Awaitable[T]],
+    factory: Callable[..., Coroutine[Any, Any, T]],
     *,
     deps: Deps | None = None,
     name: str | None = None,
@@ -157,7 +160,7 @@ class _ResourceDecorator:
     @overload
     def __call__(self, factory: Callable[..., Iterator[T]]) -> Resource[T]: ...
     @overload
-    def __call__(self, factory: Callable[..., Awaitable[T]]) -> Resource[T]: ...
+    def __call__(self, factory: Callable[..., Coroutine[Any, Any, T]]) -> Resource[T]: ...
     @overload
     def __call__(self, factory: Callable[..., T]) -> Resource[T]: ...
     def __call__(self, factory: Callable[..., Any]) -> Resource[Any]:
@@ -169,7 +172,15 @@ class _ResourceDecorator:
 
 @overload
 def flow(
-    factory: Callable[..., Awaitable[Out]],
+    factory: Callable[..., AsyncIterator[Out]],
+    *,
+    deps: Deps | None = None,
+    parse: None = None,
+    name: str | None = None,
+) -> Flow[Any, AsyncIterator[Out]]: ...
+@overload
+def flow(
+    factory: Callable[..., Coroutine[Any, Any, Out]],
     *,
     deps: Deps | None = None,
     parse: None = None,
@@ -185,10 +196,10 @@ def flow(
 ) -> Flow[Any, Out]: ...
 @overload
 def flow(
-    factory: Callable[..., Awaitable[Out]],
+    factory: Callable[..., Coroutine[Any, Any, Out]],
     *,
     deps: Deps | None = None,
-    parse: Callable[[Any], In],
+    parse: Callable[[Any], In] | type[In],
     name: str | None = None,
 ) -> Flow[In, Out]: ...
 @overload
@@ -196,7 +207,7 @@ def flow(
     factory: Callable[..., Out],
     *,
     deps: Deps | None = None,
-    parse: Callable[[Any], In],
+    parse: Callable[[Any], In] | type[In],
     name: str | None = None,
 ) -> Flow[In, Out]: ...
 @overload
@@ -212,7 +223,7 @@ def flow(
     factory: None = None,
     *,
     deps: Deps | None = None,
-    parse: Callable[[Any], In],
+    parse: Callable[[Any], In] | type[In],
     name: str | None = None,
 ) -> _FlowDecorator[In]: ...
 def flow(
@@ -238,14 +249,14 @@ class _FlowDecorator(Generic[In]):
     __slots__ = ("deps", "name", "parse")
 
     def __init__(
-        self, deps: Deps | None, parse: Callable[[Any], In] | None, name: str | None
+        self, deps: Deps | None, parse: Callable[[Any], In] | type[In] | None, name: str | None
     ) -> None:
         self.deps = deps
         self.parse = parse
         self.name = name
 
     @overload
-    def __call__(self, factory: Callable[..., Awaitable[Out]]) -> Flow[In, Out]: ...
+    def __call__(self, factory: Callable[..., Coroutine[Any, Any, Out]]) -> Flow[In, Out]: ...
     @overload
     def __call__(self, factory: Callable[..., Out]) -> Flow[In, Out]: ...
     def __call__(self, factory: Callable[..., Any]) -> Flow[In, Any]:

@@ -14,6 +14,7 @@ from typing import (
     TypeVar,
     Unpack,
     final,
+    overload,
 )
 
 from ._defs import Flow
@@ -141,7 +142,15 @@ class FlowHandle(Generic[In, Out]):
         self._ctx = ctx
         self.flow = flow
 
-    def __call__(self, input: object = None, **options: Unpack[ExecOptions]) -> Awaitable[Out]:
+    @overload
+    def __call__(
+        self: FlowHandle[In, AsyncIterator[Y]],
+        input: object = None,
+        **options: Unpack[ExecOptions],
+    ) -> Awaitable[list[Y]]: ...
+    @overload
+    def __call__(self, input: object = None, **options: Unpack[ExecOptions]) -> Awaitable[Out]: ...
+    def __call__(self, input: object = None, **options: Unpack[ExecOptions]) -> Awaitable[Any]:
         return self._ctx.exec(self.flow, input, **options)
 
     def stream(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, Literal, TypeVar, overload
 
 from ._defs import Flow, Preset
@@ -18,10 +18,59 @@ __all__ = ["execute"]
 
 In = TypeVar("In")
 Out = TypeVar("Out")
+Y = TypeVar("Y")
 
 
+# A streaming flow gives the list of its items (DESIGN §8); ``scope=`` never goes with
+# ``extensions``, ``presets`` or ``scope_tags``.
 @overload
 async def execute(
+    flow: Flow[In, AsyncIterator[Y]],
+    input: object = None,
+    *,
+    scope: Scope,
+    execution_tags: Iterable[Tagged[Any]] = (),
+    tags: Iterable[Tagged[Any]] = (),
+    details: Literal[False] = False,
+) -> list[Y]: ...
+@overload
+async def execute(
+    flow: Flow[In, AsyncIterator[Y]],
+    input: object = None,
+    *,
+    scope: Scope,
+    execution_tags: Iterable[Tagged[Any]] = (),
+    tags: Iterable[Tagged[Any]] = (),
+    details: Literal[True],
+) -> ExecutionDetails[list[Y]]: ...
+@overload
+async def execute(
+    flow: Flow[In, AsyncIterator[Y]],
+    input: object = None,
+    *,
+    scope: None = None,
+    execution_tags: Iterable[Tagged[Any]] = (),
+    tags: Iterable[Tagged[Any]] = (),
+    details: Literal[False] = False,
+    extensions: Iterable[Extension] = (),
+    presets: Iterable[Preset[Any]] = (),
+    scope_tags: Iterable[Tagged[Any]] = (),
+) -> list[Y]: ...
+@overload
+async def execute(
+    flow: Flow[In, AsyncIterator[Y]],
+    input: object = None,
+    *,
+    scope: None = None,
+    execution_tags: Iterable[Tagged[Any]] = (),
+    tags: Iterable[Tagged[Any]] = (),
+    details: Literal[True],
+    extensions: Iterable[Extension] = (),
+    presets: Iterable[Preset[Any]] = (),
+    scope_tags: Iterable[Tagged[Any]] = (),
+) -> ExecutionDetails[list[Y]]: ...
+@overload
+async def execute(  # type: ignore[overload-overlap]
     flow: Flow[In, Out],
     input: object = None,
     *,
@@ -31,7 +80,7 @@ async def execute(
     details: Literal[False] = False,
 ) -> Out: ...
 @overload
-async def execute(
+async def execute(  # type: ignore[overload-overlap]
     flow: Flow[In, Out],
     input: object = None,
     *,
@@ -41,7 +90,7 @@ async def execute(
     details: Literal[True],
 ) -> ExecutionDetails[Out]: ...
 @overload
-async def execute(
+async def execute(  # type: ignore[overload-overlap]
     flow: Flow[In, Out],
     input: object = None,
     *,
@@ -54,7 +103,7 @@ async def execute(
     scope_tags: Iterable[Tagged[Any]] = (),
 ) -> Out: ...
 @overload
-async def execute(
+async def execute(  # type: ignore[overload-overlap]
     flow: Flow[In, Out],
     input: object = None,
     *,
@@ -66,6 +115,52 @@ async def execute(
     presets: Iterable[Preset[Any]] = (),
     scope_tags: Iterable[Tagged[Any]] = (),
 ) -> ExecutionDetails[Out]: ...
+@overload
+async def execute(
+    flow: Flow[In, AsyncIterator[Y]],
+    input: object = None,
+    *,
+    scope: Scope,
+    execution_tags: Iterable[Tagged[Any]] = (),
+    tags: Iterable[Tagged[Any]] = (),
+    details: bool,
+) -> list[Y] | ExecutionDetails[list[Y]]: ...
+@overload
+async def execute(
+    flow: Flow[In, AsyncIterator[Y]],
+    input: object = None,
+    *,
+    scope: None = None,
+    execution_tags: Iterable[Tagged[Any]] = (),
+    tags: Iterable[Tagged[Any]] = (),
+    details: bool,
+    extensions: Iterable[Extension] = (),
+    presets: Iterable[Preset[Any]] = (),
+    scope_tags: Iterable[Tagged[Any]] = (),
+) -> list[Y] | ExecutionDetails[list[Y]]: ...
+@overload
+async def execute(
+    flow: Flow[In, Out],
+    input: object = None,
+    *,
+    scope: Scope,
+    execution_tags: Iterable[Tagged[Any]] = (),
+    tags: Iterable[Tagged[Any]] = (),
+    details: bool,
+) -> Out | ExecutionDetails[Out]: ...
+@overload
+async def execute(
+    flow: Flow[In, Out],
+    input: object = None,
+    *,
+    scope: None = None,
+    execution_tags: Iterable[Tagged[Any]] = (),
+    tags: Iterable[Tagged[Any]] = (),
+    details: bool,
+    extensions: Iterable[Extension] = (),
+    presets: Iterable[Preset[Any]] = (),
+    scope_tags: Iterable[Tagged[Any]] = (),
+) -> Out | ExecutionDetails[Out]: ...
 async def execute(
     flow: Flow[In, Out],
     input: object = None,
@@ -77,7 +172,7 @@ async def execute(
     extensions: Iterable[Extension] = (),
     presets: Iterable[Preset[Any]] = (),
     scope_tags: Iterable[Tagged[Any]] = (),
-) -> Out | ExecutionDetails[Out]:
+) -> Any:
     """Run ``flow`` once: in ``scope`` if given, else in a temporary scope that is
     disposed afterwards (also on failure).
 

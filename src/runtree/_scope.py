@@ -9,7 +9,7 @@ import itertools
 import logging
 import sys
 import warnings
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from time import time as _time
 from types import TracebackType
@@ -46,6 +46,7 @@ __all__ = ["Scope", "create_scope"]
 T = TypeVar("T")
 In = TypeVar("In")
 Out = TypeVar("Out")
+Y = TypeVar("Y")
 
 log = logging.getLogger("runtree")
 # The scope whose async Extension.init is running here (tasks it starts inherit it).
@@ -367,8 +368,31 @@ class Scope:
     def _forget_root(self, ctx: ExecutionContext) -> None:
         self._roots.pop(ctx, None)
 
+    # A streaming flow's execution gives the list of its items (DESIGN §8).
     @overload
     def exec(
+        self,
+        flow: Flow[In, AsyncIterator[Y]],
+        input: object = None,
+        *,
+        tags: Iterable[Tagged[Any]] = (),
+        timeout: float | None = None,
+        details: Literal[False] = False,
+        id: str | None = None,
+    ) -> Execution[list[Y]]: ...
+    @overload
+    def exec(
+        self,
+        flow: Flow[In, AsyncIterator[Y]],
+        input: object = None,
+        *,
+        tags: Iterable[Tagged[Any]] = (),
+        timeout: float | None = None,
+        details: Literal[True],
+        id: str | None = None,
+    ) -> Execution[ExecutionDetails[list[Y]]]: ...
+    @overload
+    def exec(  # type: ignore[overload-overlap]
         self,
         flow: Flow[In, Out],
         input: object = None,
@@ -379,7 +403,7 @@ class Scope:
         id: str | None = None,
     ) -> Execution[Out]: ...
     @overload
-    def exec(
+    def exec(  # type: ignore[overload-overlap]
         self,
         flow: Flow[In, Out],
         input: object = None,
@@ -389,6 +413,17 @@ class Scope:
         details: Literal[True],
         id: str | None = None,
     ) -> Execution[ExecutionDetails[Out]]: ...
+    @overload
+    def exec(
+        self,
+        flow: Flow[In, AsyncIterator[Y]],
+        input: object = None,
+        *,
+        tags: Iterable[Tagged[Any]] = (),
+        timeout: float | None = None,
+        details: bool,
+        id: str | None = None,
+    ) -> Execution[list[Y]] | Execution[ExecutionDetails[list[Y]]]: ...
     @overload
     def exec(
         self,

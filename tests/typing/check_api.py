@@ -173,3 +173,53 @@ async def check_runs(runs: Runs) -> None:
     assert_type(list(tree.walk()), list[RunNode])
     assert_type(list(tree.walk_with_depth()), list[tuple[RunNode, int]])
     assert_type(tree.children(tree.nodes[0]), list[RunNode])
+
+
+# Factories whose annotations hold Any keep their value types (an ``Any`` in a
+# signature made the overloads ambiguous, and mypy answered ``Any``).
+@rt.flow
+async def any_ctx(ctx: rt.ExecutionContext[Any]) -> str:
+    return "hi"
+
+
+@rt.atom
+async def settings(ctx: rt.ResolveContext) -> dict[str, Any]:
+    return {"debug": True}
+
+
+@rt.flow(deps={"greet": greet})
+async def any_dict(ctx: rt.ExecutionContext, greet: rt.FlowHandle[Any, str]) -> dict[str, Any]:
+    return {"said": await greet()}
+
+
+assert_type(any_ctx, rt.Flow[Any, str])
+assert_type(settings, rt.Atom[dict[str, Any]])
+assert_type(any_dict, rt.Flow[Any, dict[str, Any]])
+
+
+class Item:
+    """A class as ``parse=`` (a pydantic model is one): the flow's input type."""
+
+    def __init__(self, **fields: object) -> None:
+        self.fields = fields
+
+
+@rt.flow(parse=Item)
+async def make(ctx: rt.ExecutionContext[Item]) -> int:
+    return len(ctx.input.fields)
+
+
+assert_type(make, rt.Flow[Item, int])
+assert_type(rt.flow(sync_body, parse=Item), rt.Flow[Item, bytes])
+
+
+async def uses_any_and_options(scope: rt.Scope, want: bool) -> None:
+    assert_type(await scope.exec(any_ctx), str)
+    assert_type(await scope.resolve(settings), dict[str, Any])
+    # details= as a plain bool: the value or the details
+    got = await rt.execute(greet, details=want)
+    assert_type(got, str | rt.ExecutionDetails[str])
+    assert_type(await rt.execute(greet, scope=scope, details=want), str | rt.ExecutionDetails[str])
+    # The lazily loaded submodules are attributes for the type checker too.
+    store = rt.stores.InMemoryStore()
+    assert_type(rt.sessions.Sessions(store), rt.sessions.Sessions)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, assert_type
 
 import runtree as rt
+from runtree.sessions import Sessions
 
 tenant: rt.Tag[str] = rt.tag("tenant")
 
@@ -49,3 +50,37 @@ async def uses_streams(ctx: rt.ExecutionContext) -> None:
     assert_type(await ctx.exec(greet), str)  # plain flows keep their type
     ctx.exec_stream(stream_tokens, retry=2)  # type: ignore[call-arg]  # no retries
     ctx.exec_stream(greet)  # type: ignore[arg-type]  # not a streaming flow
+
+
+@rt.flow
+async def stream_gen(ctx: rt.ExecutionContext) -> AsyncGenerator[int, None]:
+    yield 1
+
+
+@rt.flow(deps={"tokens": stream_tokens})
+async def calls_stream_handle(
+    ctx: rt.ExecutionContext, tokens: rt.FlowHandle[Any, AsyncIterator[str]]
+) -> None:
+    assert_type(await tokens(), list[str])  # awaited: the items, as ctx.exec gives them
+
+
+async def awaited_streams(ctx: rt.ExecutionContext, scope: rt.Scope, want: bool) -> None:
+    """Every way to await a streaming flow gives the list of its items (DESIGN §8)."""
+    # annotated as an AsyncGenerator: a streaming flow all the same
+    assert_type(stream_gen, rt.Flow[Any, AsyncIterator[int]])
+    assert_type(await ctx.exec(stream_gen), list[int])
+    assert_type(ctx.exec_stream(stream_gen), rt.FlowStream[int])
+    assert_type(await scope.exec(stream_tokens), list[str])
+    assert_type(await scope.exec(stream_numbers, 1), list[int])
+    assert_type(await scope.exec(stream_gen), list[int])
+    details = await scope.exec(stream_tokens, details=True)
+    assert_type(details, rt.ExecutionDetails[list[str]])
+    assert_type(await rt.execute(stream_tokens), list[str])
+    assert_type(await rt.execute(stream_tokens, scope=scope), list[str])
+    assert_type(await rt.execute(stream_gen, details=True), rt.ExecutionDetails[list[int]])
+    got = await rt.execute(stream_gen, details=want)
+    assert_type(got, list[int] | rt.ExecutionDetails[list[int]])
+    assert_type(await scope.exec(greet), str)  # plain flows keep their type
+    session = await Sessions(rt.stores.InMemoryStore()).create("p")
+    assert_type(await session.exec(stream_tokens, None, command="c"), list[str])
+    assert_type(await session.exec(greet, None, command="c"), str)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 import secrets
 import warnings
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar, final
+from typing import TYPE_CHECKING, Any, TypeVar, final, overload
 
 from .._json import error_text, problem, readable, shown, user_stacklevel
 from ..errors import CommandNotRunningError, SerializationWarning, SessionNotFoundError
@@ -42,6 +42,7 @@ log = logging.getLogger("runtree")
 
 In = TypeVar("In")
 Out = TypeVar("Out")
+Y = TypeVar("Y")
 
 _FINAL_STATUSES = ("success", "partial", "failed")
 
@@ -550,6 +551,16 @@ class Session:
 
     # -- running flows as commands -------------------------------------------------------
 
+    @overload
+    async def exec(
+        self,
+        flow: Flow[In, AsyncIterator[Y]],
+        input: In | None = None,
+        *,
+        command: str,
+        scope: Scope | None = None,
+    ) -> list[Y]: ...
+    @overload
     async def exec(
         self,
         flow: Flow[In, Out],
@@ -557,7 +568,15 @@ class Session:
         *,
         command: str,
         scope: Scope | None = None,
-    ) -> Out:
+    ) -> Out: ...
+    async def exec(
+        self,
+        flow: Flow[In, Out],
+        input: In | None = None,
+        *,
+        command: str,
+        scope: Scope | None = None,
+    ) -> Any:
         """Run ``flow`` as ``command`` in the session's persisted root context.
 
         The command is recorded (inputs ``{"input": input}``, outputs
