@@ -142,10 +142,12 @@ class TracingExtension(Extension):
         try:
             return await next()
         except GeneratorExit:
-            # The exec's coroutine was closed without finishing; whoever closes it may run
-            # in another contextvars context, where detaching our token would fail.
-            detach = False
+            # The exec's coroutine was closed without finishing. Whoever closes it may run
+            # in another contextvars context, where detaching our token would fail; in
+            # ours (``coro.close()`` in the same task) the span must stop being current.
+            detach = otel_context.get_current() is here
             outcome = "cancelled"
+            span.set_status(Status(StatusCode.ERROR, "cancelled"))
             raise
         except BaseException as exc:
             outcome = _record_failure(span, exc)
@@ -177,14 +179,16 @@ class TracingExtension(Extension):
                 "runtree.root_id": ctx.root.id,
             },
         )
-        token = otel_context.attach(trace.set_span_in_context(span))
+        here = trace.set_span_in_context(span)
+        token = otel_context.attach(here)
         detach = True
         outcome = "completed"
         try:
             return await next()
         except GeneratorExit:
-            detach = False
+            detach = otel_context.get_current() is here  # (see _wrap)
             outcome = "cancelled"
+            span.set_status(Status(StatusCode.ERROR, "cancelled"))
             raise
         except BaseException as exc:
             outcome = _record_failure(span, exc)
@@ -211,12 +215,13 @@ class TracingExtension(Extension):
         # A factory runs in the task of the first caller that needed it: the current
         # context there is that caller's span (or the user's span inside it).
         span = self.tracer.start_span(f"resolve {target.name}", attributes=attributes)
-        token = otel_context.attach(trace.set_span_in_context(span))
+        here = trace.set_span_in_context(span)
+        token = otel_context.attach(here)
         detach = True
         try:
             return await next()
         except GeneratorExit:
-            detach = False
+            detach = otel_context.get_current() is here  # (see _wrap)
             raise
         except BaseException as exc:
             _record_failure(span, exc)

@@ -631,3 +631,33 @@ def doc_blocks() -> list[tuple[int, str]]:
 def test_documented_example_runs(index: int, code: str, tmp_path: Path) -> None:
     done = run_python(code, cwd=tmp_path)
     assert done.returncode == 0, f"docs/otel.md block {index} failed:\n{done.stderr}"
+
+
+class TestAbandoned:
+    async def test_an_exec_whose_coroutine_is_closed_stops_being_the_current_span(
+        self, traced: Traced
+    ) -> None:
+        """``coro.close()`` on an exec that is awaiting (in the same task): its span ends
+        as cancelled and is no longer the current span, so later spans of that task (the
+        user's, runtree's) do not nest under a finished one."""
+
+        @rt.flow
+        async def slow(ctx: rt.ExecutionContext) -> None:
+            await asyncio.sleep(10)
+
+        async with (
+            rt.create_scope(extensions=[traced.ext]) as scope,
+            scope.create_context(name="b") as b,
+        ):
+            coro = b.exec(slow)
+            coro.send(None)  # runs up to its sleep
+            coro.close()  # ...and is never awaited to the end
+            with traced.user.start_as_current_span("after"):
+                pass
+            await b.exec(leaf)
+        span = traced.one("slow")
+        assert span.status.status_code is StatusCode.ERROR
+        assert span.status.description == "cancelled"
+        assert attrs(span)["runtree.status"] == "cancelled"
+        assert traced.parent(traced.one("after")) is None
+        assert traced.parent(traced.one("leaf")) is None
