@@ -27,7 +27,6 @@ import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, Final, final
-from weakref import WeakKeyDictionary
 
 import pytest
 
@@ -74,8 +73,6 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 
 # -- recording the tree -------------------------------------------------------------
 
-_recorders: WeakKeyDictionary[Scope, TreeRecorder] = WeakKeyDictionary()
-
 
 @final
 class TreeRecorder(Extension):
@@ -85,9 +82,6 @@ class TreeRecorder(Extension):
 
     def __init__(self) -> None:
         self._children: dict[ExecutionContext, list[ExecutionContext]] = {}
-
-    def init(self, scope: Scope) -> None:
-        _recorders[scope] = self
 
     def on_context_open(self, ctx: ExecutionContext) -> None:
         if ctx.parent is not None:
@@ -193,15 +187,23 @@ def rt_scope(request: pytest.FixtureRequest) -> Iterator[Scope]:
     )
     state = _TestScope(scope, owned)
     item = request.node
+    test = None
     if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
         # Dispose in the test's own loop and task, whichever plugin runs it: the scope's
         # contexts and atoms (connections, tasks) belong to that loop. Plugins call
         # ``item.obj`` when the test runs, after fixtures are set up.
-        item.obj = _disposing(item.obj, state)
-    yield scope
-    if not state.finished:
-        # A sync test, or an async test that never ran (a later fixture failed).
-        _run_sync(state.finish())
+        test = item.obj
+        item.obj = _disposing(test, state)
+    try:
+        yield scope
+        if not state.finished:
+            # A sync test, or an async test that never ran (a later fixture failed).
+            _run_sync(state.finish())
+    finally:
+        if test is not None:
+            # The test item lives as long as the session: it must not keep the scope
+            # (and through it every context and its data) once the test is over.
+            item.obj = test
 
 
 def _disposing(test: Callable[..., Awaitable[object]], state: _TestScope) -> Any:
@@ -260,7 +262,11 @@ def assert_tree(ctx_or_run: object, expected: Sequence[Any]) -> None:
         AssertionError: naming the first node that differs, with both trees.
     """
     if isinstance(ctx_or_run, ExecutionContext):
-        recorder = _recorders.get(ctx_or_run.scope)
+        # (found among the scope's extensions: a module-level map from scopes to their
+        # recorders would keep every scope alive through the contexts it records)
+        recorder = next(
+            (x for x in ctx_or_run.scope._extensions if isinstance(x, TreeRecorder)), None
+        )
         if recorder is None:
             msg = (
                 "assert_tree needs the context's scope to record its tree: use the "

@@ -222,6 +222,46 @@ class TestPlugin:
 # -- assert_tree in this process ------------------------------------------------------
 
 
+class TestNothingOutlivesItsTest:
+    BODY = """
+        import gc, weakref
+
+        REFS = []
+
+        @rt.flow
+        async def big(ctx):
+            ctx.data["blob"] = bytearray(1_000_000)
+            return 1
+
+        @pytest.mark.parametrize("i", range(3))
+        async def test_async(rt_ctx, i):
+            await rt_ctx.exec(big)
+            REFS.append(weakref.ref(rt_ctx.scope))
+
+        @pytest.mark.parametrize("i", range(3))
+        def test_sync(rt_scope, i):
+            REFS.append(weakref.ref(rt_scope))
+
+        def test_all_freed():
+            gc.collect()
+            assert len(REFS) == 6
+            assert [r() for r in REFS] == [None] * 6
+    """
+
+    @pytest.mark.parametrize("mode", ["strict", "auto"])
+    def test_a_finished_tests_scope_and_tree_are_freed(
+        self, pytester: pytest.Pytester, mode: str
+    ) -> None:
+        """A long suite does not keep every test's scope, contexts and data: the test
+        item (which lives for the whole session) holds none of them afterwards."""
+        body = self.BODY
+        if mode == "strict":
+            body = body.replace(
+                "async def test_async", "@pytest.mark.asyncio\n        async def test_async"
+            )
+        run(pytester, body, f"--asyncio-mode={mode}").assert_outcomes(passed=7)
+
+
 @dataclass(frozen=True)
 class Node:
     node_id: str
