@@ -194,8 +194,9 @@ class _Extra:
         # on_close callbacks have run: whatever registers cleanup later must run it itself
         self.sealed = False
         self.timed_out: float | None = None
-        # the root of a scope.exec whose task has not started: closed now, it is cancelled
-        self.unstarted = False
+        # the root of a scope.exec whose task has not started: its Execution (closed now,
+        # both are cancelled), else False
+        self.unstarted: Any = False
         # tasks waiting in this context without a child of their own (a journal key
         # another exec holds) -> a future set when the last one leaves (see _wait_here)
         self.waits: dict[asyncio.Task[Any], None] | None = None
@@ -979,6 +980,8 @@ class ExecutionContext(Generic[InputT]):
             )
             x.error = reason
             self._status = "cancelled"
+            if x.unstarted:
+                x.unstarted._closed_unstarted()  # its Execution: cancelled, never running
             await self._close_now(reason, raised=False)
         else:
             self._status = "completed"

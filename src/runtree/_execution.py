@@ -84,7 +84,7 @@ class Execution(Generic[T]):
         if tags:
             ctx._bind_tags(tags)
         scope._roots[ctx] = None
-        ctx._extra().unstarted = True  # closed before its task starts: cancelled
+        ctx._extra().unstarted = self  # closed before its task starts: cancelled
         self.context = ctx
         self._flow = flow
         self._input = input
@@ -137,6 +137,12 @@ class Execution(Generic[T]):
     def __repr__(self) -> str:
         return f"<Execution {self.flow_name!r} id={self.id} status={self._status}>"
 
+    def _closed_unstarted(self) -> None:
+        """Its root was closed before its task ran (its scope was disposed, say): it is
+        ``cancelled`` from now on; the status callbacks hear it when the task runs (it
+        never was ``running``)."""
+        self._status = "cancelled"
+
     async def _set_status(self, status: ExecutionStatus) -> None:
         self._status = status
         for cb in list(self._callbacks):
@@ -154,8 +160,9 @@ class Execution(Generic[T]):
         ctx._task = asyncio.current_task()
         ctx._loop = loop
         try:
-            await self._set_status("running")
-            if ctx.closed:
+            if not ctx.closed:
+                await self._set_status("running")
+            if ctx.closed:  # (before its task started, or by a status callback)
                 raise Cancelled(ctx.name, "its scope closed it before it started")
             ctx._extra().unstarted = False
             if scope._init_pending:

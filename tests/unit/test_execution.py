@@ -177,10 +177,15 @@ async def test_an_execution_pending_when_its_scope_is_disposed_never_runs() -> N
 
     scope = rt.create_scope()
     execution = scope.exec(job)
+    heard: list[str] = []
+    execution.on_status_change(lambda status, e: heard.append(status))
     await scope.dispose()
+    # cancelled as soon as its root is closed (pending -> cancelled, never running)
+    assert (execution.status, execution.context.details.status) == ("cancelled", "cancelled")
     with pytest.raises(Cancelled, match=r"closed it before it started$"):
         await execution
     assert execution.status == "cancelled"
+    assert heard == ["cancelled"]
     assert ran == []
 
 
