@@ -600,6 +600,11 @@ async def _run_cleanups(record: _Resolved, error: BaseException | None) -> list[
             failures.append(exc)
         except asyncio.CancelledError as exc:
             interrupted = interrupted or exc
+    if failures:
+        target = record.atom  # the group's message is generic: each failure names its value
+        what = f"in the cleanup of {type(target).__name__.lower()} {target.name!r}"
+        for exc in failures:
+            exc.add_note(what)
     if interrupted is not None:
         raise interrupted
     return failures

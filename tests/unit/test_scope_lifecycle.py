@@ -570,3 +570,28 @@ async def test_an_extension_added_later_sees_only_the_pairs_it_saw_open() -> Non
         ("close", "f"),
         ("close", "b"),
     ]
+
+
+async def test_a_failed_cleanup_names_its_atom_or_resource() -> None:
+    """The group says cleanups failed; each failure says whose cleanup it was."""
+
+    @rt.atom
+    async def pool(ctx: rt.ResolveContext) -> AsyncIterator[int]:
+        yield 1
+        raise RuntimeError("pool cleanup failed")
+
+    @rt.resource
+    async def tx(ctx: rt.ResolveContext) -> AsyncIterator[int]:
+        yield 2
+        raise RuntimeError("tx cleanup failed")
+
+    scope = rt.create_scope()
+    await scope.resolve(pool)
+    boundary = scope.create_context(name="b")
+    await boundary.resolve(tx)
+    with pytest.raises(ExceptionGroup) as closing:
+        await boundary.close()
+    assert closing.value.exceptions[0].__notes__ == ["in the cleanup of resource 'tx'"]
+    with pytest.raises(ExceptionGroup) as disposing:
+        await scope.dispose()
+    assert disposing.value.exceptions[0].__notes__ == ["in the cleanup of atom 'pool'"]
