@@ -603,8 +603,8 @@ async def _run_cleanups(record: _Resolved, error: BaseException | None) -> list[
     if failures:
         target = record.atom  # the group's message is generic: each failure names its value
         what = f"in the cleanup of {type(target).__name__.lower()} {target.name!r}"
-        for exc in failures:
-            exc.add_note(what)
+        for failure in failures:
+            failure.add_note(what)
     if interrupted is not None:
         raise interrupted
     return failures
