@@ -93,6 +93,7 @@ class Override:
             raise
         scope._rebuild_hooks()  # a flow preset sends execs down the full path
         self._active = True
+        scope._overrides.append(self)
         return True
 
     def _leave(self) -> bool:
@@ -101,6 +102,17 @@ class Override:
             return False
         self._active = False
         scope = self._scope
+        active = scope._overrides
+        mine = active.index(self)
+        del active[mine]
+        later = next((o for o in active[mine:] if o.target is self.target), None)
+        if later is not None:
+            # Left before an override of the same target entered after it (overlapping
+            # blocks, in two tasks say): that one stays in place, and restores what was
+            # there before this one when it leaves.
+            later._previous = self._previous
+            self._previous = MISSING
+            return False
         self._restore()
         if scope.disposed:
             return False

@@ -95,6 +95,7 @@ class Scope:
         self._flow_presets = resolver.flow_presets
         self.store = store
         self._roots: dict[ExecutionContext, None] = {}
+        self._overrides: list[Override] = []  # active scope.override()s, oldest first
         self._disposed = False  # atom cleanups have begun: nothing resolves any more
         # Dispose has begun: no new context or execution (atoms still resolve while the
         # open contexts close; their cleanups may need them).

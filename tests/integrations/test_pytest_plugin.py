@@ -384,6 +384,37 @@ class TestOverride:
                 "config down",
             ]
 
+    @pytest.mark.parametrize("form", ["async with", "with"])
+    async def test_overlapping_overrides_left_out_of_order_restore_the_original(
+        self, form: str
+    ) -> None:
+        """Two overrides of one target whose blocks overlap without nesting (two tasks,
+        or hand-managed): the value is the newest one's while it is active, and once both
+        are left the original comes back, whatever the order of leaving."""
+
+        @rt.atom
+        def settings(ctx: rt.ResolveContext) -> str:
+            return "prod"
+
+        async with rt.create_scope() as scope:
+            first, second = scope.override(settings, "a"), scope.override(settings, "b")
+            if form == "with":
+                first.__enter__()
+                second.__enter__()
+                first.__exit__(None, None, None)
+                assert await scope.resolve(settings) == "b"
+                second.__exit__(None, None, None)
+            else:
+                await first.__aenter__()
+                await second.__aenter__()
+                await first.__aexit__(None, None, None)
+                assert await scope.resolve(settings) == "b"
+                await second.__aexit__(None, None, None)
+            assert await scope.resolve(settings) == "prod"
+            async with scope.override(settings, "c"):  # and the next one nests as before
+                assert await scope.resolve(settings) == "c"
+            assert await scope.resolve(settings) == "prod"
+
     def test_with_in_a_sync_test_and_a_flow_target(self) -> None:
         @rt.atom
         def a(ctx: rt.ResolveContext) -> int:
