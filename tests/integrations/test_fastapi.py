@@ -207,6 +207,29 @@ class TestThroughASGITransport:
         ]
         assert world.closed["s"].details.status == "completed"
 
+    async def test_the_route_template_includes_the_prefixes_of_mounted_apps(self) -> None:
+        """FastAPI's router reports only the final route (a Mount does not store itself
+        in the scope as Starlette's router does): the mounts' prefixes still count."""
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse
+        from starlette.routing import Mount, Route
+
+        async def plain(request: Request) -> JSONResponse:
+            return JSONResponse(rt.current_context().get(http_route))  # type: ignore[union-attr]
+
+        app, sub = FastAPI(), FastAPI()
+
+        @sub.get("/items/{item_id}")
+        async def item(item_id: int, ctx: Ctx) -> str:
+            return ctx.get(http_route)
+
+        app.mount("/v1", sub)
+        app.router.routes.append(Mount("/plain", routes=[Route("/w/{k}", plain)]))
+        app.add_middleware(RuntreeMiddleware, scope=rt.create_scope())
+        async with await _client(app) as c:
+            assert (await c.get("/v1/items/1")).json() == "/v1/items/{item_id}"
+            assert (await c.get("/plain/w/x")).json() == "/plain/w/{k}"
+
     async def test_without_the_middleware_ctx_names_the_fix(self) -> None:
         app = FastAPI()
 

@@ -204,6 +204,7 @@ class RuntreeMiddleware:
         request.ctx = ctx
         request.method = method
         request.prefix = ""
+        request.root = scope.get("root_path", "")
         dict.__setitem__(request, CONTEXT_KEY, ctx)  # not through the route hook
         token = _current.set(ctx)
         try:
@@ -308,11 +309,12 @@ class _RequestScope(dict[str, Any]):
     matched route (``scope["route"] = route``, as Starlette and FastAPI do) and binds
     its template as ``http_route``."""
 
-    __slots__ = ("ctx", "method", "prefix")
+    __slots__ = ("ctx", "method", "prefix", "root")
 
     ctx: ExecutionContext
     method: str
-    prefix: str
+    prefix: str  # the templates of the mounts the router reported (Starlette's does)
+    root: str  # the root_path the request came with
 
     def __setitem__(self, key: str, value: Any) -> None:
         dict.__setitem__(self, key, value)
@@ -339,6 +341,13 @@ class _RequestScope(dict[str, Any]):
             path = getattr(route, "path", None)
             if not isinstance(path, str):
                 return
+        if not prefix:
+            # No mount reported itself (FastAPI's router stores only the final route):
+            # the mounts' part of the path is what they added to root_path (as it was
+            # requested: a mount's own parameters show as their values).
+            root = self.get("root_path", "")
+            if type(root) is str and root.startswith(self.root):
+                prefix = root[len(self.root) :]
         template = prefix + path
         self.ctx.set(http_route, template)
         self.ctx.name = f"{self.method} {template}"
