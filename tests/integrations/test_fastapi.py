@@ -21,7 +21,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 import httpx
-from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
 from runtree.integrations.fastapi import (
@@ -148,6 +148,39 @@ class World:
                 await websocket.receive_text()  # until the client leaves
             except WebSocketDisconnect:
                 return
+
+        @router.websocket("/ws/busy")
+        async def ws_busy(
+            websocket: WebSocket, ctx: Ctx, writes: Annotated[list[str], Resolve(tx)]
+        ) -> None:
+            """Works without reading while the client leaves (a long step)."""
+            world._watch(ctx)
+            await websocket.accept()
+            await websocket.receive_text()
+            world.started.set()
+            await ctx.run(asyncio.sleep, 10)  # cancelled when the client leaves
+
+        @router.websocket("/ws/push")
+        async def ws_push(
+            websocket: WebSocket, ctx: Ctx, writes: Annotated[list[str], Resolve(tx)]
+        ) -> None:
+            """Only sends: it learns the client left when a send fails, and returns."""
+            world._watch(ctx)
+            await websocket.accept()
+            try:
+                for i in range(1000):
+                    await websocket.send_text(str(i))
+                    await asyncio.sleep(0.01)
+            except WebSocketDisconnect:
+                return
+
+        @router.post("/upload")
+        async def upload(
+            request: Request, ctx: Ctx, writes: Annotated[list[str], Resolve(tx)]
+        ) -> int:
+            world._watch(ctx)
+            world.started.set()
+            return len(await request.body())  # the client leaves halfway
 
         app.include_router(router)
         return app
@@ -328,6 +361,47 @@ class TestUnderUvicorn:
         # The client left first: cancelled. The app closed the socket: completed.
         assert world.closed["ws1"].details.status == "cancelled"
         assert world.closed["ws2"].details.status == "completed"
+
+    @pytest.mark.parametrize("path", ["/v1/ws/busy", "/v1/ws/push"])
+    async def test_a_websocket_client_that_leaves_cancels_the_connection(
+        self, world: World, serve: Serve, path: str
+    ) -> None:
+        """Whether the app is busy in a step (not reading) or only sending, a client
+        that leaves first ends the connection cancelled, and its resources roll back."""
+        from websockets.asyncio.client import connect
+
+        async with serve(world.app) as host:
+            async with connect(
+                f"ws://{host}{path}", additional_headers={"X-Request-ID": "gone"}
+            ) as ws:
+                if path.endswith("busy"):
+                    await ws.send("work")
+                    await world.started.wait()
+                else:
+                    await ws.recv()
+            await asyncio.wait_for(world.boundary_closed.wait(), 5)
+        boundary = world.closed["gone"]
+        assert boundary.details.status == "cancelled"
+        assert world.events == ["rollback Cancelled"]
+
+    async def test_a_client_that_leaves_while_its_body_is_read_cancels_the_request(
+        self, world: World, serve: Serve
+    ) -> None:
+        """A disconnect the app learns from ``request.body()`` (Starlette raises
+        ClientDisconnect) ends the request cancelled, not failed: the client left."""
+        async with serve(world.app) as host:
+            hostname, port = host.split(":")
+            _reader, writer = await asyncio.open_connection(hostname, int(port))
+            writer.write(
+                b"POST /v1/upload HTTP/1.1\r\nHost: t\r\nX-Request-ID: up\r\n"
+                b"Content-Length: 100000\r\n\r\n" + b"x" * 1000
+            )
+            await writer.drain()
+            await world.started.wait()
+            writer.close()
+            await asyncio.wait_for(world.boundary_closed.wait(), 5)
+        assert world.closed["up"].details.status == "cancelled"
+        assert world.events == ["rollback Cancelled"]
 
 
 def test_example_app_runs() -> None:

@@ -225,7 +225,7 @@ class RuntreeMiddleware:
         try:
             async with ctx:
                 try:
-                    await self.app(request, exchange.receive, exchange.send)
+                    await exchange.run(self.app, request)
                 finally:
                     generation = exchange.generation
                     if generation is not None:
@@ -270,12 +270,27 @@ class RuntreeMiddleware:
         self, ctx: ExecutionContext, request: _RequestScope, receive: Receive, send: Send
     ) -> None:
         exchange = _Exchange(ctx, receive, send)
+        if self.watch_disconnect:
+            self._pending(exchange)
         try:
             async with ctx:
-                await self.app(request, exchange.receive, exchange.send)
+                try:
+                    await exchange.run(self.app, request)
+                finally:
+                    generation = exchange.generation
+                    if generation is not None:
+                        del generation[exchange]
+                    elif exchange.watcher is not None:
+                        await exchange.stop_watch()
         except Cancelled:
             if not exchange.gone:
                 raise
+
+
+def _size(message: Message) -> int:
+    """The bytes a message carries (a request body's chunk, a websocket message)."""
+    body = message.get("body") or message.get("bytes") or message.get("text") or b""
+    return len(body)
 
 
 def _scope_from_state(scope: ASGIScope) -> Scope:
@@ -379,6 +394,7 @@ class _Exchange:
         "_buffered",
         "_due",
         "_error",
+        "_last",
         "_messages",
         "_more",
         "_reading",
@@ -412,6 +428,18 @@ class _Exchange:
         # Set when the watch starts (the rest is only read once it has).
         self._messages: deque[Message] | None = None
 
+    async def run(self, app: ASGIApp, request: _RequestScope) -> None:
+        """Run the app on this exchange. What it raises once the client has left
+        (Starlette's ``ClientDisconnect``, ``WebSocketDisconnect``, a failed send ...) is
+        the disconnect's consequence: the boundary ends ``cancelled``, as when the app
+        returns."""
+        try:
+            await app(request, self.receive, self.send)
+        except Exception as exc:
+            if self.gone:
+                raise Cancelled(self.ctx.name, "client disconnected") from exc
+            raise
+
     def _client_left(self) -> None:
         if not self.done and not self.closed_by_app:
             self.gone = True
@@ -430,7 +458,14 @@ class _Exchange:
             self.closed_by_app = True
         elif kind == "websocket.http.response.start":
             self.status = message["status"]
-        await self._send(message)
+        try:
+            await self._send(message)
+        except OSError:
+            # A server tells a websocket's sender the client is gone this way (uvicorn's
+            # ClientDisconnected; Starlette turns it into WebSocketDisconnect).
+            if kind == "websocket.send":
+                self._client_left()
+            raise
 
     async def receive(self) -> Message:
         if self._messages is not None:
@@ -452,7 +487,7 @@ class _Exchange:
     def start_watch(self) -> None:
         """The request ran ``watch_after``: start the watcher unless the response is
         complete."""
-        if self.done or self.ended:
+        if self.done or self.ended or self.closed_by_app:
             return
         if self._reading:
             self._due = True
@@ -466,6 +501,7 @@ class _Exchange:
         self._more: asyncio.Event | None = None
         self._room: asyncio.Event | None = None
         self._messages = deque()
+        self._last: Message = {"type": "http.disconnect"}  # what ended the watch
         self.watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def stop_watch(self) -> None:
@@ -485,12 +521,14 @@ class _Exchange:
                     room = self._room = asyncio.Event()
                     await room.wait()
                 message = await self._receive()
-                if message["type"] == "http.disconnect":
+                kind = message["type"]
+                if kind == "http.disconnect" or kind == "websocket.disconnect":
+                    self._last = message
                     self.ended = True
                     self._client_left()
                     self._wake()
                     return
-                self._buffered += len(message.get("body", b""))
+                self._buffered += _size(message)
                 messages.append(message)
                 self._wake()
         except Exception as exc:
@@ -510,14 +548,14 @@ class _Exchange:
             if self.ended:
                 if self._error is not None:
                     raise self._error
-                return {"type": "http.disconnect"}
+                return self._last
             more = self._more
             if more is None:
                 more = self._more = asyncio.Event()
             more.clear()
             await more.wait()
         message = messages.popleft()
-        self._buffered -= len(message.get("body", b""))
+        self._buffered -= _size(message)
         if self._room is not None and self._buffered < _READ_AHEAD:
             self._room.set()
         return message
