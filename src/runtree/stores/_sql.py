@@ -715,17 +715,19 @@ class SqlStore(RunsSql):
         stored = await self._insert_record(params)
         return record if stored is None else stored
 
-    async def journal_record_ok(
+    def journal_record_ok(
         self, tree_id: str, key: str, owner: str, name: str, value: str, digest: str | None
-    ) -> StepRecord | None:
+    ) -> Awaitable[StepRecord | None]:
         """Insert a success (its value as compact JSON text) unless the key is recorded:
-        ``None`` when inserted, else the record that stands. Raises as
-        :meth:`journal_record` does."""
+        awaited, ``None`` when inserted, else the record that stands. Raises as
+        :meth:`journal_record` does (bad ids before anything is awaited). Not a
+        coroutine of its own: the hot path of a journaled step awaits the insert
+        directly, one frame less on the way there and back."""
         if tree_id is not self._checked_tree or key is not self._checked_key:
             self._check_ids(tree_id, key, owner)
         if digest is not None:
             digest = _text(digest)
-        return await self._insert_record(
+        return self._insert_record(
             (tree_id, key, _text(name), 1, value, None, None, owner, time.time(), digest)
         )
 
