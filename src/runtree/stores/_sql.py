@@ -742,9 +742,9 @@ class SqlStore(RunsSql):
         if key is not self._checked_key:
             self._checked_key = check_name(key, "journal key")
 
-    async def _insert_record(self, params: tuple[object, ...]) -> StepRecord | None:
-        """``None`` when inserted, else the record that stands."""
-        return await self._write1(self._op_record, params)
+    def _insert_record(self, params: tuple[object, ...]) -> Awaitable[StepRecord | None]:
+        """Awaited: ``None`` when inserted, else the record that stands."""
+        return self._write1(self._op_record, params)
 
     def _record_args(self, params: tuple[object, ...]) -> tuple[str, tuple[object, ...]]:
         """The statement and parameters that insert a journal record (a dialect may

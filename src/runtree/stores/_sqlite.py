@@ -367,40 +367,47 @@ class _SqliteEngine(SqlStore):
             self._thread(), self._in_thread, fn, write, tx, what
         )
 
-    async def _insert_record(self, params: tuple[object, ...]) -> StepRecord | None:
+    def _insert_record(self, params: tuple[object, ...]) -> Awaitable[StepRecord | None]:
         # The hot path of a journaled step. Alone on the loop: one autocommitted INSERT,
         # right here. When other tasks are ready to run in this loop turn, the record
         # joins a batch that commits once, after they had their turn (group commit:
         # SQLite's cost is the commit, not the row); each step still waits for its own
-        # record to be committed before it returns.
+        # record to be committed before it returns: the future handed back, awaited by
+        # the step with no coroutine of ours in between.
         conn = self._conn
         if conn is None or self._offload:
-            return await super()._insert_record(params)
+            return super()._insert_record(params)
         batch = self._batch
         if batch is None and not self._checkpointing and not _others_ready():
-            sql, args = self._record_args(params)
-            try:
-                inserted = conn.execute(sql, args).rowcount
-            except sqlite3.Error as exc:
-                if not (_is_busy(exc) and self._can_thread()):
-                    raise self._error(exc, sql) from exc
-                return await super()._insert_record(params)
-            self._wrote()
-            now = perf_counter()
-            if now - self._yielded > _YIELD_AFTER:
-                # A chain of direct calls never suspends: let other tasks run.
-                await asyncio.sleep(0)
-                self._yielded = perf_counter()
-            if inserted:
-                return None
-            return await super()._insert_record(params)
+            return self._insert_now(conn, params)
         loop = asyncio.get_running_loop()
         if batch is None:
             batch = self._batch = []
             loop.call_soon(self._commit_batch)
         done: asyncio.Future[StepRecord | None] = loop.create_future()
         batch.append((params, done))
-        return await done
+        return done
+
+    async def _insert_now(
+        self, conn: sqlite3.Connection, params: tuple[object, ...]
+    ) -> StepRecord | None:
+        """The record inserted and committed at once (nothing else to share a commit)."""
+        sql, args = self._record_args(params)
+        try:
+            inserted = conn.execute(sql, args).rowcount
+        except sqlite3.Error as exc:
+            if not (_is_busy(exc) and self._can_thread()):
+                raise self._error(exc, sql) from exc
+            return await super()._insert_record(params)
+        self._wrote()
+        now = perf_counter()
+        if now - self._yielded > _YIELD_AFTER:
+            # A chain of direct calls never suspends: let other tasks run.
+            await asyncio.sleep(0)
+            self._yielded = perf_counter()
+        if inserted:
+            return None
+        return await super()._insert_record(params)
 
     def _record_args(self, params: tuple[object, ...]) -> tuple[str, tuple[object, ...]]:
         """The insert of a journal record: a success's without its constant columns (no
