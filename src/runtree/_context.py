@@ -1052,11 +1052,14 @@ class ExecutionContext(Generic[InputT]):
 
     def _detach(self, child: ExecutionContext) -> None:
         running = self._running
+        if running is child:  # the common case first: the one child it tracked
+            self._running = None
+            if self._x is not None:
+                self._drained()
+            return
         if running is None:
             return
-        if running is child:
-            self._running = None
-        elif type(running) is dict:
+        if type(running) is dict:
             running.pop(child, None)
             if running:
                 return
@@ -1286,12 +1289,19 @@ def _open_child(
     if task is None:
         task = _task_of(boundary._bind_loop())
     foreign = task is not parent._task
-    depth = (_entry_depth() if foreign else parent._depth) + frames
+    if foreign:  # _entry_depth(), inline
+        cur = _current.get()
+        depth = (0 if cur is None else cur._depth) + frames
+    else:
+        depth = parent._depth + frames
     if depth > parent.scope._max_depth:
         raise NestingError(name, depth)
     child = _child(parent, name, input, depth, task)
     if foreign:
-        parent._attach(child)
+        if parent._running is None:  # _attach, inline for its common case
+            parent._running = child
+        else:
+            parent._attach(child)
     return child
 
 
