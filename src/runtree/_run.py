@@ -199,7 +199,10 @@ async def exec_keyed(
     name = flow.name
     check_key(key, name)
     assert isinstance(key, str)
-    journal = scope._journal_of(parent.root)
+    boundary = parent._boundary or parent  # parent.root, inline
+    root = boundary._root or boundary
+    x = root._x
+    journal = x.journal if x is not None and x.journal is not None else scope._journal_of(root)
     if not journal.loaded:
         await journal._load()
     entry = journal.entries.get(key)

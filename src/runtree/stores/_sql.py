@@ -509,6 +509,7 @@ class SqlStore(RunsSql):
         snapshot = self._held.get((tree_id, owner))
         if snapshot is not None:
             self._checked_key = check_name(key, "journal key")
+            self._checked_tree = tree_id  # (checked when it was claimed)
         return snapshot
 
     async def journal_acquire(self, tree_id: str, key: str, owner: str) -> StepRecord | None:
