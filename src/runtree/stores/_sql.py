@@ -726,10 +726,13 @@ class SqlStore(RunsSql):
         directly, one frame less on the way there and back."""
         if tree_id is not self._checked_tree or key is not self._checked_key:
             self._check_ids(tree_id, key, owner)
-        if digest is not None:
+        # _text(digest) and _text(name), inline for their common case
+        if digest is not None and not (digest.isascii() and "\x00" not in digest):
             digest = _text(digest)
+        if not (type(name) is str and name.isascii() and "\x00" not in name):
+            name = _text(name)
         return self._insert_record(
-            (tree_id, key, _text(name), 1, value, None, None, owner, time.time(), digest)
+            (tree_id, key, name, 1, value, None, None, owner, time.time(), digest)
         )
 
     def _check_ids(self, tree_id: str, key: str, owner: str) -> None:
