@@ -484,9 +484,14 @@ async def run_sub(body: tuple[ExecutionContext, Flow[Any, Any], object]) -> obje
     if ctx._x is None and ctx._running is None and not ctx.scope._lifecycle:
         ctx._status = "completed"
         ctx._completed_at = time()
-        parent = ctx.parent
-        if parent._running:  # type: ignore[union-attr]
-            parent._detach(ctx)  # type: ignore[union-attr]
+        parent: Any = ctx.parent
+        running = parent._running
+        if running is ctx:  # parent._detach(ctx), inline for its common case
+            parent._running = None
+            if parent._x is not None:
+                parent._drained()
+        elif running:
+            parent._detach(ctx)
     else:
         await ctx._succeed()
     return result
