@@ -66,6 +66,24 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         return None
     if any(pyfuncitem.get_closest_marker(name) for name in _ASYNC_RUNNERS):
         return None
+    async_fixtures = [
+        name
+        for name, defs in pyfuncitem._fixtureinfo.name2fixturedefs.items()
+        if defs
+        and (
+            inspect.iscoroutinefunction(defs[-1].func) or inspect.isasyncgenfunction(defs[-1].func)
+        )
+    ]
+    if async_fixtures:
+        # They ran in another plugin's event loop: this test's own loop could not use
+        # what they made (a queue, a connection), nor dispose the scope they touched.
+        pytest.fail(
+            f"{pyfuncitem.name} uses async fixtures ({', '.join(sorted(async_fixtures))}) "
+            "but no async plugin runs it: mark it (@pytest.mark.asyncio with "
+            "pytest-asyncio, @pytest.mark.anyio) so the test and its fixtures share one "
+            "event loop",
+            pytrace=False,
+        )
     names = pyfuncitem._fixtureinfo.argnames
     asyncio.run(pyfuncitem.obj(**{name: pyfuncitem.funcargs[name] for name in names}))
     return True

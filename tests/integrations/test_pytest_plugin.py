@@ -133,6 +133,35 @@ class TestUnderPytestAsyncio:
         result.assert_outcomes(passed=1, failed=1)
         result.stdout.fnmatch_lines(["*on purpose*"])
 
+    def test_an_unmarked_test_with_async_fixtures_is_told_to_mark_itself(
+        self, pytester: pytest.Pytester
+    ) -> None:
+        """Strict mode: pytest-asyncio runs the async fixture, in its loop, but not the
+        unmarked test; runtree's runner would run the test in a loop of its own, apart
+        from what the fixture made. It says what to do instead."""
+        result = run(
+            pytester,
+            """
+            import pytest_asyncio
+
+            @pytest_asyncio.fixture
+            async def warmed(rt_scope):
+                return await rt_scope.resolve(db)
+
+            async def test_unmarked(rt_scope, warmed):
+                assert warmed
+
+            @pytest.mark.asyncio
+            async def test_marked(rt_scope, warmed):
+                assert warmed
+            """,
+            "--asyncio-mode=strict",
+        )
+        result.assert_outcomes(passed=1, failed=1)
+        result.stdout.fnmatch_lines(
+            ["*test_unmarked uses async fixtures (warmed) but no async plugin runs it: mark it*"]
+        )
+
 
 class TestUnderAnyio:
     def test_fixtures_and_dispose(self, pytester: pytest.Pytester) -> None:
