@@ -32,6 +32,7 @@ import pytest
 
 from ._context import ExecutionContext
 from ._defs import Preset
+from ._execution import Execution
 from ._extensions import Extension
 from ._json import shown
 from ._scope import Scope, create_scope
@@ -272,13 +273,15 @@ def assert_tree(ctx_or_run: object, expected: Sequence[Any]) -> None:
     and ``(name, status, ...)`` any children.
 
     ``ctx_or_run`` is an :class:`runtree.ExecutionContext` of a scope with a
-    :class:`TreeRecorder` (``rt_scope`` has one), or a recorded run tree: any object with
-    ``nodes`` (each with ``name``, ``status`` and ``parent_id``; the root first) and
-    ``children(node)``.
+    :class:`TreeRecorder` (``rt_scope`` has one), an :class:`runtree.Execution` (its
+    root context), or a recorded run tree: any object with ``nodes`` (each with
+    ``name``, ``status`` and ``parent_id``; the root first) and ``children(node)``.
 
     Raises:
         AssertionError: naming the first node that differs, with both trees.
     """
+    if isinstance(ctx_or_run, Execution):
+        ctx_or_run = ctx_or_run.context
     if isinstance(ctx_or_run, ExecutionContext):
         # (found among the scope's extensions: a module-level map from scopes to their
         # recorders would keep every scope alive through the contexts it records)

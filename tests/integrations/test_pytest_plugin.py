@@ -320,6 +320,20 @@ class TestAssertTree:
         with pytest.raises(AssertionError, match=r"^at job: expected 1 children, got 2"):
             assert_tree(tree, ("job", "failed", [("fetch", "completed")]))
 
+    async def test_an_execution_is_its_root_context(self) -> None:
+        @rt.flow
+        async def leaf(ctx: rt.ExecutionContext) -> int:
+            return 1
+
+        @rt.flow
+        async def job(ctx: rt.ExecutionContext) -> int:
+            return await ctx.exec(leaf)
+
+        async with rt.create_scope(extensions=[TreeRecorder()]) as scope:
+            execution = scope.exec(job)
+            await execution
+            assert_tree(execution, ("job", "completed", [("leaf", "completed")]))
+
     async def test_a_context_of_a_recorded_scope(self) -> None:
         @rt.flow
         async def leaf(ctx: rt.ExecutionContext) -> int:
