@@ -349,14 +349,20 @@ def _freeze(node: list[Any]) -> tuple[Any, ...]:
     return (node[0], node[1], [_freeze(c) for c in node[2]])
 
 
-def _compare(actual: tuple[Any, ...], expected: Sequence[Any], path: tuple[str, ...]) -> str | None:
+def _compare(
+    actual: tuple[Any, ...],
+    expected: Sequence[Any],
+    path: tuple[str, ...],
+    label: str | None = None,
+) -> str | None:
     if not isinstance(expected, (tuple, list)) or len(expected) not in (2, 3):
         where = " > ".join(path) or "the root"
         return (
             f"under {where}: expected nodes are (name, status[, children]), got {shown(expected)}"
         )
     name, status, children = actual
-    here = " > ".join((*path, str(name)))
+    label = str(name) if label is None else label
+    here = " > ".join((*path, label))
     want_name, want_status = expected[0], expected[1]
     if want_name is not ... and want_name != name:
         return f"at {here}: expected a node named {want_name!r}, got {name!r}"
@@ -367,19 +373,31 @@ def _compare(actual: tuple[Any, ...], expected: Sequence[Any], path: tuple[str, 
         return None
     if len(want_children) != len(children):
         names = [c[0] for c in children]
-        return f"at {here}: expected {len(want_children)} children, got {len(children)} {names}"
-    for got, want in zip(children, want_children, strict=True):
-        problem = _compare(got, want, (*path, str(name)))
+        return f"at {here}: expected {_count(len(want_children))}, got {len(children)} {names}"
+    names = [c[0] for c in children]
+    for i, (got, want) in enumerate(zip(children, want_children, strict=True)):
+        step = str(got[0])
+        if names.count(got[0]) > 1:  # same-named siblings: say which one
+            step += f"[{names[:i].count(got[0])}]"
+        problem = _compare(got, want, (*path, label), step)
         if problem is not None:
             return problem
     return None
+
+
+def _count(n: int) -> str:
+    return "1 child" if n == 1 else f"{n} children"
+
+
+def _shown(value: object) -> str:
+    return "..." if value is ... else repr(value)
 
 
 def _render(node: Any, indent: int = 1) -> str:
     pad = "  " * indent
     if not isinstance(node, (tuple, list)) or len(node) < 2:
         return f"{pad}{node!r}"
-    head = f"{pad}{node[0]!r} {node[1]!r}"
+    head = f"{pad}{_shown(node[0])} {_shown(node[1])}"
     kids = node[2] if len(node) == 3 else []
     if kids is ...:
         return f"{head} ..."

@@ -317,8 +317,20 @@ class TestAssertTree:
             ]
         )
         assert_tree(tree, ("job", "failed", [("fetch", "completed"), ("store", "failed")]))
-        with pytest.raises(AssertionError, match=r"^at job: expected 1 children, got 2"):
+        with pytest.raises(AssertionError, match=r"^at job: expected 1 child, got 2"):
             assert_tree(tree, ("job", "failed", [("fetch", "completed")]))
+        twins = RunTree(
+            [
+                Node("1", None, "job", "failed"),
+                Node("2", "1", "step", "completed"),
+                Node("3", "1", "step", "failed"),
+            ]
+        )
+        with pytest.raises(AssertionError) as said:  # same-named siblings: which one
+            assert_tree(twins, ("job", ..., [("step", ...), ("step", "completed")]))
+        message = str(said.value)
+        assert message.startswith("at job > step[1]: expected status 'completed', got 'failed'")
+        assert "'step' ..." in message and "Ellipsis" not in message
 
     async def test_an_execution_is_its_root_context(self) -> None:
         @rt.flow
