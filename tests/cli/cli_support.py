@@ -51,6 +51,15 @@ async def slow(ctx):
     print("started", file=sys.stderr, flush=True)
     await asyncio.sleep(60)
 
+@rt.flow(name="fl\x1b[32mow")
+async def escapes(ctx):
+    session = current_session()
+    if session is not None:
+        await session.record_context_load("dom\x1b[31m", "t", "c")
+    ctx.details.metadata["m\x1b[33m"] = "v\x1b]0;title\x07"
+    await ctx.run(lambda: 1, key="k\x1b[41mEVIL")
+    return 1
+
 not_a_flow = 42
 """
 

@@ -102,6 +102,27 @@ def test_user_data_prints_as_text_never_as_markup(cli: Run) -> None:
     assert "session [/b]shop[bold]  completed" in ran
 
 
+def test_control_characters_in_user_data_never_reach_the_terminal(cli: Run) -> None:
+    """Names, keys, metadata and session fields a flow or user wrote: escapes (``\\x1b``)
+    in every output for people — the run's tree (and its replay lines), the session's
+    header and loaded context — never raw ANSI sequences."""
+    sid = cli("session", "start", "p\x1b[31mRED").stdout.strip()
+    outputs = [
+        cli("run", "myflows:escapes", "--session", sid, "--command", "x").stdout,
+        cli("run", "myflows:escapes", "--session", sid, "--command", "x").stdout,  # replays
+        cli("session", "show", sid).stdout,
+        cli("session", "list").stdout,
+    ]
+    for out in outputs:
+        assert "\x1b" not in out and "\x07" not in out
+    run_tree, replayed, shown, _ = outputs
+    assert "fl\\x1b[32mow  completed" in run_tree
+    assert "m\\x1b[33m v\\x1b]0;title\\x07" in run_tree
+    assert "replayed k\\x1b[41mEVIL" in replayed
+    assert "session p\\x1b[31mRED  completed" in run_tree
+    assert "project   p\\x1b[31mRED" in shown and "dom\\x1b[31m:t" in shown
+
+
 def test_help_shows_flags_as_flags(cli: Run) -> None:
     import runtree
 

@@ -39,7 +39,7 @@ def _label(ctx: ExecutionContext, failing: ExecutionContext | None) -> Text:
     """``name  status  1.2 ms``, then one line per detail (context loads, replays,
     metadata, the error of the failing node): short lines that fit in 80 columns."""
     d = ctx.details
-    text = Text(d.name, style="bold")
+    text = Text(printable(d.name), style="bold")
     text.append("  ")
     text.append(d.status, style=_STATUS_STYLE.get(d.status, ""))
     took = _ms(ctx)
@@ -47,12 +47,12 @@ def _label(ctx: ExecutionContext, failing: ExecutionContext | None) -> Text:
         text.append(f"  {took:.1f} ms", style="dim")
     for key, value in _metadata(ctx).items():
         if key == "journal_replays" and isinstance(value, list):
-            text.append(f"\nreplayed {', '.join(map(str, value))}", style="cyan")
+            text.append(f"\nreplayed {printable(', '.join(map(str, value)))}", style="cyan")
         elif key == "context" and isinstance(value, list):
-            text.append(f"\ncontext {', '.join(map(str, value))}", style="blue")
+            text.append(f"\ncontext {printable(', '.join(map(str, value)))}", style="blue")
         else:
             shown = value if isinstance(value, str) else json_text(value, indent=None)
-            text.append(f"\n{key} {shown}", style="blue")
+            text.append(f"\n{printable(f'{key} {shown}')}", style="blue")
     if ctx is failing and d.error is not None:
         text.append("\n✗ ", style="bold red")
         text.append(error_line(d.error), style="red")
@@ -63,7 +63,7 @@ def render_tree(recorder: TreeRecorder, title: str | None = None) -> Tree:
     """A rich Tree of every context the recorder saw; the failing one marked with ✗."""
     kids = recorder.children()
     failing = failing_context(recorder)
-    top = Tree(Text(title or "execution", style="bold underline"))
+    top = Tree(Text(printable(title or "execution"), style="bold underline"))
 
     def add(branch: Tree, ctx: ExecutionContext) -> None:
         node = branch.add(_label(ctx, failing))
@@ -96,7 +96,7 @@ def render_session(session: Any, *, width: int, store: str | None = None) -> Ren
     """A session for people: designed for ``width`` columns (80 when piped)."""
     lines: list[Text] = []
     title = Text("session ", style="bold")
-    title.append(str(session.session_id), style="bold cyan")
+    title.append(printable(str(session.session_id)), style="bold cyan")
     lines.append(title)
 
     def field(name: str, value: Text | str) -> None:
@@ -104,16 +104,16 @@ def render_session(session: Any, *, width: int, store: str | None = None) -> Ren
         row.append(value if isinstance(value, Text) else Text(value))
         lines.append(row)
 
-    project = Text(str(session.project_name), style="bold")
+    project = Text(printable(str(session.project_name)), style="bold")
     if session.project_type:
-        project.append(f" ({session.project_type})")
+        project.append(printable(f" ({session.project_type})"))
     field("project", project)
     field("started", human_time(session.started_at))
     field("state", _state(session))
     if store is not None:
         field("store", store)
-    field("context", ", ".join(sorted(session.loaded_context)) or "-")
-    field("memory", ", ".join(sorted(session.loaded_memory)) or "-")
+    field("context", printable(", ".join(sorted(session.loaded_context))) or "-")
+    field("memory", printable(", ".join(sorted(session.loaded_memory))) or "-")
 
     history = list(session.command_history)
     lines.append(Text(f"\ncommands ({len(history)})", style="bold"))
@@ -129,7 +129,8 @@ def render_session(session: Any, *, width: int, store: str | None = None) -> Ren
         lines.append(row)
         detail = "      "
         if c.context_loaded:
-            lines.append(Text(f"{detail}context {', '.join(c.context_loaded)}", style="blue"))
+            loaded = printable(", ".join(c.context_loaded))
+            lines.append(Text(f"{detail}context {loaded}", style="blue"))
         outputs = dict(c.outputs)
         if "error" in outputs:
             error = outputs["error"]
