@@ -184,6 +184,32 @@ class TestRunsCommands:
         bad = cli("runs", "prune", "--older-than", "soon", "--store", url)
         assert bad.returncode == 2 and "--older-than takes a duration" in bad.stderr
 
+    def test_a_failed_runtree_run_resumes_replaying_its_finished_steps(
+        self, tmp_path: Path
+    ) -> None:
+        """``runtree run`` gives its root an id of its own: the run is durable, so
+        ``runs resume`` after fixing the cause runs the failed step and what follows,
+        and replays the steps that had succeeded."""
+        log = tmp_path / "steps.log"
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+        failed = subprocess.run(
+            [sys.executable, "-m", "runtree", "run", "jobs_module:job"],
+            env={**env(log), "RUNTREE_STORE": url, "RUNTREE_TEST_FAIL": "s2"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert failed.returncode == 1, failed.stderr
+        [run] = json.loads(cli("runs", "list", "--json", "--store", url).stdout)
+        assert run["status"] == "failed" and run["root_id"].startswith("run-")
+        resumed = cli(
+            "runs", "resume", run["root_id"], "--module", "jobs_module", "--json", "--store", url,
+            log=log,
+        )  # fmt: skip
+        assert resumed.returncode == 0, resumed.stderr
+        assert json.loads(resumed.stdout)["result"] == ["S1", "S2", "S3"]
+        assert log.read_text().splitlines() == ["ran s1", "ran s2", "ran s2", "ran s3"]
+
 
 class TestWorker:
     async def test_two_workers_run_an_orphan_once_and_stop_on_sigterm(

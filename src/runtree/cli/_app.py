@@ -12,9 +12,11 @@ import contextlib
 import importlib
 import json
 import os
+import secrets
 import shlex
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -474,7 +476,10 @@ async def _run_flow(
     async with from_url(ref.url) as store:
         if session_id is None:
             async with create_scope(extensions=[recorder], store=store, record="all") as scope:
-                execution = scope.exec(flow, value)
+                # A root id of its own makes the run durable: its keyed steps are
+                # journaled, so `runs resume` (or a worker, after a crash) replays those
+                # that succeeded instead of running them again.
+                execution = scope.exec(flow, value, id=_new_run_id())
                 recorded.run_id = execution.id
                 return await execution
         session = await Sessions(store).get(session_id)
@@ -485,6 +490,12 @@ async def _run_flow(
                 return await session.exec(flow, value, command=name, scope=scope)
         finally:
             recorded.run_id = await _session_run_id(store, session_id)
+
+
+def _new_run_id() -> str:
+    """A run id for ``runtree run``: its UTC start time, then random hex (sorts by time,
+    never repeats)."""
+    return f"run-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(4)}"
 
 
 async def _session_run_id(store: Any, session_id: str) -> str | None:
