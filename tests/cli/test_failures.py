@@ -84,6 +84,10 @@ def test_a_module_that_raises_on_import(cli: Run, tmp_path: Path) -> None:
 
 USAGE_ERRORS = [
     (["run", "myflows:wants_dict", "--input", "NaN"], "--input is not valid JSON (NaN is"),
+    (
+        ["run", "myflows:wants_dict", "--input", '{"limit": 1e999}'],
+        "--input is not valid JSON (1e999 is too large for a float)",
+    ),
     (["run", "myflows:wants_dict", "--input", "{nope"], "--input is not valid JSON (Expect"),
     (["run", "myflows:nosuch"], "module myflows has no attribute nosuch; its flows: add,"),
     (["run", "myflows:not_a_flow"], "myflows:not_a_flow is an int, not a runtree flow"),

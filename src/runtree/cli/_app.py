@@ -132,8 +132,15 @@ def _parse_json(text: str, what: str) -> object:
         msg = f"{name} is not JSON"
         raise ValueError(msg)
 
+    def finite(number: str) -> float:
+        value = float(number)
+        if value in (float("inf"), float("-inf")):  # 1e999: no float holds it
+            msg = f"{number} is too large for a float"
+            raise ValueError(msg)
+        return value
+
     try:
-        return json.loads(text, parse_constant=reject)
+        return json.loads(text, parse_constant=reject, parse_float=finite)
     except ValueError as exc:  # JSONDecodeError is a ValueError
         why = f"{exc.msg} at position {exc.pos}" if isinstance(exc, json.JSONDecodeError) else exc
         raise usage_error(
