@@ -16,7 +16,7 @@ import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from time import time
 from types import MethodType, ModuleType
 from typing import (
@@ -579,7 +579,7 @@ class ExecutionContext(Generic[InputT]):
                             elif flow.is_stream:
                                 result = await _stream.collect(result)
                     except GeneratorExit:
-                        _current.reset(token)
+                        reset_abandoned(token)
                         child._abandon()
                         child._out = FAILED
                         raise
@@ -678,7 +678,7 @@ class ExecutionContext(Generic[InputT]):
                 elif flow.is_stream:
                     result = await _stream.collect(result)
         except GeneratorExit:
-            _current.reset(token)
+            reset_abandoned(token)
             child._abandon()
             raise
         except BaseException as exc:
@@ -1339,6 +1339,16 @@ def _nested_postorder(ctx: ExecutionContext) -> list[ExecutionContext]:
         if x is not None and x.boundaries:
             stack.extend((b, False) for b in x.boundaries)
     return out
+
+
+def reset_abandoned(token: Token[ExecutionContext | None]) -> None:
+    """``_current.reset(token)`` for an exec whose coroutine was closed unfinished: the
+    one closing it may be the garbage collector, in whatever context it runs, where the
+    token is foreign (the variable is that context's business then, not ours)."""
+    try:
+        _current.reset(token)
+    except ValueError:
+        pass
 
 
 def _entry_depth() -> int:

@@ -24,6 +24,7 @@ from ._context import (
     _open_child,
     check_timeout,
     checked_tags,
+    reset_abandoned,
 )
 from ._defs import Flow
 from ._extensions import ExecKind, ExecOp, new_op, run_wrapped
@@ -421,7 +422,7 @@ async def run_body(
     except GeneratorExit:
         if handle is not None:
             handle.cancel()
-        _current.reset(token)
+        reset_abandoned(token)
         ctx._abandon()
         raise
     except BaseException as exc:
@@ -473,7 +474,7 @@ async def run_sub(body: tuple[ExecutionContext, Flow[Any, Any], object]) -> obje
             elif flow.is_stream:
                 result = await _stream.collect(result)
     except GeneratorExit:
-        _current.reset(token)
+        reset_abandoned(token)
         ctx._abandon()
         raise
     except BaseException as exc:

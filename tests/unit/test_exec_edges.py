@@ -9,6 +9,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -314,3 +315,46 @@ class TestANewcomersMistakes:
             rt.create_scope(store="sqlite:///x.db")  # type: ignore[arg-type]
         with pytest.raises(TypeError, match=r"takes a runtree store"):
             rt.create_scope(store=5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("path", ["plain", "keyed", "options"])
+async def test_an_exec_collected_unfinished_in_another_context_leaves_its_parent_closable(
+    path: str,
+) -> None:
+    """An exec's coroutine abandoned mid-await and freed by the garbage collector while
+    another task runs (another contextvars context): its child is abandoned all the same
+    (the context variable's reset there is not ours to make), so the parent closes
+    instead of waiting for it forever, and nothing is printed as an ignored error."""
+    import gc
+
+    @rt.flow
+    async def slow(ctx: rt.ExecutionContext) -> None:
+        await asyncio.sleep(10)
+
+    options: dict[str, Any] = {"plain": {}, "keyed": {"key": "k"}, "options": {"timeout": 5}}[path]
+    unraisable: list[object] = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = unraisable.append
+    gc.disable()
+    try:
+        async with rt.create_scope() as scope:
+            root = scope.create_context(name="root")
+
+            async def start() -> None:
+                coro = root.exec(slow, **options)
+                coro.send(None)  # runs up to its sleep
+                cycle: list[object] = [coro]
+                cycle.append(cycle)  # only the collector can free it now
+
+            await asyncio.create_task(start())
+
+            async def collect() -> None:
+                gc.collect()
+
+            await asyncio.create_task(collect())
+            await asyncio.wait_for(root.close(), 2)
+            assert root.details.status == "completed"
+    finally:
+        gc.enable()
+        sys.unraisablehook = old_hook
+    assert unraisable == []
