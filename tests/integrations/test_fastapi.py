@@ -174,6 +174,23 @@ class World:
             except WebSocketDisconnect:
                 return
 
+        @router.get("/late-bug")
+        async def late_bug(ctx: Ctx) -> None:
+            """A bug of its own, met after the client left: not the disconnect's doing."""
+            world._watch(ctx)
+            world.started.set()
+            await asyncio.sleep(0.5)
+            raise KeyError("missing")
+
+        @router.websocket("/ws/late-close")
+        async def ws_late_close(websocket: WebSocket, ctx: Ctx) -> None:
+            """Closes the socket itself, after the client left."""
+            world._watch(ctx)
+            await websocket.accept()
+            await websocket.send_text("hello")
+            await asyncio.sleep(0.5)
+            await websocket.close()
+
         @router.post("/upload")
         async def upload(
             request: Request, ctx: Ctx, writes: Annotated[list[str], Resolve(tx)]
@@ -383,6 +400,39 @@ class TestUnderUvicorn:
         boundary = world.closed["gone"]
         assert boundary.details.status == "cancelled"
         assert world.events == ["rollback Cancelled"]
+
+    async def test_an_error_of_the_apps_own_after_the_client_left_is_a_failure(
+        self, world: World, serve: Serve
+    ) -> None:
+        """Only what the disconnect caused ends the boundary cancelled: a bug met after
+        the client left fails it, with that error, and reaches the server's log."""
+        async with serve(world.app) as host:
+            hostname, port = host.split(":")
+            _reader, writer = await asyncio.open_connection(hostname, int(port))
+            writer.write(b"GET /v1/late-bug HTTP/1.1\r\nHost: t\r\nX-Request-ID: bug\r\n\r\n")
+            await writer.drain()
+            await world.started.wait()
+            writer.close()
+            await asyncio.wait_for(world.boundary_closed.wait(), 5)
+        boundary = world.closed["bug"]
+        assert boundary.details.status == "failed"
+        assert isinstance(boundary.details.error, KeyError)
+
+    async def test_a_websocket_closed_by_the_app_after_the_client_left_is_cancelled(
+        self, world: World, serve: Serve
+    ) -> None:
+        from websockets.asyncio.client import connect
+
+        async with serve(world.app) as host:
+            async with connect(
+                f"ws://{host}/v1/ws/late-close", additional_headers={"X-Request-ID": "late"}
+            ) as ws:
+                # more than the watch reads ahead, never read by the app: the watch stops
+                # short of the disconnect, so the app's failed close is what tells
+                await ws.send(b"x" * 70_000)
+                await ws.recv()
+            await asyncio.wait_for(world.boundary_closed.wait(), 5)
+        assert world.closed["late"].details.status == "cancelled"
 
     async def test_a_client_that_leaves_while_its_body_is_read_cancels_the_request(
         self, world: World, serve: Serve

@@ -287,6 +287,27 @@ class RuntreeMiddleware:
                 raise
 
 
+# What apps and servers raise when the client is gone: Starlette's ClientDisconnect and
+# WebSocketDisconnect, uvicorn's ClientDisconnected (told by name: this module imports no
+# framework), a broken connection (ConnectionError), runtree's Cancelled.
+_DISCONNECT_ERRORS = frozenset(("ClientDisconnect", "WebSocketDisconnect", "ClientDisconnected"))
+
+
+def _from_disconnect(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was raised from) says the client is gone."""
+    seen = 0
+    error: BaseException | None = exc
+    while error is not None and seen < 8:
+        if (
+            isinstance(error, (Cancelled, ConnectionError))
+            or type(error).__name__ in _DISCONNECT_ERRORS
+        ):
+            return True
+        error = error.__cause__ or error.__context__
+        seen += 1
+    return False
+
+
 def _size(message: Message) -> int:
     """The bytes a message carries (a request body's chunk, a websocket message)."""
     body = message.get("body") or message.get("bytes") or message.get("text") or b""
@@ -430,13 +451,13 @@ class _Exchange:
 
     async def run(self, app: ASGIApp, request: _RequestScope) -> None:
         """Run the app on this exchange. What it raises once the client has left
-        (Starlette's ``ClientDisconnect``, ``WebSocketDisconnect``, a failed send ...) is
-        the disconnect's consequence: the boundary ends ``cancelled``, as when the app
-        returns."""
+        because of that (Starlette's ``ClientDisconnect`` or ``WebSocketDisconnect``, a
+        failed send, runtree's ``Cancelled``) ends the boundary ``cancelled``, as when the
+        app returns; any other error is a failure of its own and goes on as it is."""
         try:
             await app(request, self.receive, self.send)
         except Exception as exc:
-            if self.gone:
+            if self.gone and _from_disconnect(exc):
                 raise Cancelled(self.ctx.name, "client disconnected") from exc
             raise
 
@@ -463,7 +484,8 @@ class _Exchange:
         except OSError:
             # A server tells a websocket's sender the client is gone this way (uvicorn's
             # ClientDisconnected; Starlette turns it into WebSocketDisconnect).
-            if kind == "websocket.send":
+            if kind == "websocket.send" or kind == "websocket.close":
+                self.closed_by_app = False  # the client had left first
                 self._client_left()
             raise
 
