@@ -47,7 +47,13 @@ class Override:
 
     async def __aenter__(self) -> None:
         if self._enter() and isinstance(self.target, Atom):
-            await self._scope.release(self.target)
+            try:
+                await self._scope.release(self.target)
+            except BaseException:
+                # ``async with`` never leaves a block it did not enter: put back what
+                # was there now (the released value's cleanup failed, but it is gone).
+                self._leave()
+                raise
 
     async def __aexit__(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -469,6 +469,25 @@ class TestOverride:
             async with scope.override(settings, "c"):  # and the next one nests as before
                 assert await scope.resolve(settings) == "c"
             assert await scope.resolve(settings) == "prod"
+
+    async def test_an_override_whose_entry_fails_leaves_nothing_behind(self) -> None:
+        """Entering releases the cached value; when its cleanup fails, the block never
+        runs and the override is not left in place."""
+
+        @rt.atom
+        def conn(ctx: rt.ResolveContext) -> Iterator[str]:
+            yield "real"
+            raise RuntimeError("cleanup failed")
+
+        scope = rt.create_scope()
+        await scope.resolve(conn)
+        with pytest.raises(ExceptionGroup):
+            async with scope.override(conn, "fake"):
+                pytest.fail("the block must not run")
+        assert await scope.resolve(conn) == "real"
+        assert scope._overrides == []
+        with pytest.raises(ExceptionGroup):
+            await scope.dispose()  # the real value's cleanup fails again, as written
 
     def test_with_in_a_sync_test_and_a_flow_target(self) -> None:
         @rt.atom
