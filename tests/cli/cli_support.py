@@ -60,6 +60,17 @@ async def escapes(ctx):
     await ctx.run(lambda: 1, key="k\x1b[41mEVIL")
     return 1
 
+@rt.flow
+async def exits(ctx):
+    sys.exit(3)
+
+@rt.flow
+async def shells_out(ctx):
+    import os, subprocess
+    subprocess.run([sys.executable, "-c", "print('from a subprocess')"], check=True)
+    os.write(1, b"from os.write\\n")
+    return "done"
+
 not_a_flow = 42
 """
 

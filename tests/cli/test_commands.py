@@ -89,6 +89,23 @@ def test_json_output_is_one_document_even_when_the_flow_prints(cli: Run) -> None
     assert done.stderr == "the flow prints this\n"
 
 
+def test_json_stdout_holds_the_document_only_even_from_subprocesses(cli: Run) -> None:
+    """What a flow writes to file descriptor 1 (a tool it runs, ``os.write``) goes to
+    stderr under ``--json`` too: stdout is the one document."""
+    done = cli("run", "myflows:shells_out", "--json")
+    assert json.loads(done.stdout)["result"] == "done"
+    assert "from a subprocess" in done.stderr and "from os.write" in done.stderr
+
+
+def test_a_flow_that_calls_sys_exit_is_a_failure_reported_as_one(cli: Run) -> None:
+    as_json = cli("run", "myflows:exits", "--json", code=1)
+    doc = json.loads(as_json.stdout)
+    assert doc["ok"] is False and doc["error"] == {"type": "SystemExit", "message": "3"}
+    human = cli("run", "myflows:exits", code=1)
+    assert "exits  failed" in human.stdout
+    assert one_error_line(human).startswith("error: myflows:exits failed in exits: SystemExit: 3")
+
+
 def test_user_data_prints_as_text_never_as_markup(cli: Run) -> None:
     human = cli("run", "myflows:chatty").stdout
     assert 'result {"text": "[/b] [bold]not bold[/bold]"}' in human

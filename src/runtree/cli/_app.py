@@ -525,8 +525,24 @@ def _stdout_to_stderr(active: bool) -> Iterator[None]:
         yield
         return
     sys.stdout.flush()
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
+    # File descriptor 1 too: a subprocess the flow starts, or os.write(1, ...), writes
+    # there, not to sys.stdout.
+    saved: int | None = None
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # no such descriptors (an embedded interpreter): Python's level only
+        if saved is not None:
+            os.close(saved)
+        saved = None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            sys.stderr.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 @app.command("run", cls=_Command, short_help="Run a flow and print its execution tree.")
@@ -580,6 +596,8 @@ def run_command(
             failure = exc
         except KeyboardInterrupt as exc:  # Ctrl-C before the loop ran
             interrupt.hit = True
+            failure = exc
+        except SystemExit as exc:  # the flow called sys.exit(): a failure like any other
             failure = exc
         except asyncio.CancelledError as exc:
             if not interrupt.hit:
