@@ -224,14 +224,7 @@ class RuntreeMiddleware:
         answered_error = False
         try:
             async with ctx:
-                try:
-                    await exchange.run(self.app, request)
-                finally:
-                    generation = exchange.generation
-                    if generation is not None:
-                        del generation[exchange]
-                    elif exchange.watcher is not None:
-                        await exchange.stop_watch()
+                await exchange.run(self.app, request)
                 if exchange.status >= self.fail_status:
                     answered_error = True
                     raise ErrorResponse(exchange.status)
@@ -274,14 +267,7 @@ class RuntreeMiddleware:
             self._pending(exchange)
         try:
             async with ctx:
-                try:
-                    await exchange.run(self.app, request)
-                finally:
-                    generation = exchange.generation
-                    if generation is not None:
-                        del generation[exchange]
-                    elif exchange.watcher is not None:
-                        await exchange.stop_watch()
+                await exchange.run(self.app, request)
         except Cancelled:
             if not exchange.gone:
                 raise
@@ -450,16 +436,23 @@ class _Exchange:
         self._messages: deque[Message] | None = None
 
     async def run(self, app: ASGIApp, request: _RequestScope) -> None:
-        """Run the app on this exchange. What it raises once the client has left
-        because of that (Starlette's ``ClientDisconnect`` or ``WebSocketDisconnect``, a
-        failed send, runtree's ``Cancelled``) ends the boundary ``cancelled``, as when the
-        app returns; any other error is a failure of its own and goes on as it is."""
+        """Run the app on this exchange, then end its watch (waiting for one, or
+        running). What the app raises once the client has left because of that
+        (Starlette's ``ClientDisconnect`` or ``WebSocketDisconnect``, a failed send,
+        runtree's ``Cancelled``) ends the boundary ``cancelled``, as when the app
+        returns; any other error is a failure of its own and goes on as it is."""
         try:
             await app(request, self.receive, self.send)
         except Exception as exc:
             if self.gone and _from_disconnect(exc):
                 raise Cancelled(self.ctx.name, "client disconnected") from exc
             raise
+        finally:
+            generation = self.generation
+            if generation is not None:
+                del generation[self]
+            elif self.watcher is not None:
+                await self.stop_watch()
 
     def _client_left(self) -> None:
         if not self.done and not self.closed_by_app:
