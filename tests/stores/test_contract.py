@@ -280,6 +280,11 @@ class TestSessions:
                 await Sessions(store).get("nope-42")
             with pytest.raises(KeyError):
                 await Sessions(store).get("nope-42")
+            # An id no session can have is not found either (as Runs.get answers), on
+            # every store alike: nothing reaches the store, nothing raises another error.
+            for impossible in ("", "a\x00b", "\ud800", "x" * 5000, None, 42):
+                with pytest.raises(SessionNotFoundError):
+                    await Sessions(store).get(impossible)  # type: ignore[arg-type]
 
     async def test_get_or_create_returns_the_active_session(self, open_store: StoreFactory) -> None:
         async with open_store() as store:

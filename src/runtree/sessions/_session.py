@@ -19,8 +19,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, final, overload
 
-from .._json import error_text, problem, readable, shown, user_stacklevel
-from ..errors import CommandNotRunningError, SerializationWarning, SessionNotFoundError
+from .._json import check_name, error_text, problem, readable, shown, user_stacklevel
+from ..errors import (
+    CommandNotRunningError,
+    SerializationWarning,
+    SessionNotFoundError,
+    StoreError,
+)
 from ..stores._base import (
     CommandRecord,
     CommandStatus,
@@ -195,9 +200,14 @@ class Sessions:
         """The session with this id.
 
         Raises:
-            SessionNotFoundError: no such session in this store.
+            SessionNotFoundError: no such session in this store — also for an id no
+                session can have (empty, not a str, a NUL, a lone surrogate, too long),
+                as ``Runs.get`` answers for runs.
         """
-        _name(session_id, "session_id")
+        try:
+            check_name(session_id, "session id")
+        except StoreError:
+            raise SessionNotFoundError(session_id) from None
         record = await self._backend.session_load(session_id)
         if record is None:
             raise SessionNotFoundError(session_id)
