@@ -24,7 +24,7 @@ import typer
 
 from .._defs import Flow
 from ..errors import RunNotFoundError, RuntreeError
-from ._common import json_written, print_error, printable, store_ref
+from ._common import json_written, print_error, printable, require_text, store_ref
 
 if TYPE_CHECKING:
     from ..runs import RunInfo, Runs, RunTree
@@ -267,6 +267,7 @@ def runs_list(
 @runs_app.command("show")
 def runs_show(run_id: RunId, as_json: JsonFlag = False, store: StoreOpt = None) -> None:
     """Show a run's tree: name, status, duration, key, replayed, error per node."""
+    require_text(run_id, "ID")
     tree = _with_runs(store, lambda runs: runs.get(run_id), read=True)
     if as_json:
         _print_json(tree.to_dict())
@@ -283,6 +284,7 @@ def runs_cancel(
 ) -> None:
     """Cancel a run: its live owner cancels it within one lease renewal; a run whose
     process died is marked cancelled at once."""
+    require_text(run_id, "ID")
     info = _with_runs(store, lambda runs: runs.cancel(run_id, reason), read=True)
     if as_json:
         _print_json(info.to_dict())
@@ -322,6 +324,7 @@ def runs_resume(
 ) -> None:
     """Run a failed, cancelled or interrupted run again here, under the same id:
     recorded successes replay, failures run again."""
+    require_text(run_id, "ID")
     flows = _import_modules(list(module or ()))
     url = store_ref(store).url
 
@@ -372,6 +375,8 @@ def runs_fork(
 ) -> None:
     """Copy a run whose journal keeps the entries recorded before KEY; resume it to run
     from KEY on."""
+    require_text(run_id, "ID")
+    require_text(from_key, "--from")
     ident = _with_runs(
         store, lambda runs: runs.fork(run_id, from_key=from_key, new_id=new_id), read=True
     )
