@@ -39,6 +39,19 @@ def test_session_lifecycle(cli: Run) -> None:
     assert re.search(rf"{sid}  ended     \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d     0  shop", table)
 
 
+def test_every_session_command_speaks_json(cli: Run) -> None:
+    """``--json`` on get, set and end too: one document, on failure as well."""
+    sid = cli("session", "start", "shop").stdout.strip()
+    put = json.loads(cli("session", "set", sid, "plan", "[1, 2]", "--json").stdout)
+    assert put == {"session_id": sid, "key": "plan", "value": [1, 2]}
+    assert json.loads(cli("session", "get", sid, "plan", "--json").stdout) == [1, 2]
+    missing = json.loads(cli("session", "get", sid, "nope", "--json", code=1).stdout)
+    assert missing["ok"] is False and missing["error"]["type"] == "KeyError"
+    ended = json.loads(cli("session", "end", sid, "--json").stdout)
+    assert ended["session_id"] == sid and ended["active"] is False
+    assert ended["shared_data"] == {"plan": [1, 2]}
+
+
 def test_ended_sessions_refuse_writes_and_commands(cli: Run) -> None:
     sid = cli("session", "start", "shop").stdout.strip()
     cli("session", "end", sid)

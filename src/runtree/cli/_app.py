@@ -316,8 +316,9 @@ async def _command_trees(store: object, session: Any) -> dict[str, Any]:
 
 
 @session_app.command("get", cls=_Command)
-def session_get(session_id: SessionId, key: Key) -> None:
-    """Print a shared data value as JSON (exit 1 when the key is not set)."""
+def session_get(session_id: SessionId, key: Key, as_json: JsonFlag = False) -> None:
+    """Print a shared data value as JSON (exit 1 when the key is not set); ``--json``
+    changes nothing but errors, which come as one JSON document too."""
     require_text(session_id, "ID")
     require_text(key, "KEY")
 
@@ -343,8 +344,9 @@ def session_set(
     value: Annotated[
         str, typer.Argument(metavar="JSON", help="The value, as JSON.", show_default=False)
     ],
+    as_json: JsonFlag = False,
 ) -> None:
-    """Set a shared data value (JSON)."""
+    """Set a shared data value (JSON); ``--json`` prints what was set."""
     require_text(session_id, "ID")
     require_text(key, "KEY")
     parsed = _parse_json(value, "the value")
@@ -355,11 +357,14 @@ def session_set(
         await session.set_shared_data(key, parsed)
 
     _with_sessions(put, ref=find_store(), session_id=session_id)
+    if as_json:
+        _print_json({"session_id": session_id, "key": key, "value": parsed})
 
 
 @session_app.command("end", cls=_Command)
-def session_end(session_id: SessionId) -> None:
-    """End a session: it stays readable and takes no more writes."""
+def session_end(session_id: SessionId, as_json: JsonFlag = False) -> None:
+    """End a session: it stays readable and takes no more writes; ``--json`` prints the
+    session (as ``session show --json``)."""
     require_text(session_id, "ID")
 
     async def end(sessions: Any) -> tuple[bool, Any]:
@@ -370,7 +375,9 @@ def session_end(session_id: SessionId) -> None:
         return True, session
 
     ended, session = _with_sessions(end, ref=find_store(), session_id=session_id)
-    if ended:
+    if as_json:
+        _print_json(_session_dict(session))
+    elif ended:
         sys.stdout.write(
             f"ended session {session.session_id} (project {session.project_name}, "
             f"{_count(len(session.command_history), 'command')}); it stays readable: "
