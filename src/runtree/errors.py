@@ -301,13 +301,16 @@ class StoreError(RuntreeError):
 
 
 class SessionNotFoundError(StoreError, KeyError):
-    """No session with that id in the store."""
+    """No session with that id in the store (``reason``: why none can have it)."""
 
-    def __init__(self, session_id: str) -> None:
+    def __init__(self, session_id: str, reason: str | None = None) -> None:
         super().__init__(session_id)
         self.session_id = session_id
+        self.reason = reason
 
     def __str__(self) -> str:
+        if self.reason is not None:
+            return f"No session can have that id: {self.reason}"
         return (
             f"No session {self.session_id!r} in this store. List sessions with "
             "Sessions.list() (or `runtree session list`) or create one."

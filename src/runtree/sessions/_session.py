@@ -206,8 +206,8 @@ class Sessions:
         """
         try:
             check_name(session_id, "session id")
-        except StoreError:
-            raise SessionNotFoundError(session_id) from None
+        except StoreError as exc:
+            raise SessionNotFoundError(session_id, str(exc)) from None
         record = await self._backend.session_load(session_id)
         if record is None:
             raise SessionNotFoundError(session_id)
