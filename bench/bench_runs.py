@@ -15,12 +15,17 @@ reads`` picks parts).
   with a blocking connection and, for reference, an ``AsyncConnection``; and psycopg's
   default transaction mode, ``execute`` then ``commit()``, the floor DESIGN §4 names).
 - reads: ``runs.list(limit=50)`` over 100,000 runs; ``runs.get`` of a 10,000-node tree.
+
+The collector, as in bench/harness.py: what the imports built is frozen out of its sight
+at the start (``gc.freeze()``), and each timed sample starts after a ``gc.collect()``; it
+stays on during the samples.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import secrets
 import sqlite3
@@ -135,7 +140,10 @@ def settle() -> None:
     """Write back the dirty pages earlier sections left before a timed one starts, so the
     kernel does not write them back during it (a write to a page being written back
     waits). Measured once: a one-root run right after the raw loop took 42 to 48 us a
-    step, 28 to 30 after a sync."""
+    step, 28 to 30 after a sync. And start each sample with the garbage of the earlier
+    ones collected, as bench/harness.py does before each batch (the collector stays on
+    while a sample runs: what a step leaves is collected in its time)."""
+    gc.collect()
     os.sync()
 
 
@@ -338,6 +346,11 @@ async def bench_reads(folder: Path) -> None:
 
 
 async def main() -> None:
+    # As bench/harness.py does: what the imports built is moved out of the collector's
+    # sight, so that a full collection during a sample walks what the benchmark made,
+    # not every object of every module loaded (the raw loops allocate nothing to walk).
+    gc.collect()
+    gc.freeze()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pg", default=os.environ.get("RUNTREE_BENCH_PG_DSN"))
     parser.add_argument("--only", default="exec,concurrency,reads")
