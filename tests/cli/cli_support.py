@@ -71,6 +71,10 @@ async def shells_out(ctx):
     os.write(1, b"from os.write\\n")
     return "done"
 
+@rt.flow
+async def gives_a_set(ctx):
+    return {1, 2}
+
 not_a_flow = 42
 """
 

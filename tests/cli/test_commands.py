@@ -110,6 +110,16 @@ def test_json_stdout_holds_the_document_only_even_from_subprocesses(cli: Run) ->
     assert "from a subprocess" in done.stderr and "from os.write" in done.stderr
 
 
+def test_a_result_that_is_not_json_is_shown_as_text_with_a_warning(cli: Run) -> None:
+    for args in ((), ("--json",)):
+        done = cli("run", "myflows:gives_a_set", *args)
+        assert done.stderr == (
+            "warning: the flow's result is not JSON (set value {1, 2} is not JSON); "
+            "it is shown as text\n"
+        )
+    assert json.loads(done.stdout)["result"] == "{1, 2}"
+
+
 def test_a_flow_that_calls_sys_exit_is_a_failure_reported_as_one(cli: Run) -> None:
     as_json = cli("run", "myflows:exits", "--json", code=1)
     doc = json.loads(as_json.stdout)

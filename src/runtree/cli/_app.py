@@ -626,6 +626,13 @@ def _report_success(
     as_json: bool,
     run_id: str | None,
 ) -> None:
+    from .._json import problem
+
+    why = problem(result)
+    if why is not None and session is None:  # (a session command warns as it records it)
+        sys.stderr.write(
+            f"warning: the flow's result is not JSON ({one_line(why)}); it is shown as text\n"
+        )
     if as_json:
         tree = tree_data(recorder)
         doc = {"ok": True, "result": result, "session_id": session, "run_id": run_id, "tree": tree}
