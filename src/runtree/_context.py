@@ -52,6 +52,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._defs import Atom
+    from ._execution import Execution
     from ._journal import Journal
     from ._scope import Scope
     from ._stream import FlowStream
@@ -195,8 +196,8 @@ class _Extra:
         self.sealed = False
         self.timed_out: float | None = None
         # the root of a scope.exec whose task has not started: its Execution (closed now,
-        # both are cancelled), else False
-        self.unstarted: Any = False
+        # both are cancelled)
+        self.unstarted: Execution[Any] | None = None
         # tasks waiting in this context without a child of their own (a journal key
         # another exec holds) -> a future set when the last one leaves (see _wait_here)
         self.waits: dict[asyncio.Task[Any], None] | None = None
@@ -969,18 +970,20 @@ class ExecutionContext(Generic[InputT]):
                         "child returns"
                     )
                     raise RuntimeError(msg)
-        if self._cancelled or (x is not None and x.unstarted):
+        if self._cancelled or (x is not None and x.unstarted is not None):
             # A cancelled boundary did not finish its work (or, the root of a scope.exec,
             # never started it): its resources see why (the transaction idiom rolls
             # back), like an exec child that was cancelled.
             x = self._extra()
             reason = Cancelled(
                 self.name,
-                "its scope closed it before it started" if x.unstarted else x.cancel_reason,
+                "its scope closed it before it started"
+                if x.unstarted is not None
+                else x.cancel_reason,
             )
             x.error = reason
             self._status = "cancelled"
-            if x.unstarted:
+            if x.unstarted is not None:
                 x.unstarted._closed_unstarted()  # its Execution: cancelled, never running
             await self._close_now(reason, raised=False)
         else:
@@ -1289,7 +1292,7 @@ def _open_child(
     if task is None:
         task = _task_of(boundary._bind_loop())
     foreign = task is not parent._task
-    if foreign:  # _entry_depth(), inline
+    if foreign:  # the frames execs already use where work enters from another task
         cur = _current.get()
         depth = (0 if cur is None else cur._depth) + frames
     else:
@@ -1349,12 +1352,6 @@ def reset_abandoned(token: Token[ExecutionContext | None]) -> None:
         _current.reset(token)
     except ValueError:
         pass
-
-
-def _entry_depth() -> int:
-    """Frames already used by execs when work enters a context from another task."""
-    cur = _current.get()
-    return 0 if cur is None else cur._depth
 
 
 def boundary_context(

@@ -164,7 +164,7 @@ class Execution(Generic[T]):
                 await self._set_status("running")
             if ctx.closed:  # (before its task started, or by a status callback)
                 raise Cancelled(ctx.name, "its scope closed it before it started")
-            ctx._extra().unstarted = False
+            ctx._extra().unstarted = None
             if scope._init_pending:
                 await scope._run_init()
             value = await self._invoke(ctx)

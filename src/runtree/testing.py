@@ -371,10 +371,9 @@ def _compare(
     want_children = expected[2] if len(expected) == 3 else []
     if want_children is ...:
         return None
-    if len(want_children) != len(children):
-        names = [c[0] for c in children]
-        return f"at {here}: expected {_count(len(want_children))}, got {len(children)} {names}"
     names = [c[0] for c in children]
+    if len(want_children) != len(children):
+        return f"at {here}: expected {_count(len(want_children))}, got {len(children)} {names}"
     for i, (got, want) in enumerate(zip(children, want_children, strict=True)):
         step = str(got[0])
         if names.count(got[0]) > 1:  # same-named siblings: say which one
